@@ -1,0 +1,236 @@
+//! Configuration from the environment (architecture.md, "Configuration"). Every variable has a
+//! default pointing at the standard local ports, so a developer runs with no configuration.
+//! Parsing fails with one readable line naming the variable; it never panics.
+
+use std::{collections::HashMap, time::Duration};
+
+use thiserror::Error;
+
+/// How callers are identified (http-api.md §2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `Authorization: Bearer` / `?token=` JWT, verified on every request.
+    Jwt,
+    /// `X-User-ID` trusted as set by the ReTiCh API gateway.
+    Header,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Identity settings shared by the REST and WebSocket sides.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// HS256 secret; never logged.
+    pub jwt_secret: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+}
+
+/// Everything api-service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen port; 0 picks a free one (tests).
+    pub port: u16,
+    pub host: String,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub nats_url: String,
+    /// First token of every NATS subject (`<prefix>.conv.<id>`); tests use their own.
+    pub nats_subject_prefix: String,
+    pub redis_url: String,
+    /// Prefix of every Redis key; tests use their own.
+    pub redis_key_prefix: String,
+    pub auth: AuthSettings,
+    pub auto_migrate: bool,
+    pub user_service_url: Option<String>,
+    pub upload_dir: String,
+    /// `file_url` base; `None` means `http://localhost:<PORT>/uploads`.
+    pub upload_base_url: Option<String>,
+    pub rate_limit_per_sec: f64,
+    pub rate_limit_burst: u32,
+    /// How many months ahead the messages partitions are created.
+    pub partition_months_ahead: u32,
+    pub partition_check_interval: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Error)]
+#[error("invalid configuration: {name}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+fn bad(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { name, reason: reason.into() }
+}
+
+/// Reads one variable, treating an empty value as unset.
+struct Env<'a>(&'a HashMap<String, String>);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, name: &str, default: &str) -> String {
+        self.get(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| bad(name, format!("cannot parse {v:?}"))),
+        }
+    }
+
+    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(bad(name, format!("expected true or false, got {v:?}"))),
+        }
+    }
+}
+
+/// Checks that `url` has one of the given schemes, without echoing credentials in errors.
+pub fn check_url(name: &'static str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme {
+        Some(s) if schemes.contains(&s.as_str()) => Ok(()),
+        _ => Err(bad(name, format!("expected a URL starting with {}", schemes.join("://, ") + "://"))),
+    }
+}
+
+impl AuthSettings {
+    /// Reads `AUTH_MODE`, `JWT_*`, `JWKS_URL`.
+    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let mode = match env.string("AUTH_MODE", "jwt").to_ascii_lowercase().as_str() {
+            "jwt" => AuthMode::Jwt,
+            "header" => AuthMode::Header,
+            other => return Err(bad("AUTH_MODE", format!("expected jwt or header, got {other:?}"))),
+        };
+        let jwks_url = env.get("JWKS_URL");
+        if let Some(url) = &jwks_url {
+            check_url("JWKS_URL", url, &["http", "https"])?;
+        }
+        Ok(Self {
+            mode,
+            jwt_secret: env.get("JWT_SECRET"),
+            jwks_url,
+            jwt_issuer: env.get("JWT_ISSUER"),
+            jwt_audience: env.get("JWT_AUDIENCE"),
+        })
+    }
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads settings from a map of variables (the environment, or a test's own map).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Env(vars);
+        let database_url = env.string("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/retich");
+        check_url("DATABASE_URL", &database_url, &["postgres", "postgresql"])?;
+        let nats_url = env.string("NATS_URL", "nats://127.0.0.1:4222");
+        check_url("NATS_URL", &nats_url, &["nats", "tls", "ws", "wss"])?;
+        let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
+        check_url("REDIS_URL", &redis_url, &["redis", "rediss", "unix"])?;
+        let nats_subject_prefix = env.string("NATS_SUBJECT_PREFIX", "retich");
+        shared_proto::subjects::validate_prefix(&nats_subject_prefix)
+            .map_err(|e| bad("NATS_SUBJECT_PREFIX", e.to_string()))?;
+        let user_service_url = env.get("USER_SERVICE_URL");
+        if let Some(url) = &user_service_url {
+            check_url("USER_SERVICE_URL", url, &["http", "https"])?;
+        }
+        let log_format = match env.string("LOG_FORMAT", "json").to_ascii_lowercase().as_str() {
+            "json" => LogFormat::Json,
+            "text" | "pretty" => LogFormat::Text,
+            other => return Err(bad("LOG_FORMAT", format!("expected json or text, got {other:?}"))),
+        };
+        let rate_limit_per_sec: f64 = env.parse("RATE_LIMIT_MESSAGES_PER_SEC", 20.0)?;
+        if !(rate_limit_per_sec.is_finite() && rate_limit_per_sec > 0.0) {
+            return Err(bad("RATE_LIMIT_MESSAGES_PER_SEC", "must be a positive number"));
+        }
+        let rate_limit_burst: u32 = env.parse("RATE_LIMIT_MESSAGES_BURST", 40)?;
+        if rate_limit_burst == 0 {
+            return Err(bad("RATE_LIMIT_MESSAGES_BURST", "must be at least 1"));
+        }
+        Ok(Self {
+            port: env.parse("PORT", 8082)?,
+            host: env.string("HOST", "0.0.0.0"),
+            log_level: env.string("LOG_LEVEL", "info"),
+            log_format,
+            database_url,
+            database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 32)?,
+            nats_url,
+            nats_subject_prefix,
+            redis_url,
+            redis_key_prefix: env.string("REDIS_KEY_PREFIX", "retich"),
+            auth: AuthSettings::from_env(&env)?,
+            auto_migrate: env.bool("AUTO_MIGRATE", false)?,
+            user_service_url,
+            upload_dir: env.string("UPLOAD_DIR", "./uploads"),
+            upload_base_url: env.get("UPLOAD_BASE_URL").map(|u| u.trim_end_matches('/').to_owned()),
+            rate_limit_per_sec,
+            rate_limit_burst,
+            partition_months_ahead: env.parse("PARTITION_MONTHS_AHEAD", 3)?,
+            partition_check_interval: Duration::from_secs(env.parse("PARTITION_CHECK_SECONDS", 3600)?),
+            shutdown_timeout: Duration::from_secs(env.parse("SHUTDOWN_TIMEOUT_SECONDS", 25)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_point_at_the_local_services() {
+        let s = Settings::from_map(&HashMap::new()).unwrap();
+        assert_eq!(s.port, 8082);
+        assert_eq!(s.auth.mode, AuthMode::Jwt);
+        assert!(s.database_url.contains("127.0.0.1:5432"));
+        assert_eq!(s.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
+        assert!(!s.auto_migrate);
+    }
+
+    #[test]
+    fn a_bad_database_url_names_the_variable_without_echoing_it() {
+        let err = Settings::from_map(&vars(&[("DATABASE_URL", "mysql://u:secret@h/db")])).unwrap_err();
+        assert_eq!(err.name, "DATABASE_URL");
+        assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn an_unknown_auth_mode_is_rejected() {
+        let err = Settings::from_map(&vars(&[("AUTH_MODE", "none")])).unwrap_err();
+        assert_eq!(err.name, "AUTH_MODE");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let s = Settings::from_map(&vars(&[("PORT", ""), ("JWT_SECRET", "  ")])).unwrap();
+        assert_eq!(s.port, 8082);
+        assert!(s.auth.jwt_secret.is_none());
+    }
+}

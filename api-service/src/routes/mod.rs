@@ -1,0 +1,3 @@
+//! HTTP routes. `ops`: health, readiness, metrics.
+
+pub mod ops;

@@ -1,0 +1,175 @@
+//! Building and running the HTTP application: connections to PostgreSQL, NATS and Redis, the
+//! route tree, background maintenance, and graceful shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use poem::{
+    EndpointExt, Route, Server, get,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{AuthMode, Settings},
+    metrics::{HttpMetrics, Metrics},
+    migrate, partitions,
+    redis_conn::RedisConn,
+    routes,
+};
+
+/// Everything a request handler may need. Cloned per request (all fields are handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub redis: Arc<RedisConn>,
+    pub metrics: Metrics,
+    pub verifier: shared_auth::Verifier,
+}
+
+/// A built application: bound to its port, connected, not yet serving.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    port: u16,
+    state: AppState,
+    /// Cancelled on shutdown; background tasks (partition maintenance) select on it.
+    stop: CancellationToken,
+}
+
+/// Opens the PostgreSQL pool, failing fast with a clear error when the server cannot be reached.
+pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(settings.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&settings.database_url)
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")
+}
+
+impl Application {
+    /// Connects everything, migrates when `AUTO_MIGRATE` is set, and binds the listener
+    /// (`PORT=0` binds a free port; see [`Application::port`]).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if settings.auth.mode == AuthMode::Header {
+            tracing::warn!(
+                "AUTH_MODE=header: X-User-ID is trusted as the caller's identity. Run this only behind the ReTiCh API gateway, where nothing else can reach the service."
+            );
+        }
+        if settings.auto_migrate {
+            if migrate::create_database_if_missing(&settings.database_url).await.context("cannot reach PostgreSQL (DATABASE_URL)")? {
+                tracing::info!("created the database named in DATABASE_URL");
+            }
+        }
+        let pool = connect_database(&settings).await?;
+        if settings.auto_migrate {
+            let mut conn = pool.acquire().await.context("cannot connect to PostgreSQL")?;
+            let applied = migrate::up(&mut conn, None).await.context("AUTO_MIGRATE failed")?;
+            tracing::info!(migrations.applied = applied, "database schema is up to date");
+        }
+        let nats = async_nats::ConnectOptions::new()
+            .name("api-service")
+            .retry_on_initial_connect()
+            .connect(&settings.nats_url)
+            .await
+            .context("invalid NATS_URL")?;
+        let redis = Arc::new(RedisConn::new(&settings.redis_url).context("invalid REDIS_URL")?);
+        let verifier = shared_auth::Verifier::new(shared_auth::JwtConfig {
+            secret: settings.auth.jwt_secret.clone(),
+            jwks_url: settings.auth.jwks_url.clone(),
+            issuer: settings.auth.jwt_issuer.clone(),
+            audience: settings.auth.jwt_audience.clone(),
+        });
+        if settings.auth.mode == AuthMode::Jwt && !verifier.has_keys() {
+            tracing::warn!("AUTH_MODE=jwt with neither JWT_SECRET nor JWKS_URL: every authenticated request will get 401");
+        }
+        let addr = format!("{}:{}", settings.host, settings.port);
+        let acceptor = TcpListener::bind(addr.clone()).into_acceptor().await.with_context(|| format!("cannot listen on {addr}"))?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().map(SocketAddr::port))
+            .context("listener has no TCP address")?;
+        let state = AppState {
+            settings: Arc::new(settings),
+            pool,
+            nats,
+            redis,
+            metrics: Metrics::new(),
+            verifier,
+        };
+        Ok(Self { acceptor, port, state, stop: CancellationToken::new() })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (tests use its pool and settings).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight requests (bounded by
+    /// `SHUTDOWN_TIMEOUT_SECONDS`) and stops background tasks.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { acceptor, port, state, stop } = self;
+        let settings = state.settings.clone();
+        let maintenance = tokio::spawn(partitions::maintain(
+            state.pool.clone(),
+            settings.partition_months_ahead,
+            settings.partition_check_interval,
+            stop.clone(),
+        ));
+        tracing::info!(port, "api-service listening");
+        let app = build_routes(state.clone());
+        let result = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(settings.shutdown_timeout))
+            .await;
+        stop.cancel();
+        let _ = maintenance.await;
+        // Deliver whatever events are still buffered before the process ends.
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.nats.flush()).await;
+        state.pool.close().await;
+        tracing::info!("api-service stopped");
+        result.context("HTTP server failed")
+    }
+}
+
+/// The whole route tree with its middleware.
+pub fn build_routes(state: AppState) -> impl poem::Endpoint {
+    let metrics = state.metrics.clone();
+    Route::new()
+        .at("/health", get(routes::ops::health))
+        .at("/test", get(routes::ops::health))
+        .at("/ready", get(routes::ops::ready))
+        .at("/metrics", get(routes::ops::metrics))
+        .data(state)
+        .with(HttpMetrics(metrics))
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
