@@ -11,7 +11,9 @@ fn main() {
         let path = entry.expect("dir entry").path();
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
         println!("cargo:rerun-if-changed={}", path.display());
-        let Some(stem) = file.strip_suffix(".up.sql") else { continue };
+        let Some(stem) = file.strip_suffix(".up.sql") else {
+            continue;
+        };
         let (version, name) = stem.split_once('_').expect("NNNNNN_name.up.sql");
         let version: u64 = version.parse().expect("numeric migration version");
         let down = dir.join(format!("{stem}.down.sql"));
@@ -19,7 +21,9 @@ fn main() {
         entries.push((version, name.to_owned(), path, down));
     }
     entries.sort_by_key(|e| e.0);
-    let mut out = String::from("/// Every migration of `migrations/`, in version order.\npub static MIGRATIONS: &[Migration] = &[\n");
+    let mut out = String::from(
+        "/// Every migration of `migrations/`, in version order.\npub static MIGRATIONS: &[Migration] = &[\n",
+    );
     for (version, name, up, down) in entries {
         out.push_str(&format!(
             "    Migration {{ version: {version}, name: {name:?}, up: include_str!({up:?}), down: include_str!({down:?}) }},\n",
@@ -28,5 +32,9 @@ fn main() {
         ));
     }
     out.push_str("];\n");
-    fs::write(PathBuf::from(env::var("OUT_DIR").unwrap()).join("migrations.rs"), out).unwrap();
+    fs::write(
+        PathBuf::from(env::var("OUT_DIR").unwrap()).join("migrations.rs"),
+        out,
+    )
+    .unwrap();
 }

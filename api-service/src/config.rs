@@ -72,7 +72,10 @@ pub struct ConfigError {
 }
 
 fn bad(name: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { name, reason: reason.into() }
+    ConfigError {
+        name,
+        reason: reason.into(),
+    }
 }
 
 /// Reads one variable, treating an empty value as unset.
@@ -80,17 +83,26 @@ struct Env<'a>(&'a HashMap<String, String>);
 
 impl Env<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        self.0
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     fn string(&self, name: &str, default: &str) -> String {
         self.get(name).unwrap_or_else(|| default.to_owned())
     }
 
-    fn parse<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError> {
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| bad(name, format!("cannot parse {v:?}"))),
+            Some(v) => v
+                .parse()
+                .map_err(|_| bad(name, format!("cannot parse {v:?}"))),
         }
     }
 
@@ -109,7 +121,13 @@ pub fn check_url(name: &'static str, url: &str, schemes: &[&str]) -> Result<(), 
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme {
         Some(s) if schemes.contains(&s.as_str()) => Ok(()),
-        _ => Err(bad(name, format!("expected a URL starting with {}", schemes.join("://, ") + "://"))),
+        _ => Err(bad(
+            name,
+            format!(
+                "expected a URL starting with {}",
+                schemes.join("://, ") + "://"
+            ),
+        )),
     }
 }
 
@@ -119,7 +137,12 @@ impl AuthSettings {
         let mode = match env.string("AUTH_MODE", "jwt").to_ascii_lowercase().as_str() {
             "jwt" => AuthMode::Jwt,
             "header" => AuthMode::Header,
-            other => return Err(bad("AUTH_MODE", format!("expected jwt or header, got {other:?}"))),
+            other => {
+                return Err(bad(
+                    "AUTH_MODE",
+                    format!("expected jwt or header, got {other:?}"),
+                ));
+            }
         };
         let jwks_url = env.get("JWKS_URL");
         if let Some(url) = &jwks_url {
@@ -144,7 +167,10 @@ impl Settings {
     /// Reads settings from a map of variables (the environment, or a test's own map).
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Env(vars);
-        let database_url = env.string("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/retich");
+        let database_url = env.string(
+            "DATABASE_URL",
+            "postgres://postgres:postgres@127.0.0.1:5432/retich",
+        );
         check_url("DATABASE_URL", &database_url, &["postgres", "postgresql"])?;
         let nats_url = env.string("NATS_URL", "nats://127.0.0.1:4222");
         check_url("NATS_URL", &nats_url, &["nats", "tls", "ws", "wss"])?;
@@ -157,14 +183,26 @@ impl Settings {
         if let Some(url) = &user_service_url {
             check_url("USER_SERVICE_URL", url, &["http", "https"])?;
         }
-        let log_format = match env.string("LOG_FORMAT", "json").to_ascii_lowercase().as_str() {
+        let log_format = match env
+            .string("LOG_FORMAT", "json")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "json" => LogFormat::Json,
             "text" | "pretty" => LogFormat::Text,
-            other => return Err(bad("LOG_FORMAT", format!("expected json or text, got {other:?}"))),
+            other => {
+                return Err(bad(
+                    "LOG_FORMAT",
+                    format!("expected json or text, got {other:?}"),
+                ));
+            }
         };
         let rate_limit_per_sec: f64 = env.parse("RATE_LIMIT_MESSAGES_PER_SEC", 20.0)?;
         if !(rate_limit_per_sec.is_finite() && rate_limit_per_sec > 0.0) {
-            return Err(bad("RATE_LIMIT_MESSAGES_PER_SEC", "must be a positive number"));
+            return Err(bad(
+                "RATE_LIMIT_MESSAGES_PER_SEC",
+                "must be a positive number",
+            ));
         }
         let rate_limit_burst: u32 = env.parse("RATE_LIMIT_MESSAGES_BURST", 40)?;
         if rate_limit_burst == 0 {
@@ -185,11 +223,15 @@ impl Settings {
             auto_migrate: env.bool("AUTO_MIGRATE", false)?,
             user_service_url,
             upload_dir: env.string("UPLOAD_DIR", "./uploads"),
-            upload_base_url: env.get("UPLOAD_BASE_URL").map(|u| u.trim_end_matches('/').to_owned()),
+            upload_base_url: env
+                .get("UPLOAD_BASE_URL")
+                .map(|u| u.trim_end_matches('/').to_owned()),
             rate_limit_per_sec,
             rate_limit_burst,
             partition_months_ahead: env.parse("PARTITION_MONTHS_AHEAD", 3)?,
-            partition_check_interval: Duration::from_secs(env.parse("PARTITION_CHECK_SECONDS", 3600)?),
+            partition_check_interval: Duration::from_secs(
+                env.parse("PARTITION_CHECK_SECONDS", 3600)?,
+            ),
             shutdown_timeout: Duration::from_secs(env.parse("SHUTDOWN_TIMEOUT_SECONDS", 25)?),
         })
     }
@@ -200,7 +242,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -216,7 +261,8 @@ mod tests {
 
     #[test]
     fn a_bad_database_url_names_the_variable_without_echoing_it() {
-        let err = Settings::from_map(&vars(&[("DATABASE_URL", "mysql://u:secret@h/db")])).unwrap_err();
+        let err =
+            Settings::from_map(&vars(&[("DATABASE_URL", "mysql://u:secret@h/db")])).unwrap_err();
         assert_eq!(err.name, "DATABASE_URL");
         assert!(!err.to_string().contains("secret"));
     }

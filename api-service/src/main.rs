@@ -66,7 +66,10 @@ fn main() -> ExitCode {
     };
     telemetry::init(&settings.log_level, settings.log_format);
     shared_auth::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -84,19 +87,34 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             app.run_until(startup::shutdown_signal()).await
         }
         Command::Migrate { action } => {
-            migrate::create_database_if_missing(&settings.database_url).await.context("cannot reach PostgreSQL")?;
-            let mut conn = sqlx::PgConnection::connect(&settings.database_url).await.context("cannot connect to PostgreSQL")?;
+            migrate::create_database_if_missing(&settings.database_url)
+                .await
+                .context("cannot reach PostgreSQL")?;
+            let mut conn = sqlx::PgConnection::connect(&settings.database_url)
+                .await
+                .context("cannot connect to PostgreSQL")?;
             match action {
                 MigrateAction::Up { n } => {
                     let applied = migrate::up(&mut conn, n).await?;
-                    println!("applied {applied} migration(s); version {}", migrate::current_version(&mut conn).await?);
+                    println!(
+                        "applied {applied} migration(s); version {}",
+                        migrate::current_version(&mut conn).await?
+                    );
                 }
                 MigrateAction::Down { n, all } => {
-                    anyhow::ensure!(all || n.is_some(), "say how many migrations to revert, or --all");
+                    anyhow::ensure!(
+                        all || n.is_some(),
+                        "say how many migrations to revert, or --all"
+                    );
                     let reverted = migrate::down(&mut conn, if all { None } else { n }).await?;
-                    println!("reverted {reverted} migration(s); version {}", migrate::current_version(&mut conn).await?);
+                    println!(
+                        "reverted {reverted} migration(s); version {}",
+                        migrate::current_version(&mut conn).await?
+                    );
                 }
-                MigrateAction::Version => println!("{}", migrate::current_version(&mut conn).await?),
+                MigrateAction::Version => {
+                    println!("{}", migrate::current_version(&mut conn).await?)
+                }
                 MigrateAction::Force { version } => {
                     let v = (version >= 0).then_some(version as u64);
                     migrate::force(&mut conn, v).await?;
@@ -120,8 +138,16 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Healthcheck => {
             let url = format!("http://127.0.0.1:{}/health", settings.port);
-            let resp = reqwest::Client::new().get(&url).timeout(Duration::from_secs(3)).send().await?;
-            anyhow::ensure!(resp.status().is_success(), "health answered {}", resp.status());
+            let resp = reqwest::Client::new()
+                .get(&url)
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                resp.status().is_success(),
+                "health answered {}",
+                resp.status()
+            );
             Ok(())
         }
     }

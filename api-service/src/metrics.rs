@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result, PathPattern};
+use poem::{Endpoint, IntoResponse, Middleware, PathPattern, Request, Response, Result};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -28,32 +28,48 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests answered, by method, route pattern and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by method, route pattern and status",
+            ),
             &["method", "route", "status"],
         )
         .expect("metric");
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "Time to the response head, by method and route pattern")
-                .buckets(vec![
-                    0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.0, 5.0,
-                ]),
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to the response head, by method and route pattern",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0,
+                2.0, 5.0,
+            ]),
             &["method", "route"],
         )
         .expect("metric");
-        let messages_persisted =
-            IntCounter::new("messages_persisted_total", "Messages inserted into PostgreSQL").expect("metric");
+        let messages_persisted = IntCounter::new(
+            "messages_persisted_total",
+            "Messages inserted into PostgreSQL",
+        )
+        .expect("metric");
         let events_published = IntCounterVec::new(
-            Opts::new("events_published_total", "Events published on NATS, by event type"),
+            Opts::new(
+                "events_published_total",
+                "Events published on NATS, by event type",
+            ),
             &["type"],
         )
         .expect("metric");
         let event_publish_failures = IntCounterVec::new(
-            Opts::new("event_publish_failures_total", "Events that could not be published on NATS, by event type"),
+            Opts::new(
+                "event_publish_failures_total",
+                "Events that could not be published on NATS, by event type",
+            ),
             &["type"],
         )
         .expect("metric");
-        let rate_limited =
-            IntCounter::new("rate_limited_total", "Message sends refused with 429").expect("metric");
+        let rate_limited = IntCounter::new("rate_limited_total", "Message sends refused with 429")
+            .expect("metric");
         let rate_limiter_errors = IntCounter::new(
             "rate_limiter_errors_total",
             "Rate-limit checks that failed open because Redis did not answer",
@@ -85,7 +101,9 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
         String::from_utf8(buf).expect("utf-8 exposition")
     }
 }
@@ -118,7 +136,10 @@ impl<E: Endpoint> Middleware<E> for HttpMetrics {
     type Output = HttpMetricsEndpoint<E>;
 
     fn transform(&self, ep: E) -> Self::Output {
-        HttpMetricsEndpoint { inner: ep, metrics: self.0.clone() }
+        HttpMetricsEndpoint {
+            inner: ep,
+            metrics: self.0.clone(),
+        }
     }
 }
 
@@ -138,10 +159,19 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
             Ok(r) => r.into_response(),
             Err(e) => e.into_response(),
         };
-        let route = resp.data::<PathPattern>().map(|p| p.0.to_string()).unwrap_or_else(|| "unmatched".into());
+        let route = resp
+            .data::<PathPattern>()
+            .map(|p| p.0.to_string())
+            .unwrap_or_else(|| "unmatched".into());
         let status = resp.status().as_u16().to_string();
-        self.metrics.http_requests.with_label_values(&[method, &route, &status]).inc();
-        self.metrics.http_duration.with_label_values(&[method, &route]).observe(start.elapsed().as_secs_f64());
+        self.metrics
+            .http_requests
+            .with_label_values(&[method, &route, &status])
+            .inc();
+        self.metrics
+            .http_duration
+            .with_label_values(&[method, &route])
+            .observe(start.elapsed().as_secs_f64());
         Ok(resp)
     }
 }

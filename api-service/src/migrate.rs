@@ -49,12 +49,18 @@ impl std::fmt::Display for SchemaVersion {
 
 #[derive(Debug, Error)]
 pub enum MigrateError {
-    #[error("database is dirty at version {0}: fix the schema by hand, then run `migrate force <version>`")]
+    #[error(
+        "database is dirty at version {0}: fix the schema by hand, then run `migrate force <version>`"
+    )]
     Dirty(u64),
     #[error("database is at version {0}, which this build does not know")]
     UnknownVersion(u64),
     #[error("migration {version}_{name} failed: {source}")]
-    Failed { version: u64, name: &'static str, source: sqlx::Error },
+    Failed {
+        version: u64,
+        name: &'static str,
+        source: sqlx::Error,
+    },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -84,14 +90,26 @@ pub async fn current_version(conn: &mut PgConnection) -> Result<SchemaVersion, s
         .fetch_optional(&mut *conn)
         .await?;
     Ok(match row {
-        None => SchemaVersion { version: None, dirty: false },
-        Some(r) => SchemaVersion { version: Some(r.get::<i64, _>(0) as u64), dirty: r.get(1) },
+        None => SchemaVersion {
+            version: None,
+            dirty: false,
+        },
+        Some(r) => SchemaVersion {
+            version: Some(r.get::<i64, _>(0) as u64),
+            dirty: r.get(1),
+        },
     })
 }
 
 /// Replaces the single row, as golang-migrate's `SetVersion` does (`None` empties the table).
-async fn set_version(conn: &mut PgConnection, version: Option<u64>, dirty: bool) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from schema_migrations").execute(&mut *conn).await?;
+async fn set_version(
+    conn: &mut PgConnection,
+    version: Option<u64>,
+    dirty: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from schema_migrations")
+        .execute(&mut *conn)
+        .await?;
     if let Some(v) = version {
         sqlx::query("insert into schema_migrations (version, dirty) values ($1, $2)")
             .bind(v as i64)
@@ -106,9 +124,15 @@ async fn with_lock<T>(
     conn: &mut PgConnection,
     f: impl AsyncFnOnce(&mut PgConnection) -> Result<T, MigrateError>,
 ) -> Result<T, MigrateError> {
-    sqlx::query("select pg_advisory_lock($1)").bind(MIGRATE_LOCK_KEY).execute(&mut *conn).await?;
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(MIGRATE_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
     let result = f(conn).await;
-    let unlock = sqlx::query("select pg_advisory_unlock($1)").bind(MIGRATE_LOCK_KEY).execute(&mut *conn).await;
+    let unlock = sqlx::query("select pg_advisory_unlock($1)")
+        .bind(MIGRATE_LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
     let value = result?;
     unlock?;
     Ok(value)
@@ -132,7 +156,11 @@ async fn run_one(
     target: Option<u64>,
 ) -> Result<(), MigrateError> {
     set_version(conn, target, true).await?;
-    let failed = |source| MigrateError::Failed { version: m.version, name: m.name, source };
+    let failed = |source| MigrateError::Failed {
+        version: m.version,
+        name: m.name,
+        source,
+    };
     let mut tx = conn.begin().await?;
     sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
     set_version(&mut *tx, target, false).await?;
@@ -151,7 +179,11 @@ pub async fn up(conn: &mut PgConnection, limit: Option<usize>) -> Result<usize, 
         let pending = &MIGRATIONS[start..];
         let count = limit.map_or(pending.len(), |l| l.min(pending.len()));
         for m in &pending[..count] {
-            tracing::info!(migration.version = m.version, migration.name = m.name, "applying migration");
+            tracing::info!(
+                migration.version = m.version,
+                migration.name = m.name,
+                "applying migration"
+            );
             run_one(conn, m, m.up, Some(m.version)).await?;
         }
         Ok(count)
@@ -171,7 +203,11 @@ pub async fn down(conn: &mut PgConnection, steps: Option<usize>) -> Result<usize
         for i in (applied - count..applied).rev() {
             let m = &MIGRATIONS[i];
             let target = i.checked_sub(1).map(|p| MIGRATIONS[p].version);
-            tracing::info!(migration.version = m.version, migration.name = m.name, "reverting migration");
+            tracing::info!(
+                migration.version = m.version,
+                migration.name = m.name,
+                "reverting migration"
+            );
             run_one(conn, m, m.down, target).await?;
         }
         Ok(count)
@@ -204,9 +240,13 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, sqlx::Error> 
         }
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
             let name = options.get_database().unwrap_or("postgres").to_owned();
-            let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
+            let mut admin =
+                PgConnection::connect_with(&options.clone().database("postgres")).await?;
             let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-            match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {quoted}"))).execute(&mut admin).await {
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {quoted}")))
+                .execute(&mut admin)
+                .await
+            {
                 Ok(_) => Ok(true),
                 // Another replica created it first.
                 Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(false),

@@ -22,7 +22,11 @@ pub fn current_month() -> NaiveDate {
 /// Creates the partitions from `from` (a first-of-month) through `months_ahead` months later, if
 /// this replica wins the lock. Returns `None` when another replica holds it, else how many
 /// partitions were created.
-pub async fn ensure(pool: &PgPool, from: NaiveDate, months_ahead: u32) -> Result<Option<i32>, sqlx::Error> {
+pub async fn ensure(
+    pool: &PgPool,
+    from: NaiveDate,
+    months_ahead: u32,
+) -> Result<Option<i32>, sqlx::Error> {
     // Session-level lock: held on one pooled connection for the duration of the call.
     let mut conn = pool.acquire().await?;
     let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
@@ -51,7 +55,10 @@ pub async fn ensure(pool: &PgPool, from: NaiveDate, months_ahead: u32) -> Result
         Ok::<_, sqlx::Error>(ahead + stray.len() as i32)
     }
     .await;
-    let unlocked = sqlx::query("select pg_advisory_unlock($1)").bind(PARTITION_LOCK_KEY).execute(&mut *conn).await;
+    let unlocked = sqlx::query("select pg_advisory_unlock($1)")
+        .bind(PARTITION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
     let created = created?;
     unlocked?;
     Ok(Some(created))
@@ -61,7 +68,9 @@ pub async fn ensure(pool: &PgPool, from: NaiveDate, months_ahead: u32) -> Result
 pub async fn maintain(pool: PgPool, months_ahead: u32, every: Duration, stop: CancellationToken) {
     loop {
         match ensure(&pool, current_month(), months_ahead).await {
-            Ok(Some(n)) if n > 0 => tracing::info!(partitions.created = n, "created messages partitions"),
+            Ok(Some(n)) if n > 0 => {
+                tracing::info!(partitions.created = n, "created messages partitions")
+            }
             Ok(_) => tracing::debug!("messages partitions up to date"),
             Err(e) => tracing::error!(error = %e, "messages partition maintenance failed"),
         }

@@ -19,7 +19,10 @@ pub struct RedisConn {
 
 impl RedisConn {
     pub fn new(url: &str) -> redis::RedisResult<Self> {
-        Ok(Self { client: redis::Client::open(url)?, manager: Mutex::new(None) })
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            manager: Mutex::new(None),
+        })
     }
 
     /// A connection, connecting first if needed (bounded by [`COMMAND_TIMEOUT`]).
@@ -32,7 +35,12 @@ impl RedisConn {
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1);
-        match tokio::time::timeout(COMMAND_TIMEOUT * 2, ConnectionManager::new_with_config(self.client.clone(), config)).await {
+        match tokio::time::timeout(
+            COMMAND_TIMEOUT * 2,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        {
             Ok(Ok(m)) => {
                 *guard = Some(m.clone());
                 Some(m)
@@ -50,7 +58,9 @@ impl RedisConn {
 
     /// `PING` answered within the timeout.
     pub async fn ping(&self) -> bool {
-        let Some(mut conn) = self.get().await else { return false };
+        let Some(mut conn) = self.get().await else {
+            return false;
+        };
         let pong: Result<Result<String, _>, _> =
             tokio::time::timeout(COMMAND_TIMEOUT, redis::cmd("PING").query_async(&mut conn)).await;
         matches!(pong, Ok(Ok(_)))

@@ -59,15 +59,26 @@ impl Application {
             );
         }
         if settings.auto_migrate {
-            if migrate::create_database_if_missing(&settings.database_url).await.context("cannot reach PostgreSQL (DATABASE_URL)")? {
+            if migrate::create_database_if_missing(&settings.database_url)
+                .await
+                .context("cannot reach PostgreSQL (DATABASE_URL)")?
+            {
                 tracing::info!("created the database named in DATABASE_URL");
             }
         }
         let pool = connect_database(&settings).await?;
         if settings.auto_migrate {
-            let mut conn = pool.acquire().await.context("cannot connect to PostgreSQL")?;
-            let applied = migrate::up(&mut conn, None).await.context("AUTO_MIGRATE failed")?;
-            tracing::info!(migrations.applied = applied, "database schema is up to date");
+            let mut conn = pool
+                .acquire()
+                .await
+                .context("cannot connect to PostgreSQL")?;
+            let applied = migrate::up(&mut conn, None)
+                .await
+                .context("AUTO_MIGRATE failed")?;
+            tracing::info!(
+                migrations.applied = applied,
+                "database schema is up to date"
+            );
         }
         let nats = async_nats::ConnectOptions::new()
             .name("api-service")
@@ -83,10 +94,15 @@ impl Application {
             audience: settings.auth.jwt_audience.clone(),
         });
         if settings.auth.mode == AuthMode::Jwt && !verifier.has_keys() {
-            tracing::warn!("AUTH_MODE=jwt with neither JWT_SECRET nor JWKS_URL: every authenticated request will get 401");
+            tracing::warn!(
+                "AUTH_MODE=jwt with neither JWT_SECRET nor JWKS_URL: every authenticated request will get 401"
+            );
         }
         let addr = format!("{}:{}", settings.host, settings.port);
-        let acceptor = TcpListener::bind(addr.clone()).into_acceptor().await.with_context(|| format!("cannot listen on {addr}"))?;
+        let acceptor = TcpListener::bind(addr.clone())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
         let port = acceptor
             .local_addr()
             .first()
@@ -100,7 +116,12 @@ impl Application {
             metrics: Metrics::new(),
             verifier,
         };
-        Ok(Self { acceptor, port, state, stop: CancellationToken::new() })
+        Ok(Self {
+            acceptor,
+            port,
+            state,
+            stop: CancellationToken::new(),
+        })
     }
 
     /// The port actually bound.
@@ -115,8 +136,16 @@ impl Application {
 
     /// Serves until `shutdown` completes, then drains in-flight requests (bounded by
     /// `SHUTDOWN_TIMEOUT_SECONDS`) and stops background tasks.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { acceptor, port, state, stop } = self;
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            acceptor,
+            port,
+            state,
+            stop,
+        } = self;
         let settings = state.settings.clone();
         let maintenance = tokio::spawn(partitions::maintain(
             state.pool.clone(),

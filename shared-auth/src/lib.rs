@@ -47,11 +47,17 @@ pub fn parse_uuid(s: &str) -> Option<Uuid> {
 /// The bearer credential of a request: `Authorization: Bearer <token>` (scheme case-insensitive),
 /// else the `token` query parameter. An `Authorization` header with another scheme counts as no
 /// header, so the query parameter is used.
-pub fn bearer_token<'a>(authorization: Option<&'a str>, query_token: Option<&'a str>) -> Option<&'a str> {
+pub fn bearer_token<'a>(
+    authorization: Option<&'a str>,
+    query_token: Option<&'a str>,
+) -> Option<&'a str> {
     let from_header = authorization.and_then(|h| {
         let h = h.trim();
         let (scheme, rest) = h.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim()).filter(|t| !t.is_empty())
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| rest.trim())
+            .filter(|t| !t.is_empty())
     });
     from_header.or(query_token.filter(|t| !t.is_empty()))
 }
@@ -118,7 +124,8 @@ struct Claims {
 
 /// The user id of verified claims: `sub` if it is a UUID string, else `user_id` if it is one.
 fn user_of(claims: &Claims) -> Option<Uuid> {
-    let as_uuid = |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()).and_then(parse_uuid);
+    let as_uuid =
+        |v: &Option<serde_json::Value>| v.as_ref().and_then(|v| v.as_str()).and_then(parse_uuid);
     as_uuid(&claims.sub).or_else(|| as_uuid(&claims.user_id))
 }
 
@@ -132,8 +139,12 @@ fn jwk_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
     });
     let by_type = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
-        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Some(Algorithm::ES256),
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Some(Algorithm::EdDSA),
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+            Some(Algorithm::ES256)
+        }
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            Some(Algorithm::EdDSA)
+        }
         _ => None,
     };
     match declared {
@@ -146,7 +157,10 @@ fn jwk_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
 
 impl Verifier {
     pub fn new(config: JwtConfig) -> Self {
-        let secret = config.secret.as_deref().map(|s| DecodingKey::from_secret(s.as_bytes()));
+        let secret = config
+            .secret
+            .as_deref()
+            .map(|s| DecodingKey::from_secret(s.as_bytes()));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -183,7 +197,12 @@ impl Verifier {
         v
     }
 
-    fn decode_with(&self, token: &str, alg: Algorithm, key: &DecodingKey) -> Result<Uuid, AuthError> {
+    fn decode_with(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        key: &DecodingKey,
+    ) -> Result<Uuid, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg))?;
         user_of(&data.claims).ok_or(AuthError::Invalid("no UUID in sub or user_id"))
     }
@@ -192,10 +211,17 @@ impl Verifier {
     pub async fn verify(&self, token: &str) -> Result<Uuid, AuthError> {
         let header = jsonwebtoken::decode_header(token)?;
         if header.alg == Algorithm::HS256 {
-            let key = self.inner.secret.as_ref().ok_or(AuthError::Invalid("HS256 without a configured secret"))?;
+            let key = self
+                .inner
+                .secret
+                .as_ref()
+                .ok_or(AuthError::Invalid("HS256 without a configured secret"))?;
             return self.decode_with(token, Algorithm::HS256, key);
         }
-        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA
+        ) {
             return Err(AuthError::Invalid("algorithm not accepted"));
         }
         if self.inner.config.jwks_url.is_none() {
@@ -207,7 +233,10 @@ impl Verifier {
         }
         // Unknown kid: the issuer may have rotated its keys.
         self.refetch_jwks(false).await;
-        let key = self.find_key(kid, header.alg).await.ok_or(AuthError::Invalid("no key for kid"))?;
+        let key = self
+            .find_key(kid, header.alg)
+            .await
+            .ok_or(AuthError::Invalid("no key for kid"))?;
         self.decode_with(token, header.alg, &key.key)
     }
 
@@ -230,11 +259,17 @@ impl Verifier {
     /// Refetches the key set unless it was fetched very recently (`stale_only`: unless it is
     /// still fresh). A failed fetch keeps the old keys.
     async fn refetch_jwks(&self, stale_only: bool) {
-        let Some(url) = &self.inner.config.jwks_url else { return };
+        let Some(url) = &self.inner.config.jwks_url else {
+            return;
+        };
         let _guard = self.inner.refetch.lock().await;
         {
             let cache = self.inner.jwks.read().await;
-            let min_age = if stale_only { JWKS_MAX_AGE } else { JWKS_REFETCH_MIN_INTERVAL };
+            let min_age = if stale_only {
+                JWKS_MAX_AGE
+            } else {
+                JWKS_REFETCH_MIN_INTERVAL
+            };
             if cache.fetched_at.is_some_and(|t| t.elapsed() < min_age) {
                 return;
             }
@@ -254,7 +289,11 @@ impl Verifier {
                     .filter_map(|jwk| {
                         let alg = jwk_algorithm(jwk)?;
                         let key = DecodingKey::from_jwk(jwk).ok()?;
-                        Some(JwksKey { kid: jwk.common.key_id.clone(), alg, key })
+                        Some(JwksKey {
+                            kid: jwk.common.key_id.clone(),
+                            alg,
+                            key,
+                        })
                     })
                     .collect();
                 tracing::info!(jwks.keys = cache.keys.len(), "fetched JWKS");
@@ -279,7 +318,10 @@ struct MintClaims<'a> {
 /// Mints an HS256 token for `user` valid for `ttl`, carrying the configured issuer and audience.
 pub fn mint_token(config: &JwtConfig, user: Uuid, ttl: Duration) -> Result<String, AuthError> {
     let secret = config.secret.as_deref().ok_or(AuthError::NoKeys)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
     let claims = MintClaims {
         sub: user.to_string(),
         iat: now,
@@ -287,7 +329,11 @@ pub fn mint_token(config: &JwtConfig, user: Uuid, ttl: Duration) -> Result<Strin
         iss: config.issuer.as_deref(),
         aud: config.audience.as_deref(),
     };
-    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))?)
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )?)
 }
 
 #[cfg(test)]
@@ -295,23 +341,36 @@ mod tests {
     use super::*;
 
     fn cfg(secret: &str) -> JwtConfig {
-        JwtConfig { secret: Some(secret.into()), ..Default::default() }
+        JwtConfig {
+            secret: Some(secret.into()),
+            ..Default::default()
+        }
     }
 
     fn sign(claims: serde_json::Value, secret: &str) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
-            .unwrap()
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     }
 
     fn now() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     #[tokio::test]
     async fn a_minted_token_verifies_to_its_user() {
         let user = Uuid::new_v4();
         let token = mint_token(&cfg("s3cret"), user, Duration::from_secs(60)).unwrap();
-        assert_eq!(Verifier::new(cfg("s3cret")).verify(&token).await.unwrap(), user);
+        assert_eq!(
+            Verifier::new(cfg("s3cret")).verify(&token).await.unwrap(),
+            user
+        );
     }
 
     #[tokio::test]
@@ -326,11 +385,20 @@ mod tests {
         let user = Uuid::new_v4();
         let no_exp = sign(serde_json::json!({"sub": user.to_string()}), "k");
         assert!(v.verify(&no_exp).await.is_err());
-        let just_expired = sign(serde_json::json!({"sub": user.to_string(), "exp": now() - 30}), "k");
+        let just_expired = sign(
+            serde_json::json!({"sub": user.to_string(), "exp": now() - 30}),
+            "k",
+        );
         assert_eq!(v.verify(&just_expired).await.unwrap(), user);
-        let long_expired = sign(serde_json::json!({"sub": user.to_string(), "exp": now() - 120}), "k");
+        let long_expired = sign(
+            serde_json::json!({"sub": user.to_string(), "exp": now() - 120}),
+            "k",
+        );
         assert!(v.verify(&long_expired).await.is_err());
-        let not_yet = sign(serde_json::json!({"sub": user.to_string(), "exp": now() + 600, "nbf": now() + 300}), "k");
+        let not_yet = sign(
+            serde_json::json!({"sub": user.to_string(), "exp": now() + 600, "nbf": now() + 300}),
+            "k",
+        );
         assert!(v.verify(&not_yet).await.is_err());
     }
 
@@ -338,7 +406,10 @@ mod tests {
     async fn the_user_is_sub_else_user_id_and_must_be_a_uuid() {
         let v = Verifier::new(cfg("k"));
         let user = Uuid::new_v4();
-        let fallback = sign(serde_json::json!({"sub": "alice", "user_id": user.simple().to_string(), "exp": now() + 60}), "k");
+        let fallback = sign(
+            serde_json::json!({"sub": "alice", "user_id": user.simple().to_string(), "exp": now() + 60}),
+            "k",
+        );
         assert_eq!(v.verify(&fallback).await.unwrap(), user);
         let neither = sign(serde_json::json!({"sub": "alice", "exp": now() + 60}), "k");
         assert!(v.verify(&neither).await.is_err());
@@ -348,14 +419,27 @@ mod tests {
 
     #[tokio::test]
     async fn issuer_and_audience_are_checked_when_configured() {
-        let config = JwtConfig { issuer: Some("retich".into()), audience: Some("chat".into()), ..cfg("k") };
+        let config = JwtConfig {
+            issuer: Some("retich".into()),
+            audience: Some("chat".into()),
+            ..cfg("k")
+        };
         let v = Verifier::new(config.clone());
         let user = Uuid::new_v4().to_string();
-        let good = sign(serde_json::json!({"sub": user, "exp": now() + 60, "iss": "retich", "aud": ["x", "chat"]}), "k");
+        let good = sign(
+            serde_json::json!({"sub": user, "exp": now() + 60, "iss": "retich", "aud": ["x", "chat"]}),
+            "k",
+        );
         assert!(v.verify(&good).await.is_ok());
-        let wrong_iss = sign(serde_json::json!({"sub": user, "exp": now() + 60, "iss": "evil", "aud": "chat"}), "k");
+        let wrong_iss = sign(
+            serde_json::json!({"sub": user, "exp": now() + 60, "iss": "evil", "aud": "chat"}),
+            "k",
+        );
         assert!(v.verify(&wrong_iss).await.is_err());
-        let no_aud = sign(serde_json::json!({"sub": user, "exp": now() + 60, "iss": "retich"}), "k");
+        let no_aud = sign(
+            serde_json::json!({"sub": user, "exp": now() + 60, "iss": "retich"}),
+            "k",
+        );
         assert!(v.verify(&no_aud).await.is_err());
         let minted = mint_token(&config, Uuid::new_v4(), Duration::from_secs(60)).unwrap();
         assert!(v.verify(&minted).await.is_ok());
@@ -373,9 +457,13 @@ mod tests {
             let bytes = s.as_bytes();
             let mut out = String::new();
             for chunk in bytes.chunks(3) {
-                let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
                 for i in 0..=chunk.len() {
-                    out.write_char(A[(n >> (18 - 6 * i) & 63) as usize] as char).unwrap();
+                    out.write_char(A[(n >> (18 - 6 * i) & 63) as usize] as char)
+                        .unwrap();
                 }
             }
             out
@@ -398,7 +486,12 @@ mod tests {
         ] {
             assert_eq!(parse_uuid(s), Some(id), "{s}");
         }
-        for s in ["", " 6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab", "6f1c2d3e-4a5b-4c6d-8e7f-0123456789a", "zzzz"] {
+        for s in [
+            "",
+            " 6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab",
+            "6f1c2d3e-4a5b-4c6d-8e7f-0123456789a",
+            "zzzz",
+        ] {
             assert_eq!(parse_uuid(s), None, "{s}");
         }
     }

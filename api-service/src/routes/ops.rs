@@ -23,9 +23,12 @@ pub fn health() -> Response {
 pub async fn ready(state: Data<&AppState>) -> Response {
     let (database, redis) = tokio::join!(
         async {
-            tokio::time::timeout(Duration::from_secs(2), sqlx::query("select 1").execute(&state.pool))
-                .await
-                .is_ok_and(|r| r.is_ok())
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                sqlx::query("select 1").execute(&state.pool),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok())
         },
         state.redis.ping(),
     );
@@ -35,7 +38,11 @@ pub async fn ready(state: Data<&AppState>) -> Response {
         "status": if database { "ready" } else { "not ready" },
         "checks": { "database": word(database), "nats": word(nats), "redis": word(redis) },
     });
-    let status = if database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json_response(status, &body)
 }
 

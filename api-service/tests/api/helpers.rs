@@ -1,0 +1,201 @@
+//! `spawn_app()` and the test client: a fresh database (migrated), a random NATS subject prefix
+//! and Redis key prefix per test, the service bound to a free port and run in the background.
+
+use std::{collections::HashMap, time::Duration};
+
+use api_service::{config::Settings, migrate, startup::Application};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-secret";
+
+/// The maintenance database used to create and drop test databases
+/// (`TEST_DATABASE_ADMIN_URL`, default: the local server's `postgres` database).
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database that is dropped when the value goes away.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates an empty database with a unique name.
+    pub async fn create() -> Self {
+        let name = format!("api_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("admin connection");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let admin = admin_url();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Self { name, url }
+    }
+
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url)
+            .await
+            .expect("connect test database")
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect_with(self.url.parse::<PgConnectOptions>().unwrap())
+            .await
+            .expect("pool")
+    }
+
+    /// Drops the database now (the server closes its connections).
+    pub async fn drop_now(&self) {
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("admin connection");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "drop database if exists {} with (force)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await;
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Dropped from a plain thread: Drop cannot await, and the test's runtime may be gone.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "drop database if exists {name} with (force)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A running api-service with its own database and prefixes.
+pub struct TestApp {
+    pub address: String,
+    pub db: TestDb,
+    pub pool: PgPool,
+    pub nats_prefix: String,
+    pub redis_prefix: String,
+    pub client: reqwest::Client,
+    stop: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Settings for a test: local services, port 0, the test's own prefixes.
+pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    let nats_prefix = format!("t{}", Uuid::new_v4().simple());
+    for (k, v) in [
+        ("PORT", "0"),
+        ("HOST", "127.0.0.1"),
+        ("DATABASE_URL", db_url),
+        ("DATABASE_MAX_CONNECTIONS", "8"),
+        ("NATS_SUBJECT_PREFIX", nats_prefix.as_str()),
+        ("REDIS_KEY_PREFIX", nats_prefix.as_str()),
+        ("JWT_SECRET", JWT_SECRET),
+        ("LOG_LEVEL", "warn"),
+    ] {
+        vars.insert(k.into(), v.into());
+    }
+    for (k, v) in extra {
+        vars.insert((*k).into(), (*v).into());
+    }
+    Settings::from_map(&vars).expect("test settings")
+}
+
+/// Spawns the service against a fresh, fully migrated database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// [`spawn_app`] with extra environment variables.
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    shared_auth::install_crypto_provider();
+    let db = TestDb::create().await;
+    migrate::up(&mut db.connect().await, None)
+        .await
+        .expect("migrate");
+    let settings = test_settings(&db.url, extra);
+    let nats_prefix = settings.nats_subject_prefix.clone();
+    let redis_prefix = settings.redis_key_prefix.clone();
+    let app = Application::build(settings).await.expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let pool = db.pool().await;
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let server = tokio::spawn(app.run_until(async move { token.cancelled().await }));
+    TestApp {
+        address,
+        db,
+        pool,
+        nats_prefix,
+        redis_prefix,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        stop,
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Stops the server and waits for it to end.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(30), server)
+                .await
+                .expect("server stops")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A development token for `user`.
+pub fn token_for(user: Uuid) -> String {
+    let config = shared_auth::JwtConfig {
+        secret: Some(JWT_SECRET.into()),
+        ..Default::default()
+    };
+    shared_auth::mint_token(&config, user, Duration::from_secs(3600)).unwrap()
+}

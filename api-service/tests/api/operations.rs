@@ -1,0 +1,168 @@
+//! Operational endpoints and process behaviour: health, readiness, metrics, configuration
+//! errors and graceful shutdown of the real binary.
+
+use std::{process::Stdio, time::Duration};
+
+use crate::helpers::{TestDb, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_and_test_answer_healthy_with_a_whole_second_timestamp() {
+    let app = spawn_app().await;
+    for path in ["/health", "/test"] {
+        let resp = app.get(path).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["status"], "healthy");
+        assert_eq!(body["service"], "messaging");
+        let ts = body["timestamp"].as_str().unwrap();
+        assert_eq!(ts.len(), 20, "{ts}");
+        assert!(ts.ends_with('Z'));
+    }
+}
+
+#[tokio::test]
+async fn ready_reports_every_dependency_ok() {
+    let app = spawn_app().await;
+    let resp = app.get("/ready").await;
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"status":"ready","checks":{"database":"ok","nats":"ok","redis":"ok"}})
+    );
+}
+
+#[tokio::test]
+async fn ready_turns_503_when_the_database_goes_away() {
+    let app = spawn_app().await;
+    app.db.drop_now().await;
+    let resp = app.get("/ready").await;
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "not ready");
+    assert_eq!(body["checks"]["database"], "fail");
+}
+
+#[tokio::test]
+async fn ready_degrades_without_failing_when_nats_and_redis_are_unreachable() {
+    let app = spawn_app_with(&[
+        ("NATS_URL", "nats://127.0.0.1:1"),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+    ])
+    .await;
+    let resp = app.get("/ready").await;
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["checks"],
+        serde_json::json!({"database":"ok","nats":"fail","redis":"fail"})
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_labelled_by_route_pattern() {
+    let app = spawn_app().await;
+    app.get("/health").await;
+    let resp = app.get("/metrics").await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="/health",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
+}
+
+fn binary() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_api-service"));
+    cmd.env_clear()
+        .env("LOG_FORMAT", "text")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn a_bad_configuration_value_exits_non_zero_with_one_clear_line() {
+    let out = binary()
+        .env("DATABASE_URL", "mysql://user:pw@localhost/db")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(!stderr.contains("pw"), "credentials echoed: {stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_at_start_exits_non_zero_without_panicking() {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        binary()
+            .env("DATABASE_URL", "postgres://root@127.0.0.1:1/nowhere")
+            .env("PORT", "0")
+            .output(),
+    )
+    .await
+    .expect("exits")
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_binary_migrates_serves_and_stops_cleanly_on_sigterm() {
+    let db = TestDb::create().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = binary()
+        .env("DATABASE_URL", &db.url)
+        .env("AUTO_MIGRATE", "true")
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env(
+            "NATS_SUBJECT_PREFIX",
+            format!("t{}", uuid::Uuid::new_v4().simple()),
+        )
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/ready"))
+            .send()
+            .await
+        {
+            assert_eq!(r.status(), 200);
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "service did not come up");
+    let version: i64 = sqlx::query_scalar("select version from schema_migrations")
+        .fetch_one(&mut db.connect().await)
+        .await
+        .unwrap();
+    assert_eq!(version as u64, api_service::migrate::latest_version());
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
