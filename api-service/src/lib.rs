@@ -4,16 +4,26 @@
 //! - [`startup`]: connections, route tree, graceful shutdown ([`startup::Application`]).
 //! - [`migrate`]: golang-migrate compatible schema migrations, embedded in the binary.
 //! - [`partitions`]: monthly `messages` partitions created ahead of time.
-//! - [`routes`]: HTTP endpoints.
+//! - [`routes`]: HTTP endpoints, one module per resource, assembled into one OpenAPI service.
+//! - [`http`]: extractors and envelopes that let each route apply its check order exactly.
+//! - [`error`]: the error envelope. [`resources`]: the wire shapes. [`db`]: all SQL.
+//! - [`events`]: publishing protobuf events on NATS after commit.
+//! - [`user_service`]: optional existence checks against the user service.
 //! - [`metrics`]: Prometheus counters and the request middleware.
 //! - [`redis_conn`]: a lazily connected Redis handle (Redis is optional at run time).
 //! - [`telemetry`]: structured logging.
 
 pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod http;
 pub mod metrics;
 pub mod migrate;
 pub mod partitions;
 pub mod redis_conn;
+pub mod resources;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod user_service;

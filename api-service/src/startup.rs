@@ -5,7 +5,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use poem::{
-    EndpointExt, Route, Server, get,
+    EndpointExt, IntoResponse, Response, Route, Server,
+    error::{MethodNotAllowedError, NotFoundError},
+    get,
+    http::StatusCode,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
@@ -13,10 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{AuthMode, Settings},
+    error::ApiError,
+    events::Publisher,
     metrics::{HttpMetrics, Metrics},
     migrate, partitions,
     redis_conn::RedisConn,
     routes,
+    user_service::UserService,
 };
 
 /// Everything a request handler may need. Cloned per request (all fields are handles).
@@ -28,6 +34,8 @@ pub struct AppState {
     pub redis: Arc<RedisConn>,
     pub metrics: Metrics,
     pub verifier: shared_auth::Verifier,
+    pub events: Publisher,
+    pub users: UserService,
 }
 
 /// A built application: bound to its port, connected, not yet serving.
@@ -108,13 +116,22 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().map(SocketAddr::port))
             .context("listener has no TCP address")?;
+        let metrics = Metrics::new();
+        let events = Publisher::new(
+            nats.clone(),
+            settings.nats_subject_prefix.clone(),
+            metrics.clone(),
+        );
+        let users = UserService::new(settings.user_service_url.clone());
         let state = AppState {
             settings: Arc::new(settings),
             pool,
             nats,
             redis,
-            metrics: Metrics::new(),
+            metrics,
             verifier,
+            events,
+            users,
         };
         Ok(Self {
             acceptor,
@@ -168,15 +185,36 @@ impl Application {
     }
 }
 
-/// The whole route tree with its middleware.
+/// The whole route tree with its middleware. Unknown paths answer 404 `404 page not found`
+/// (text/plain) and known paths with another method 405 with an empty body (http-api.md §2.3).
 pub fn build_routes(state: AppState) -> impl poem::Endpoint {
     let metrics = state.metrics.clone();
+    let api = routes::api_service();
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
     Route::new()
         .at("/health", get(routes::ops::health))
         .at("/test", get(routes::ops::health))
         .at("/ready", get(routes::ops::ready))
         .at("/metrics", get(routes::ops::metrics))
+        .at("/openapi.json", get(spec))
+        .nest("/docs", docs)
+        .nest("/", api)
         .data(state)
+        .catch_error(|_: NotFoundError| async {
+            Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .content_type("text/plain; charset=utf-8")
+                .body("404 page not found")
+        })
+        .catch_error(|_: MethodNotAllowedError| async {
+            Response::builder()
+                .status(StatusCode::METHOD_NOT_ALLOWED)
+                .finish()
+        })
+        .catch_error(|_: poem_openapi::error::ParseParamError| async {
+            ApiError::BadRequest("Invalid request parameters").into_response()
+        })
         .with(HttpMetrics(metrics))
 }
 

@@ -1,3 +1,49 @@
-//! HTTP routes. `ops`: health, readiness, metrics.
+//! HTTP routes: `ops` (health, readiness, metrics) and the poem-openapi REST surface, one module
+//! per resource. [`api_service`] assembles the OpenAPI service from them.
 
+pub mod conversations;
 pub mod ops;
+
+use poem_openapi::{OpenApiService, Tags};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    db::{self, participants::ParticipantRow},
+    error::{self, ApiError},
+};
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Conversations: create, list, discover, update, archive.
+    Conversations,
+    /// Participants: add, change role, remove, leave, join a channel.
+    Participants,
+    /// Messages: send, history, search, edit, delete, typing.
+    Messages,
+    /// Reactions on messages.
+    Reactions,
+    /// Read receipts.
+    Receipts,
+    /// Pinned messages.
+    Pins,
+    /// Attachments and the media gallery.
+    Attachments,
+}
+
+/// The `MEMBER` step: the caller's active participation, or 403.
+pub async fn require_member(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    user: Uuid,
+) -> Result<ParticipantRow, ApiError> {
+    db::participants::membership(conn, conversation, user)
+        .await?
+        .ok_or(ApiError::Forbidden(error::NOT_A_PARTICIPANT))
+}
+
+/// Every REST operation, as one OpenAPI service.
+pub fn api_service() -> OpenApiService<conversations::ConversationsApi, ()> {
+    OpenApiService::new(conversations::ConversationsApi, "ReTiCh Messaging API", env!("CARGO_PKG_VERSION"))
+        .description("The REST contract of api-service (http-api.md). Errors use the envelope {\"error\": {code, message, details?}}.")
+}

@@ -1,0 +1,588 @@
+//! The request and response plumbing that lets every route apply http-api.md's check order
+//! exactly: nothing here fails on its own except the jwt credential check, which the spec puts
+//! first. Everything else is captured and judged by the handler at its step:
+//!
+//! - [`Caller`]: identity. jwt mode verifies the token during extraction (→ 401 before anything
+//!   else); header mode keeps the `X-User-ID` outcome for the route's `HDR` step.
+//! - [`JsonBody`]: the raw body, read up to 1 MiB (+1 byte to detect overflow), parsed at the
+//!   `BODY` step into [`JsonObject`] whose typed getters implement §2.4.
+//! - [`conv_id`], [`msg_id`], [`user_id`]: the `PATH-*` steps.
+//! - [`Data`], [`Page`], [`NoContent`]: the success envelopes, serialised with serde exactly as
+//!   §2.2 writes them, and described to the OpenAPI document.
+
+use std::marker::PhantomData;
+
+use poem::{IntoResponse, Request, RequestBody, Response, http::StatusCode};
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions,
+    registry::{
+        MetaMediaType, MetaRequest, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef,
+        MetaSecurityScheme, Registry,
+    },
+    types::Type,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::io::AsyncReadExt;
+use uuid::Uuid;
+
+use crate::{
+    config::AuthMode,
+    error::{self, ApiError},
+    startup::AppState,
+};
+
+/// Largest JSON body accepted (§2.4).
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+// ----- identity ---------------------------------------------------------------------------------
+
+/// The caller's identity as far as it is known after extraction.
+pub struct Caller {
+    /// jwt mode: the verified user. header mode: the parsed `X-User-ID`, or `None` when it is
+    /// missing or invalid (reported at the route's `HDR` step).
+    user: Option<Uuid>,
+    /// The bearer token, forwarded to the user service (jwt mode only; never logged).
+    pub token: Option<String>,
+}
+
+impl Caller {
+    /// The `HDR` step: the caller's id, or 400 in header mode.
+    pub fn user(&self) -> Result<Uuid, ApiError> {
+        self.user
+            .ok_or(ApiError::BadRequest(error::INVALID_USER_HEADER))
+    }
+}
+
+fn query_param<'a>(req: &'a Request, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let query = req.uri().query()?;
+    form_pairs(query).find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// `application/x-www-form-urlencoded` pairs of a query string, percent-decoded (`+` is a space).
+pub fn form_pairs(
+    query: &str,
+) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode_component(k), decode_component(v))
+    })
+}
+
+fn decode_component(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return s.into();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned().into()
+}
+
+impl<'a> ApiExtractor<'a> for Caller {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        registry.create_security_scheme(
+            "bearer",
+            MetaSecurityScheme {
+                ty: "http",
+                description: Some(
+                    "AUTH_MODE=jwt: `Authorization: Bearer <JWT>` (or `?token=`). AUTH_MODE=header: `X-User-ID` set by the ReTiCh API gateway.",
+                ),
+                name: None,
+                key_in: None,
+                scheme: Some("bearer"),
+                bearer_format: Some("JWT"),
+                flows: None,
+                openid_connect_url: None,
+            },
+        );
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec!["bearer"]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _body: &mut RequestBody,
+        _opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let state = req
+            .data::<AppState>()
+            .expect("AppState is attached to every route");
+        match state.settings.auth.mode {
+            AuthMode::Header => {
+                let user = req
+                    .headers()
+                    .get("x-user-id")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(shared_auth::parse_uuid);
+                Ok(Caller { user, token: None })
+            }
+            AuthMode::Jwt => {
+                let header = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok());
+                let query = query_param(req, "token");
+                let token = shared_auth::bearer_token(header, query.as_deref())
+                    .ok_or(ApiError::Unauthorized)?;
+                match state.verifier.verify(token).await {
+                    Ok(user) => Ok(Caller {
+                        user: Some(user),
+                        token: Some(token.to_owned()),
+                    }),
+                    Err(e) => {
+                        tracing::debug!(reason = %e, "credential rejected");
+                        Err(ApiError::Unauthorized.into())
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ----- path ids ---------------------------------------------------------------------------------
+
+/// `PATH-C`.
+pub fn conv_id(raw: &str) -> Result<Uuid, ApiError> {
+    shared_auth::parse_uuid(raw).ok_or(ApiError::BadRequest(error::INVALID_CONVERSATION_ID))
+}
+
+/// `PATH-M`.
+pub fn msg_id(raw: &str) -> Result<Uuid, ApiError> {
+    shared_auth::parse_uuid(raw).ok_or(ApiError::BadRequest(error::INVALID_MESSAGE_ID))
+}
+
+/// `PATH-U`.
+pub fn user_id(raw: &str) -> Result<Uuid, ApiError> {
+    shared_auth::parse_uuid(raw).ok_or(ApiError::BadRequest(error::INVALID_USER_ID))
+}
+
+// ----- JSON bodies ------------------------------------------------------------------------------
+
+/// What was read of the body.
+enum RawBody {
+    Bytes(Vec<u8>),
+    TooLarge,
+    Unreadable,
+}
+
+/// A JSON request body, read but not yet judged. `T` only describes the body in the OpenAPI
+/// document; parsing follows §2.4 through [`JsonObject`].
+pub struct JsonBody<T> {
+    raw: RawBody,
+    _doc: PhantomData<fn() -> T>,
+}
+
+impl<T> JsonBody<T> {
+    /// The `BODY` step: 413 when over 1 MiB, else the top-level object (`null` counts as `{}`),
+    /// else 400 `Invalid JSON body`. Only the first JSON value is read.
+    pub fn parse(&self) -> Result<JsonObject, ApiError> {
+        let bytes = match &self.raw {
+            RawBody::Bytes(b) => b,
+            RawBody::TooLarge => return Err(ApiError::PayloadTooLarge),
+            RawBody::Unreadable => return Err(ApiError::BadRequest(error::INVALID_JSON)),
+        };
+        let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
+        match stream.next() {
+            Some(Ok(Value::Object(map))) => Ok(JsonObject(map)),
+            Some(Ok(Value::Null)) => Ok(JsonObject(Map::new())),
+            _ => Err(ApiError::BadRequest(error::INVALID_JSON)),
+        }
+    }
+}
+
+/// Reads at most `limit` bytes of the body; more is reported as too large without reading on.
+pub async fn read_limited(
+    req: &Request,
+    body: &mut RequestBody,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let Ok(body) = body.take() else {
+        return Ok(Vec::new());
+    };
+    let mut reader = body.into_async_read().take(limit as u64 + 1);
+    let mut buf = Vec::with_capacity(declared.map_or(1024, |n| n as usize));
+    reader
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|_| ApiError::BadRequest(error::INVALID_JSON))?;
+    if buf.len() > limit {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Ok(buf)
+}
+
+impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: "application/json",
+                schema: T::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        body: &mut RequestBody,
+        _opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let raw = match read_limited(req, body, MAX_JSON_BODY).await {
+            Ok(b) => RawBody::Bytes(b),
+            Err(ApiError::PayloadTooLarge) => RawBody::TooLarge,
+            Err(_) => RawBody::Unreadable,
+        };
+        Ok(Self {
+            raw,
+            _doc: PhantomData,
+        })
+    }
+}
+
+/// A parsed JSON object with the typed getters of §2.4: a present value of the wrong JSON type
+/// is `Invalid JSON body`; `null` is the same as absent.
+pub struct JsonObject(Map<String, Value>);
+
+fn bad_json() -> ApiError {
+    ApiError::BadRequest(error::INVALID_JSON)
+}
+
+impl JsonObject {
+    /// An optional string (`null`/absent → `None`).
+    pub fn opt_str(&self, key: &str) -> Result<Option<String>, ApiError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad_json()),
+        }
+    }
+
+    /// A required string: `null`/absent count as `""` (and then fail the route's "required" rule).
+    pub fn req_str(&self, key: &str) -> Result<String, ApiError> {
+        Ok(self.opt_str(key)?.unwrap_or_default())
+    }
+
+    /// An optional array of strings (`null`/absent → `None`); any non-string entry is bad JSON.
+    pub fn opt_str_array(&self, key: &str) -> Result<Option<Vec<String>>, ApiError> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad_json))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(bad_json()),
+        }
+    }
+
+    /// Any JSON value (`null`/absent → `None`).
+    pub fn opt_value(&self, key: &str) -> Option<&Value> {
+        self.0.get(key).filter(|v| !v.is_null())
+    }
+}
+
+// ----- success envelopes ------------------------------------------------------------------------
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => Response::builder()
+            .status(status)
+            .content_type("application/json")
+            .body(bytes),
+        Err(e) => ApiError::Internal(anyhow::Error::new(e).context("serialising a response"))
+            .into_response(),
+    }
+}
+
+fn object_schema(properties: Vec<(&'static str, MetaSchemaRef)>) -> MetaSchemaRef {
+    let required = properties.iter().map(|(k, _)| *k).collect();
+    MetaSchemaRef::Inline(Box::new(MetaSchema {
+        required,
+        properties,
+        ..MetaSchema::new("object")
+    }))
+}
+
+/// `{"data": T}` with status `STATUS` (200 or 201).
+pub struct Data<T, const STATUS: u16 = 200>(pub T);
+
+#[derive(Serialize)]
+struct DataEnvelope<'a, T> {
+    data: &'a T,
+}
+
+impl<T: Serialize + Send, const STATUS: u16> IntoResponse for Data<T, STATUS> {
+    fn into_response(self) -> Response {
+        json_response(
+            StatusCode::from_u16(STATUS).expect("valid status"),
+            &DataEnvelope { data: &self.0 },
+        )
+    }
+}
+
+impl<T: Type, const STATUS: u16> ApiResponse for Data<T, STATUS> {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: if STATUS == 201 { "Created" } else { "OK" },
+                status: Some(STATUS),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: "application/json",
+                    schema: object_schema(vec![("data", T::schema_ref())]),
+                }],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+/// `{"data": [T], "pagination": {"total", "limit", "offset"}}`.
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Serialize, poem_openapi::Object)]
+pub struct Pagination {
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Serialize)]
+struct PageEnvelope<'a, T> {
+    data: &'a [T],
+    pagination: Pagination,
+}
+
+impl<T: Serialize + Send> IntoResponse for Page<T> {
+    fn into_response(self) -> Response {
+        json_response(
+            StatusCode::OK,
+            &PageEnvelope {
+                data: &self.data,
+                pagination: Pagination {
+                    total: self.total,
+                    limit: self.limit,
+                    offset: self.offset,
+                },
+            },
+        )
+    }
+}
+
+impl<T: Type> ApiResponse for Page<T> {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "OK (paginated)",
+                status: Some(200),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: "application/json",
+                    schema: object_schema(vec![
+                        ("data", Vec::<T>::schema_ref()),
+                        ("pagination", Pagination::schema_ref()),
+                    ]),
+                }],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+        Pagination::register(registry);
+    }
+}
+
+/// 204 with no body and no Content-Type.
+pub struct NoContent;
+
+impl IntoResponse for NoContent {
+    fn into_response(self) -> Response {
+        Response::builder().status(StatusCode::NO_CONTENT).finish()
+    }
+}
+
+impl ApiResponse for NoContent {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "No Content",
+                status: Some(204),
+                status_range: None,
+                content: vec![],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(_registry: &mut Registry) {}
+}
+
+// ----- pagination parameters (§2.6) --------------------------------------------------------------
+
+/// Parses a decimal integer with an optional sign and leading zeros; `None` when it is not one.
+/// Values beyond i64 saturate (they are only compared with limits).
+pub fn parse_decimal(s: &str) -> Option<i128> {
+    let (neg, digits) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let trimmed = digits.trim_start_matches('0');
+    let value: i128 = if trimmed.len() > 30 {
+        i128::MAX / 2
+    } else {
+        trimmed.parse().unwrap_or(0)
+    };
+    Some(if neg { -value } else { value })
+}
+
+/// Effective `limit`/`offset`, or their failures added to `details`.
+pub fn pagination(
+    limit: Option<&str>,
+    offset: Option<&str>,
+    details: &mut error::Details,
+) -> (i64, i64) {
+    let limit = match limit.filter(|s| !s.is_empty()) {
+        None => 20,
+        Some(s) => match parse_decimal(s) {
+            Some(n) if n < 1 => {
+                details.set("limit", "limit must be a positive integer");
+                20
+            }
+            Some(n) if n > 100 => {
+                details.set("limit", "limit must not exceed 100");
+                20
+            }
+            Some(n) => n as i64,
+            None => {
+                details.set("limit", "limit must be a positive integer");
+                20
+            }
+        },
+    };
+    let offset = match offset.filter(|s| !s.is_empty()) {
+        None => 0,
+        Some(s) => match parse_decimal(s) {
+            Some(n) if n < 0 => {
+                details.set("offset", "offset must be a non-negative integer");
+                0
+            }
+            Some(n) if n > i32::MAX as i128 => {
+                details.set("offset", "offset must not exceed 2147483647");
+                0
+            }
+            Some(n) => n as i64,
+            None => {
+                details.set("offset", "offset must be a non-negative integer");
+                0
+            }
+        },
+    };
+    (limit, offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_allow_a_sign_and_leading_zeros_only() {
+        assert_eq!(parse_decimal("007"), Some(7));
+        assert_eq!(parse_decimal("+5"), Some(5));
+        assert_eq!(parse_decimal("-0"), Some(0));
+        assert_eq!(parse_decimal("-3"), Some(-3));
+        for bad in ["", "+", "1.5", "1e3", " 1", "0x10", "١"] {
+            assert_eq!(parse_decimal(bad), None, "{bad}");
+        }
+        assert!(
+            parse_decimal("99999999999999999999999999999999999999999999").unwrap()
+                > i32::MAX as i128
+        );
+    }
+
+    #[test]
+    fn pagination_reports_both_parameters_at_once() {
+        let mut d = error::Details::new();
+        pagination(Some("0"), Some("-1"), &mut d);
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"limit":"limit must be a positive integer","offset":"offset must be a non-negative integer"}"#
+        );
+        let mut d = error::Details::new();
+        assert_eq!(
+            pagination(Some("0100"), Some("2147483647"), &mut d),
+            (100, 2147483647)
+        );
+        assert!(d.is_empty());
+        pagination(Some("101"), Some("2147483648"), &mut d);
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"limit":"limit must not exceed 100","offset":"offset must not exceed 2147483647"}"#
+        );
+    }
+
+    #[test]
+    fn query_components_are_percent_decoded() {
+        assert_eq!(decode_component("a%20b+c"), "a b c");
+        assert_eq!(decode_component("%F0%9F%91%8D"), "👍");
+        assert_eq!(decode_component("100%"), "100%");
+        assert_eq!(decode_component("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,327 @@
+//! The resource shapes of http-api.md §3, exactly as they go on the wire, and their protobuf
+//! counterparts for events (so a REST `data` and the matching WebSocket payload are built from the
+//! same value). Keys are exact; "omitted when null" keys are skipped; timestamps are formatted by
+//! [`Timestamp`] (RFC 3339 UTC, microseconds, trailing zeros removed).
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{NewType, Object};
+use serde::Serialize;
+use shared_proto::events as pb;
+use uuid::Uuid;
+
+/// An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
+/// (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, NewType)]
+#[oai(to_header = false, from_multipart = false)]
+#[serde(transparent)]
+pub struct Timestamp(pub String);
+
+/// Microseconds since the Unix epoch (what PostgreSQL stores).
+pub fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(t: DateTime<Utc>) -> Self {
+        Self(shared_proto::json::format_timestamp_us(micros(t)))
+    }
+}
+
+/// A conversation without its participants.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct Conversation {
+    pub id: Uuid,
+    /// `direct`, `group` or `channel`.
+    #[serde(rename = "type")]
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub avatar_url: Option<String>,
+    /// Null for direct conversations.
+    pub creator_id: Option<Uuid>,
+    pub is_archived: bool,
+    /// `created_at` of the newest message ever sent.
+    pub last_message_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Unread messages for the caller (§9.3); 0 in WebSocket payloads.
+    pub unread_count: i64,
+}
+
+/// A conversation with its active participants.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct ConversationDetail {
+    #[serde(flatten)]
+    #[oai(flatten)]
+    pub conversation: Conversation,
+    pub participants: Vec<Participant>,
+}
+
+/// A public channel in discovery.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct ChannelSummary {
+    #[serde(flatten)]
+    #[oai(flatten)]
+    pub conversation: Conversation,
+    pub member_count: i64,
+}
+
+/// An active participant.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct Participant {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub user_id: Uuid,
+    /// `owner`, `admin` or `member`.
+    pub role: String,
+    pub nickname: Option<String>,
+    pub joined_at: Timestamp,
+}
+
+/// One reaction as embedded in a message.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct ReactionRef {
+    pub emoji: String,
+    pub user_id: Uuid,
+}
+
+/// A message (deleted messages are never returned).
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct Message {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub sender_id: Uuid,
+    /// Per-conversation sequence number: 1, 2, 3 … without gaps.
+    pub seq: i64,
+    /// `text`, `image`, `file`, `audio`, `video` or `system`.
+    #[serde(rename = "type")]
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub content: Option<String>,
+    /// Any JSON value; omitted when null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub reply_to_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub client_msg_id: Option<String>,
+    pub is_edited: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub edited_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub reactions: Vec<ReactionRef>,
+    pub attachments: Vec<Attachment>,
+}
+
+/// A reaction.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct Reaction {
+    pub id: Uuid,
+    pub message_id: Uuid,
+    pub user_id: Uuid,
+    pub emoji: String,
+    pub created_at: Timestamp,
+}
+
+/// A read receipt.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct ReadReceipt {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub user_id: Uuid,
+    pub last_read_message_id: Uuid,
+    pub last_read_at: Timestamp,
+}
+
+/// A pin (without the message body).
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct PinnedMessage {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub message_id: Uuid,
+    pub pinned_by: Uuid,
+    pub pinned_at: Timestamp,
+}
+
+/// An attachment. `thumbnail_url` and `duration` are never produced, so never present.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct Attachment {
+    pub id: Uuid,
+    pub message_id: Uuid,
+    pub file_name: String,
+    /// The verified MIME type.
+    pub file_type: String,
+    pub file_size: i64,
+    pub file_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub width: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub height: Option<i32>,
+    pub created_at: Timestamp,
+}
+
+/// Who is typing in a conversation.
+#[derive(Debug, Clone, Serialize, Object)]
+pub struct TypingState {
+    pub user_ids: Vec<Uuid>,
+}
+
+// ----- protobuf bodies (event payloads) ---------------------------------------------------------
+//
+// The proto types carry raw microseconds; the gateway formats them with the same function as
+// `Timestamp`, so both sides render identical text.
+
+fn us(t: &Timestamp) -> i64 {
+    parse_ts(&t.0)
+}
+
+/// Parses a [`Timestamp`] back to microseconds (always one we produced).
+fn parse_ts(s: &str) -> i64 {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp_micros())
+        .unwrap_or_default()
+}
+
+impl From<&Conversation> for pb::Conversation {
+    fn from(c: &Conversation) -> Self {
+        Self {
+            id: c.id.to_string(),
+            r#type: c.kind.clone(),
+            name: c.name.clone(),
+            description: c.description.clone(),
+            avatar_url: c.avatar_url.clone(),
+            creator_id: c.creator_id.map(|u| u.to_string()),
+            is_archived: c.is_archived,
+            last_message_at_us: c.last_message_at.as_ref().map(us),
+            created_at_us: us(&c.created_at),
+            updated_at_us: us(&c.updated_at),
+        }
+    }
+}
+
+impl From<&Participant> for pb::Participant {
+    fn from(p: &Participant) -> Self {
+        Self {
+            id: p.id.to_string(),
+            conversation_id: p.conversation_id.to_string(),
+            user_id: p.user_id.to_string(),
+            role: p.role.clone(),
+            nickname: p.nickname.clone(),
+            joined_at_us: us(&p.joined_at),
+        }
+    }
+}
+
+impl From<&ConversationDetail> for pb::ConversationDetail {
+    fn from(d: &ConversationDetail) -> Self {
+        Self {
+            conversation: Some((&d.conversation).into()),
+            participants: d.participants.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<&Attachment> for pb::Attachment {
+    fn from(a: &Attachment) -> Self {
+        Self {
+            id: a.id.to_string(),
+            message_id: a.message_id.to_string(),
+            file_name: a.file_name.clone(),
+            file_type: a.file_type.clone(),
+            file_size: a.file_size,
+            file_url: a.file_url.clone(),
+            width: a.width,
+            height: a.height,
+            created_at_us: us(&a.created_at),
+        }
+    }
+}
+
+impl From<&Message> for pb::Message {
+    fn from(m: &Message) -> Self {
+        Self {
+            id: m.id.to_string(),
+            conversation_id: m.conversation_id.to_string(),
+            sender_id: m.sender_id.to_string(),
+            seq: m.seq,
+            r#type: m.kind.clone(),
+            content: m.content.clone(),
+            metadata_json: m.metadata.as_ref().map(|v| v.to_string()),
+            reply_to_id: m.reply_to_id.map(|u| u.to_string()),
+            client_msg_id: m.client_msg_id.clone(),
+            is_edited: m.is_edited,
+            edited_at_us: m.edited_at.as_ref().map(us),
+            created_at_us: us(&m.created_at),
+            reactions: m
+                .reactions
+                .iter()
+                .map(|r| pb::ReactionRef {
+                    emoji: r.emoji.clone(),
+                    user_id: r.user_id.to_string(),
+                })
+                .collect(),
+            attachments: m.attachments.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<&Reaction> for pb::Reaction {
+    fn from(r: &Reaction) -> Self {
+        Self {
+            id: r.id.to_string(),
+            message_id: r.message_id.to_string(),
+            user_id: r.user_id.to_string(),
+            emoji: r.emoji.clone(),
+            created_at_us: us(&r.created_at),
+        }
+    }
+}
+
+impl From<&ReadReceipt> for pb::ReadReceipt {
+    fn from(r: &ReadReceipt) -> Self {
+        Self {
+            id: r.id.to_string(),
+            conversation_id: r.conversation_id.to_string(),
+            user_id: r.user_id.to_string(),
+            last_read_message_id: r.last_read_message_id.to_string(),
+            last_read_at_us: us(&r.last_read_at),
+        }
+    }
+}
+
+impl From<&PinnedMessage> for pb::PinnedMessage {
+    fn from(p: &PinnedMessage) -> Self {
+        Self {
+            id: p.id.to_string(),
+            conversation_id: p.conversation_id.to_string(),
+            message_id: p.message_id.to_string(),
+            pinned_by: p.pinned_by.to_string(),
+            pinned_at_us: us(&p.pinned_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_drop_trailing_fractional_zeros() {
+        let t = DateTime::parse_from_rfc3339("2026-11-24T15:00:44.116600Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(Timestamp::from(t).0, "2026-11-24T15:00:44.1166Z");
+        let whole = DateTime::parse_from_rfc3339("2026-11-24T15:00:44Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(Timestamp::from(whole).0, "2026-11-24T15:00:44Z");
+        assert_eq!(us(&Timestamp::from(t)), t.timestamp_micros());
+    }
+}

@@ -1,0 +1,2 @@
+-- drops the column together with the sequence it owns.
+alter table conversation_participants drop column join_seq;
