@@ -22,6 +22,7 @@ use crate::{
     migrate, partitions,
     redis_conn::RedisConn,
     routes,
+    storage::Storage,
     user_service::UserService,
 };
 
@@ -36,6 +37,7 @@ pub struct AppState {
     pub verifier: shared_auth::Verifier,
     pub events: Publisher,
     pub users: UserService,
+    pub storage: Storage,
 }
 
 /// A built application: bound to its port, connected, not yet serving.
@@ -132,6 +134,7 @@ impl Application {
             verifier,
             events,
             users,
+            storage: Storage::default(),
         };
         Ok(Self {
             acceptor,

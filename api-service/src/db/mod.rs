@@ -2,8 +2,13 @@
 //! Functions take `&mut PgConnection` so a route can run them on a pooled connection or inside
 //! its transaction alike.
 
+pub mod attachments;
 pub mod conversations;
+pub mod messages;
 pub mod participants;
+pub mod pins;
+pub mod reactions;
+pub mod receipts;
 
 /// Whether `e` is a unique violation of the named constraint or index.
 pub fn is_unique_violation(e: &sqlx::Error, constraint: &str) -> bool {

@@ -1,8 +1,14 @@
 //! HTTP routes: `ops` (health, readiness, metrics) and the poem-openapi REST surface, one module
 //! per resource. [`api_service`] assembles the OpenAPI service from them.
 
+pub mod attachments;
 pub mod conversations;
+pub mod messages;
 pub mod ops;
+pub mod participants;
+pub mod pins;
+pub mod reactions;
+pub mod receipts;
 
 use poem_openapi::{OpenApiService, Tags};
 use sqlx::PgConnection;
@@ -42,8 +48,28 @@ pub async fn require_member(
         .ok_or(ApiError::Forbidden(error::NOT_A_PARTICIPANT))
 }
 
+/// All REST operation groups.
+pub type Apis = (
+    conversations::ConversationsApi,
+    participants::ParticipantsApi,
+    messages::MessagesApi,
+    reactions::ReactionsApi,
+    receipts::ReceiptsApi,
+    pins::PinsApi,
+    attachments::AttachmentsApi,
+);
+
 /// Every REST operation, as one OpenAPI service.
-pub fn api_service() -> OpenApiService<conversations::ConversationsApi, ()> {
-    OpenApiService::new(conversations::ConversationsApi, "ReTiCh Messaging API", env!("CARGO_PKG_VERSION"))
+pub fn api_service() -> OpenApiService<Apis, ()> {
+    let apis = (
+        conversations::ConversationsApi,
+        participants::ParticipantsApi,
+        messages::MessagesApi,
+        reactions::ReactionsApi,
+        receipts::ReceiptsApi,
+        pins::PinsApi,
+        attachments::AttachmentsApi,
+    );
+    OpenApiService::new(apis, "ReTiCh Messaging API", env!("CARGO_PKG_VERSION"))
         .description("The REST contract of api-service (http-api.md). Errors use the envelope {\"error\": {code, message, details?}}.")
 }

@@ -199,3 +199,157 @@ pub fn token_for(user: Uuid) -> String {
     };
     shared_auth::mint_token(&config, user, Duration::from_secs(3600)).unwrap()
 }
+
+// ----- requests -----------------------------------------------------------------------------------
+
+/// A response read whole: status, headers and body (parsed as JSON when it is JSON).
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    /// `data` of a success envelope.
+    pub fn data(&self) -> serde_json::Value {
+        self.json()["data"].clone()
+    }
+
+    /// Asserts an error envelope: status, code and message.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str, message: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "body: {}", self.text);
+        assert_eq!(v["error"]["message"], message, "body: {}", self.text);
+    }
+
+    /// Asserts a `VALIDATION_ERROR` with exactly these details.
+    #[track_caller]
+    pub fn assert_validation(&self, details: serde_json::Value) {
+        self.assert_error(400, "VALIDATION_ERROR", "Invalid request parameters");
+        assert_eq!(self.json()["error"]["details"], details, "body: {}", self.text);
+    }
+}
+
+/// How a test request identifies its caller.
+#[derive(Clone, Copy)]
+pub enum As {
+    /// No credentials at all.
+    Nobody,
+    /// jwt mode: `Authorization: Bearer <token for user>`.
+    User(Uuid),
+    /// header mode: `X-User-ID: <user>`.
+    Header(Uuid),
+}
+
+impl TestApp {
+    /// Sends `method path` as `who` with an optional raw body.
+    pub async fn send(&self, method: &str, path: &str, who: As, body: Option<Vec<u8>>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, self.url(path));
+        match who {
+            As::Nobody => {}
+            As::User(u) => req = req.bearer_auth(token_for(u)),
+            As::Header(u) => req = req.header("X-User-ID", u.to_string()),
+        }
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        Reply { status, headers, text }
+    }
+
+    pub async fn get_as(&self, path: &str, who: As) -> Reply {
+        self.send("GET", path, who, None).await
+    }
+
+    pub async fn post_json(&self, path: &str, who: As, body: serde_json::Value) -> Reply {
+        self.send("POST", path, who, Some(serde_json::to_vec(&body).unwrap())).await
+    }
+
+    pub async fn put_json(&self, path: &str, who: As, body: serde_json::Value) -> Reply {
+        self.send("PUT", path, who, Some(serde_json::to_vec(&body).unwrap())).await
+    }
+
+    pub async fn delete_as(&self, path: &str, who: As) -> Reply {
+        self.send("DELETE", path, who, None).await
+    }
+
+    /// Creates a group owned by `owner` with `members`; returns its id.
+    pub async fn create_group(&self, owner: Uuid, members: &[Uuid]) -> Uuid {
+        self.create_conversation(owner, "group", members).await
+    }
+
+    /// Creates a conversation of `kind` (`direct` takes one member); returns its id.
+    pub async fn create_conversation(&self, owner: Uuid, kind: &str, members: &[Uuid]) -> Uuid {
+        let mut body = serde_json::json!({"type": kind, "participant_ids": members});
+        if kind != "direct" {
+            body["name"] = serde_json::json!(format!("{kind} {}", &Uuid::new_v4().simple().to_string()[..8]));
+        }
+        let r = self.post_json("/conversations", As::User(owner), body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.data()["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Subscribes to a conversation's NATS subject (subscribe before the action under test).
+    pub async fn conversation_events(&self, conversation: Uuid) -> Events {
+        Events::subscribe(shared_proto::subjects::conversation(&self.nats_prefix, &conversation)).await
+    }
+
+    /// Subscribes to a user's personal NATS subject.
+    pub async fn user_events(&self, user: Uuid) -> Events {
+        Events::subscribe(shared_proto::subjects::user(&self.nats_prefix, &user)).await
+    }
+}
+
+// ----- events -------------------------------------------------------------------------------------
+
+/// Events received on one NATS subject, decoded.
+pub struct Events {
+    sub: async_nats::Subscriber,
+    _client: async_nats::Client,
+}
+
+impl Events {
+    async fn subscribe(subject: String) -> Self {
+        let client = async_nats::connect("nats://127.0.0.1:4222").await.expect("nats");
+        let sub = client.subscribe(subject).await.expect("subscribe");
+        client.flush().await.expect("flush subscription");
+        Self { sub, _client: client }
+    }
+
+    /// The next event (fails after 5 s).
+    pub async fn next(&mut self) -> shared_proto::events::Event {
+        use futures_util::StreamExt;
+        use prost::Message as _;
+        let msg = tokio::time::timeout(Duration::from_secs(5), self.sub.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("subscription open");
+        shared_proto::events::Event::decode(msg.payload).expect("protobuf Event")
+    }
+
+    /// The next event rendered as the client frame JSON (`{"type","conversation_id","payload"}`).
+    pub async fn next_frame(&mut self) -> serde_json::Value {
+        let event = self.next().await;
+        serde_json::from_slice(&shared_proto::json::client_frame(&event).expect("renders")).unwrap()
+    }
+
+    /// Asserts that nothing arrives within `ms` milliseconds.
+    pub async fn assert_quiet(&mut self, ms: u64) {
+        use futures_util::StreamExt;
+        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(ms), self.sub.next()).await {
+            use prost::Message as _;
+            let ev = shared_proto::events::Event::decode(msg.payload).ok();
+            panic!("unexpected event: {ev:?}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! `attachments` (being written).

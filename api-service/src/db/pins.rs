@@ -1,0 +1,1 @@
+//! `pins` (being written).

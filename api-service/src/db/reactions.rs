@@ -1,0 +1,1 @@
+//! `reactions` (being written).

@@ -1,0 +1,1 @@
+//! `receipts` (being written).

@@ -1,0 +1,1 @@
+//! Fleet-wide send rate limiting in Redis (being written).
