@@ -112,6 +112,8 @@ struct VerifierInner {
     jwks: RwLock<JwksCache>,
     /// Serialises refetches so a burst of unknown-`kid` tokens causes one request.
     refetch: Mutex<()>,
+    /// Minimum time between two refetches caused by unknown `kid`s.
+    refetch_interval: Duration,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +163,7 @@ impl Verifier {
             .secret
             .as_deref()
             .map(|s| DecodingKey::from_secret(s.as_bytes()));
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
@@ -172,7 +175,19 @@ impl Verifier {
                 http,
                 jwks: RwLock::new(JwksCache::default()),
                 refetch: Mutex::new(()),
+                refetch_interval: JWKS_REFETCH_MIN_INTERVAL,
             }),
+        }
+    }
+
+    /// Sets the minimum time between two refetches caused by unknown `kid`s (default 10 s,
+    /// which bounds what a flood of forged kids can cost the issuer).
+    pub fn with_refetch_interval(self, interval: Duration) -> Self {
+        let mut inner =
+            Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("configure before cloning"));
+        inner.refetch_interval = interval;
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
@@ -186,7 +201,15 @@ impl Verifier {
         v.leeway = LEEWAY_SECS;
         v.validate_exp = true;
         v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience must also be present, not only match when present.
+        let mut required = vec!["exp"];
+        if self.inner.config.audience.is_some() {
+            required.push("aud");
+        }
+        if self.inner.config.issuer.is_some() {
+            required.push("iss");
+        }
+        v.set_required_spec_claims(&required);
         match &self.inner.config.audience {
             Some(aud) => v.set_audience(&[aud]),
             None => v.validate_aud = false,
@@ -268,7 +291,7 @@ impl Verifier {
             let min_age = if stale_only {
                 JWKS_MAX_AGE
             } else {
-                JWKS_REFETCH_MIN_INTERVAL
+                self.inner.refetch_interval
             };
             if cache.fetched_at.is_some_and(|t| t.elapsed() < min_age) {
                 return;
@@ -441,6 +464,11 @@ mod tests {
             "k",
         );
         assert!(v.verify(&no_aud).await.is_err());
+        let no_iss = sign(
+            serde_json::json!({"sub": user, "exp": now() + 60, "aud": "chat"}),
+            "k",
+        );
+        assert!(v.verify(&no_iss).await.is_err());
         let minted = mint_token(&config, Uuid::new_v4(), Duration::from_secs(60)).unwrap();
         assert!(v.verify(&minted).await.is_ok());
     }
