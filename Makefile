@@ -1,5 +1,5 @@
 # ReTiCh Messaging. `make dev` runs the whole stack from nothing; `make test` runs every test.
-.PHONY: dev dev-stop services test lint fmt build migrate token
+.PHONY: dev dev-stop services test lint fmt build migrate token validate-deploy
 
 CARGO ?= cargo
 
@@ -30,3 +30,6 @@ migrate: ## apply pending migrations to DATABASE_URL
 
 token: ## print a development token (JWT_SECRET must match the running services)
 	@$(CARGO) run -q -p api-service -- token
+
+validate-deploy: ## validate Dockerfile, compose, k8s manifests, dashboards (no cluster/engine needed)
+	scripts/validate-deploy.sh

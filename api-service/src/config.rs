@@ -22,6 +22,62 @@ pub enum LogFormat {
     Text,
 }
 
+/// Where attachment bytes are stored (`STORAGE_BACKEND`). Credentials for the cloud backends
+/// are never part of the settings (which are `Debug`): they are read by the object-store client
+/// from the standard variables of each provider (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, web identity / instance metadata; `AZURE_STORAGE_ACCOUNT_KEY`,
+/// `AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`/`AZURE_TENANT_ID`, managed identity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// `local` (default): the directory `UPLOAD_DIR`, created if missing.
+    Local,
+    /// `s3`: an S3 or S3-compatible bucket (`S3_BUCKET`, `S3_REGION`, `S3_ENDPOINT`).
+    S3 {
+        bucket: String,
+        region: Option<String>,
+        /// For S3-compatible servers (MinIO, …); `http://` allows plain HTTP.
+        endpoint: Option<String>,
+    },
+    /// `azure`: an Azure Blob Storage container (`AZURE_STORAGE_ACCOUNT`, `AZURE_CONTAINER`).
+    Azure { account: String, container: String },
+}
+
+impl StorageBackend {
+    /// Reads `STORAGE_BACKEND` and the variables of the chosen backend.
+    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            env.get(name)
+                .ok_or_else(|| bad(name, "required by this STORAGE_BACKEND"))
+        };
+        match env
+            .string("STORAGE_BACKEND", "local")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "local" => Ok(Self::Local),
+            "s3" => {
+                let endpoint = env.get("S3_ENDPOINT");
+                if let Some(url) = &endpoint {
+                    check_url("S3_ENDPOINT", url, &["http", "https"])?;
+                }
+                Ok(Self::S3 {
+                    bucket: required("S3_BUCKET")?,
+                    region: env.get("S3_REGION"),
+                    endpoint,
+                })
+            }
+            "azure" => Ok(Self::Azure {
+                account: required("AZURE_STORAGE_ACCOUNT")?,
+                container: required("AZURE_CONTAINER")?,
+            }),
+            other => Err(bad(
+                "STORAGE_BACKEND",
+                format!("expected local, s3 or azure, got {other:?}"),
+            )),
+        }
+    }
+}
+
 /// Identity settings shared by the REST and WebSocket sides.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
@@ -52,6 +108,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub auto_migrate: bool,
     pub user_service_url: Option<String>,
+    /// Where attachments are stored; `upload_dir` is used by the `local` backend.
+    pub storage_backend: StorageBackend,
     pub upload_dir: String,
     /// `file_url` base; `None` means `http://localhost:<PORT>/uploads`.
     pub upload_base_url: Option<String>,
@@ -222,6 +280,7 @@ impl Settings {
             auth: AuthSettings::from_env(&env)?,
             auto_migrate: env.bool("AUTO_MIGRATE", false)?,
             user_service_url,
+            storage_backend: StorageBackend::from_env(&env)?,
             upload_dir: env.string("UPLOAD_DIR", "./uploads"),
             upload_base_url: env
                 .get("UPLOAD_BASE_URL")
@@ -271,6 +330,48 @@ mod tests {
     fn an_unknown_auth_mode_is_rejected() {
         let err = Settings::from_map(&vars(&[("AUTH_MODE", "none")])).unwrap_err();
         assert_eq!(err.name, "AUTH_MODE");
+    }
+
+    #[test]
+    fn storage_defaults_to_the_local_directory() {
+        let s = Settings::from_map(&HashMap::new()).unwrap();
+        assert_eq!(s.storage_backend, StorageBackend::Local);
+        assert_eq!(s.upload_dir, "./uploads");
+    }
+
+    #[test]
+    fn cloud_storage_backends_need_their_bucket_or_container() {
+        let err = Settings::from_map(&vars(&[("STORAGE_BACKEND", "s3")])).unwrap_err();
+        assert_eq!(err.name, "S3_BUCKET");
+        let err = Settings::from_map(&vars(&[
+            ("STORAGE_BACKEND", "azure"),
+            ("AZURE_STORAGE_ACCOUNT", "acct"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.name, "AZURE_CONTAINER");
+        let err = Settings::from_map(&vars(&[
+            ("STORAGE_BACKEND", "s3"),
+            ("S3_BUCKET", "b"),
+            ("S3_ENDPOINT", "minio:9000"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.name, "S3_ENDPOINT");
+        let err = Settings::from_map(&vars(&[("STORAGE_BACKEND", "gcs")])).unwrap_err();
+        assert_eq!(err.name, "STORAGE_BACKEND");
+        let s = Settings::from_map(&vars(&[
+            ("STORAGE_BACKEND", "S3"),
+            ("S3_BUCKET", "media"),
+            ("S3_ENDPOINT", "http://127.0.0.1:9000"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.storage_backend,
+            StorageBackend::S3 {
+                bucket: "media".into(),
+                region: None,
+                endpoint: Some("http://127.0.0.1:9000".into()),
+            }
+        );
     }
 
     #[test]

@@ -208,12 +208,55 @@ impl<T> JsonBody<T> {
             RawBody::Unreadable => return Err(ApiError::BadRequest(error::INVALID_JSON)),
         };
         let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
-        match stream.next() {
-            Some(Ok(Value::Object(map))) => Ok(JsonObject(map)),
-            Some(Ok(Value::Null)) => Ok(JsonObject(Map::new())),
-            _ => Err(ApiError::BadRequest(error::INVALID_JSON)),
+        let object = match stream.next() {
+            Some(Ok(Value::Object(map))) => map,
+            Some(Ok(Value::Null)) => Map::new(),
+            _ => return Err(ApiError::BadRequest(error::INVALID_JSON)),
+        };
+        // PostgreSQL text and jsonb cannot hold U+0000, so a body carrying one (`"\u0000"`, valid
+        // JSON) could never be stored as sent: it is refused here rather than failing later.
+        if contains_nul(&object) {
+            return Err(ApiError::BadRequest(error::INVALID_JSON));
+        }
+        Ok(JsonObject(object))
+    }
+}
+
+/// Whether any key or string value, at any depth, contains U+0000.
+fn contains_nul(map: &Map<String, Value>) -> bool {
+    fn value(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(value),
+            Value::Object(map) => contains_nul(map),
+            _ => false,
         }
     }
+    map.iter().any(|(k, v)| k.contains('\0') || value(v))
+}
+
+/// The URI rules that apply before routing: a path with an empty segment (`//`, or a trailing
+/// `/`) matches no route — path variables are non-empty — so it is the plain 404 of §2.3; a
+/// percent-encoded NUL anywhere in the path or query is refused with 400, since no id, emoji or
+/// search term containing U+0000 can exist or be stored.
+pub fn guard_uri(uri: &poem::http::Uri) -> Option<Response> {
+    let path = uri.path();
+    if path.len() > 1 && (path.contains("//") || path.ends_with('/')) {
+        return Some(not_found());
+    }
+    let nul = |s: &str| s.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0');
+    if nul(path) || uri.query().is_some_and(nul) {
+        return Some(ApiError::BadRequest("Invalid request parameters").into_response());
+    }
+    None
+}
+
+/// The plain-text 404 of an unknown path (§2.3).
+pub fn not_found() -> Response {
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .content_type("text/plain; charset=utf-8")
+        .body("404 page not found")
 }
 
 /// Reads at most `limit` bytes of the body; more is reported as too large without reading on.

@@ -25,6 +25,7 @@ pub mod rate_limit;
 pub mod redis_conn;
 pub mod resources;
 pub mod routes;
+pub mod sniff;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

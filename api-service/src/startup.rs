@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use poem::{
-    EndpointExt, IntoResponse, Response, Route, Server,
+    Endpoint, EndpointExt, IntoResponse, Response, Route, Server,
     error::{MethodNotAllowedError, NotFoundError},
     get,
     http::StatusCode,
@@ -90,6 +90,21 @@ impl Application {
                 "database schema is up to date"
             );
         }
+        {
+            let mut conn = pool.acquire().await.context("cannot connect to PostgreSQL")?;
+            let state = migrate::current_version(&mut conn).await.context("cannot read schema_migrations")?;
+            anyhow::ensure!(
+                !state.dirty,
+                "the database schema is dirty at version {state}: fix it, then run `api-service migrate force <version>`"
+            );
+            if state.version.unwrap_or(0) < migrate::latest_version() {
+                tracing::warn!(
+                    schema.version = %state,
+                    schema.latest = migrate::latest_version(),
+                    "the database schema is behind this build: run `api-service migrate up` or set AUTO_MIGRATE=true"
+                );
+            }
+        }
         let nats = async_nats::ConnectOptions::new()
             .name("api-service")
             .retry_on_initial_connect()
@@ -125,6 +140,7 @@ impl Application {
             metrics.clone(),
         );
         let users = UserService::new(settings.user_service_url.clone());
+        let storage = Storage::from_settings(&settings, port).context("attachment storage")?;
         let state = AppState {
             settings: Arc::new(settings),
             pool,
@@ -134,7 +150,7 @@ impl Application {
             verifier,
             events,
             users,
-            storage: Storage::default(),
+            storage,
         };
         Ok(Self {
             acceptor,
@@ -204,12 +220,7 @@ pub fn build_routes(state: AppState) -> impl poem::Endpoint {
         .nest("/docs", docs)
         .nest("/", api)
         .data(state)
-        .catch_error(|_: NotFoundError| async {
-            Response::builder()
-                .status(StatusCode::NOT_FOUND)
-                .content_type("text/plain; charset=utf-8")
-                .body("404 page not found")
-        })
+        .catch_error(|_: NotFoundError| async { crate::http::not_found() })
         .catch_error(|_: MethodNotAllowedError| async {
             Response::builder()
                 .status(StatusCode::METHOD_NOT_ALLOWED)
@@ -217,6 +228,12 @@ pub fn build_routes(state: AppState) -> impl poem::Endpoint {
         })
         .catch_error(|_: poem_openapi::error::ParseParamError| async {
             ApiError::BadRequest("Invalid request parameters").into_response()
+        })
+        .around(|ep, req| async move {
+            match crate::http::guard_uri(req.uri()) {
+                Some(resp) => Ok(resp),
+                None => ep.call(req).await.map(IntoResponse::into_response),
+            }
         })
         .with(HttpMetrics(metrics))
 }

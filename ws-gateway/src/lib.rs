@@ -1,0 +1,30 @@
+//! ws-gateway: the WebSocket side of ReTiCh Messaging (websocket.md is its contract).
+//!
+//! A tour, from the port inwards:
+//! - [`server`]: [`Application`] (startup, accept loop, connection limit, SIGTERM drain);
+//! - [`http`]: the HTTP front on the raw socket — `/health`, `/ready`, `/metrics`, and the `/ws`
+//!   handshake checks (draining, Origin, identity, upgrade) before the 101;
+//! - [`connection`]: one socket — setup (conversations, presence, snapshot first), then one
+//!   `select!` over the socket, its send queue, keep-alive and close requests;
+//! - [`protocol`]: socket buffer sizes, close codes, typing-frame validation, token bucket;
+//! - [`fanout`]: reference-counted NATS subscriptions and delivery of each event (rendered once)
+//!   to exactly the local sockets that should get it; live membership;
+//! - [`membership`]: the one SQL query (a user's conversations at connect);
+//! - [`presence`] / [`typing`]: the fleet-wide state in Redis and the events it emits (the Redis
+//!   key layouts are documented there — api-service reads the typing one);
+//! - [`config`], [`metrics`], [`telemetry`], [`redis_conn`]: settings, Prometheus, logs, Redis.
+
+pub mod config;
+pub mod connection;
+pub mod fanout;
+pub mod http;
+pub mod membership;
+pub mod metrics;
+pub mod presence;
+pub mod protocol;
+pub mod redis_conn;
+pub mod server;
+pub mod telemetry;
+pub mod typing;
+
+pub use server::{Application, shutdown_signal};

@@ -55,14 +55,19 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Mess
             return Ok(row);
         }
     }
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLUMNS} from messages m where m.id = $1")))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from messages m where m.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Reactions of the given messages, in creation order, grouped by message id.
-pub async fn reactions_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<(Uuid, ReactionRef)>> {
+pub async fn reactions_of(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<(Uuid, ReactionRef)>> {
     let rows: Vec<(Uuid, String, Uuid)> = sqlx::query_as(
         "select message_id, emoji, user_id from message_reactions
          where message_id = any($1) order by created_at, id",
@@ -70,7 +75,10 @@ pub async fn reactions_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result
     .bind(ids)
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(|(m, emoji, user_id)| (m, ReactionRef { emoji, user_id })).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(m, emoji, user_id)| (m, ReactionRef { emoji, user_id }))
+        .collect())
 }
 
 /// An `attachments` row.
@@ -107,7 +115,10 @@ impl From<AttachmentRow> for Attachment {
 }
 
 /// Attachments of the given messages, `created_at` ascending.
-pub async fn attachments_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<Attachment>> {
+pub async fn attachments_of(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<Attachment>> {
     let rows: Vec<AttachmentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {ATTACHMENT_COLUMNS} from attachments a where a.message_id = any($1) order by a.created_at, a.id"
     )))
@@ -119,7 +130,11 @@ pub async fn attachments_of(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Resu
 
 impl MessageRow {
     /// The wire shape, with the given reactions and attachments.
-    pub fn into_resource(self, reactions: Vec<ReactionRef>, attachments: Vec<Attachment>) -> Message {
+    pub fn into_resource(
+        self,
+        reactions: Vec<ReactionRef>,
+        attachments: Vec<Attachment>,
+    ) -> Message {
         Message {
             id: self.id,
             conversation_id: self.conversation_id,
@@ -150,9 +165,13 @@ pub async fn embed(conn: &mut PgConnection, rows: Vec<MessageRow>) -> sqlx::Resu
     Ok(rows
         .into_iter()
         .map(|row| {
-            let mine: Vec<ReactionRef> =
-                reactions.extract_if(.., |(m, _)| *m == row.id).map(|(_, r)| r).collect();
-            let files: Vec<Attachment> = attachments.extract_if(.., |a| a.message_id == row.id).collect();
+            let mine: Vec<ReactionRef> = reactions
+                .extract_if(.., |(m, _)| *m == row.id)
+                .map(|(_, r)| r)
+                .collect();
+            let files: Vec<Attachment> = attachments
+                .extract_if(.., |a| a.message_id == row.id)
+                .collect();
             row.into_resource(mine, files)
         })
         .collect())
@@ -160,5 +179,258 @@ pub async fn embed(conn: &mut PgConnection, rows: Vec<MessageRow>) -> sqlx::Resu
 
 /// One full Message by row.
 pub async fn embed_one(conn: &mut PgConnection, row: MessageRow) -> sqlx::Result<Message> {
-    Ok(embed(conn, vec![row]).await?.pop().expect("one row in, one message out"))
+    Ok(embed(conn, vec![row])
+        .await?
+        .pop()
+        .expect("one row in, one message out"))
+}
+
+// ----- sending ----------------------------------------------------------------------------------
+
+/// A new message's id and creation time: `created_at` is now at microsecond precision (what
+/// PostgreSQL stores) and the id is a UUIDv7 of that same instant, so [`v7_window`] pins the row
+/// to its partition. No v7 counter context is used: a context may move the id's timestamp past
+/// the clock to stay monotonic, and the id's millisecond must contain `created_at`. Ordering
+/// within a conversation comes from `seq`, uniqueness from the 74 random bits.
+pub fn new_identity() -> (Uuid, DateTime<Utc>) {
+    let now = Utc::now();
+    let created_at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+    let micros = created_at.timestamp_micros();
+    let secs = micros.div_euclid(1_000_000) as u64;
+    let nanos = (micros.rem_euclid(1_000_000) * 1_000) as u32;
+    let id = Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos));
+    (id, created_at)
+}
+
+/// What `POST /conversations/{id}/messages` stores.
+pub struct NewMessage<'a> {
+    /// From [`new_identity`], with `created_at`.
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub conversation_id: Uuid,
+    pub sender_id: Uuid,
+    /// One of the `message_type` values.
+    pub kind: &'a str,
+    pub content: Option<&'a str>,
+    pub metadata: Option<&'a serde_json::Value>,
+    pub reply_to_id: Option<Uuid>,
+    pub client_msg_id: Option<&'a str>,
+}
+
+/// Inserts a message with the next `seq` of its conversation and moves the conversation's
+/// `last_message_at`, in one statement. The update takes the conversation's row lock, which
+/// serialises concurrent senders until their transaction ends: numbers are unique and gap-free,
+/// and a rolled-back send gives its number back. `last_message_at` never moves backwards (a
+/// sender that waited for the lock may carry an earlier `created_at`). `None` when the
+/// conversation does not exist or the sender is no longer an active participant of it (they
+/// left between the route's membership check and this statement).
+pub async fn insert(
+    conn: &mut PgConnection,
+    new: &NewMessage<'_>,
+) -> sqlx::Result<Option<MessageRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "with c as (
+             update conversations
+             set last_seq = last_seq + 1,
+                 last_message_at = greatest(last_message_at, $2)
+             where id = $3
+               and exists (
+                     select 1 from conversation_participants p
+                     where p.conversation_id = $3 and p.user_id = $4 and p.left_at is null)
+             returning last_seq
+         )
+         insert into messages as m
+             (id, created_at, conversation_id, sender_id, seq, type, content, metadata, reply_to_id, client_msg_id)
+         select $1, $2, $3, $4, c.last_seq, $5::message_type, $6, $7, $8, $9
+         from c
+         returning {COLUMNS}"
+    )))
+    .bind(new.id)
+    .bind(new.created_at)
+    .bind(new.conversation_id)
+    .bind(new.sender_id)
+    .bind(new.kind)
+    .bind(new.content)
+    .bind(new.metadata.map(sqlx::types::Json))
+    .bind(new.reply_to_id)
+    .bind(new.client_msg_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records `client_msg_id` for the message just inserted. `false` when the sender already used
+/// it in this conversation (a replay, or a concurrent twin that committed first): the caller
+/// rolls back and answers with the stored message.
+pub async fn claim_client_id(
+    conn: &mut PgConnection,
+    message: &MessageRow,
+    client_msg_id: &str,
+) -> sqlx::Result<bool> {
+    let claimed = sqlx::query(
+        "insert into message_client_ids
+             (conversation_id, sender_id, client_msg_id, message_id, message_created_at)
+         values ($1, $2, $3, $4, $5)
+         on conflict do nothing",
+    )
+    .bind(message.conversation_id)
+    .bind(message.sender_id)
+    .bind(client_msg_id)
+    .bind(message.id)
+    .bind(message.created_at)
+    .execute(conn)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
+}
+
+/// The message a sender already stored under `client_msg_id` in a conversation, deleted or not.
+pub async fn find_by_client_id(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    sender: Uuid,
+    client_msg_id: &str,
+) -> sqlx::Result<Option<MessageRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS}
+         from message_client_ids k
+         join messages m on m.id = k.message_id and m.created_at = k.message_created_at
+         where k.conversation_id = $1 and k.sender_id = $2 and k.client_msg_id = $3"
+    )))
+    .bind(conversation)
+    .bind(sender)
+    .bind(client_msg_id)
+    .fetch_optional(conn)
+    .await
+}
+
+// ----- reading ----------------------------------------------------------------------------------
+
+/// Which part of a conversation's history to read (http-api.md §7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryRange {
+    /// Everything, newest first, from `offset`.
+    Latest { offset: i64 },
+    /// `after < seq < before` (each bound optional, not both absent): oldest first when `after`
+    /// is given (catch-up), newest first otherwise (keyset paging backwards).
+    Seq {
+        after: Option<i64>,
+        before: Option<i64>,
+    },
+}
+
+/// A page of non-deleted messages of a conversation and the size of the whole range.
+pub async fn history(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    range: HistoryRange,
+    limit: i64,
+) -> sqlx::Result<(i64, Vec<MessageRow>)> {
+    // Absent bounds become the widest ones, so the same two range conditions serve every case
+    // and stay usable by idx_messages_conversation_seq.
+    let (after, before, offset, order) = match range {
+        HistoryRange::Latest { offset } => (None, None, offset, "desc"),
+        HistoryRange::Seq { after, before } => (
+            after,
+            before,
+            0,
+            if after.is_some() { "asc" } else { "desc" },
+        ),
+    };
+    const RANGE: &str = "from messages m
+         where m.conversation_id = $1
+           and m.is_deleted is not true
+           and m.seq > coalesce($2::bigint, -1)
+           and m.seq < coalesce($3::bigint, 9223372036854775807)";
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) {RANGE}")))
+        .bind(conversation)
+        .bind(after)
+        .bind(before)
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} {RANGE} order by m.seq {order} limit $4 offset $5"
+    )))
+    .bind(conversation)
+    .bind(after)
+    .bind(before)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(conn)
+    .await?;
+    Ok((total, rows))
+}
+
+/// The full-text condition of search (http-api.md §7.3) on alias `m`, `$2` being the query. It
+/// is written exactly like the expression of the GIN index `idx_messages_content_search`
+/// (migration 5), which is what lets the planner use that index.
+pub const SEARCH_MATCH: &str =
+    "to_tsvector('french', coalesce(m.content, '')) @@ plainto_tsquery('french', $2)";
+
+/// Non-deleted messages of a conversation matching a French full-text query, newest first, and
+/// how many match in all. A query of stop words only matches nothing.
+pub async fn search(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    query: &str,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(i64, Vec<MessageRow>)> {
+    let filter = format!(
+        "from messages m
+         where m.conversation_id = $1 and m.is_deleted is not true and {SEARCH_MATCH}"
+    );
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) {filter}")))
+        .bind(conversation)
+        .bind(query)
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} {filter} order by m.seq desc limit $3 offset $4"
+    )))
+    .bind(conversation)
+    .bind(query)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(conn)
+    .await?;
+    Ok((total, rows))
+}
+
+// ----- changing ---------------------------------------------------------------------------------
+
+/// Replaces the content of a message that is still not deleted and marks it edited. `None` when
+/// it was deleted (or vanished) since it was read. `message` pins the row's partition.
+pub async fn edit(
+    conn: &mut PgConnection,
+    message: &MessageRow,
+    content: &str,
+) -> sqlx::Result<Option<MessageRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update messages m
+         set content = $3, is_edited = true, edited_at = now()
+         where m.id = $1 and m.created_at = $2 and m.is_deleted is not true
+         returning {COLUMNS}"
+    )))
+    .bind(message.id)
+    .bind(message.created_at)
+    .bind(content)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Soft-deletes a message that is not deleted yet. Of concurrent deletes exactly one gets the row
+/// back: the others wait for its row lock, re-check `is_deleted` and find nothing (`None`).
+pub async fn soft_delete(
+    conn: &mut PgConnection,
+    message: &MessageRow,
+) -> sqlx::Result<Option<MessageRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update messages m
+         set is_deleted = true, deleted_at = now()
+         where m.id = $1 and m.created_at = $2 and m.is_deleted is not true
+         returning {COLUMNS}"
+    )))
+    .bind(message.id)
+    .bind(message.created_at)
+    .fetch_optional(conn)
+    .await
 }

@@ -1,9 +1,11 @@
-//! `conversation_participants`: active participants (`left_at` null), inserts, membership.
+//! `conversation_participants`: active participants (`left_at` null), inserts, membership, and
+//! the writes of http-api.md §6 (add or re-activate, role changes, leaving, ownership succession).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::conversations::{self, ConversationRow};
 use crate::resources::Participant;
 
 /// A participant row.
@@ -81,4 +83,132 @@ pub async fn insert_many(
     .bind(&roles)
     .fetch_all(conn)
     .await
+}
+
+/// Locks the conversation row until the transaction ends and returns it (`None`: the
+/// conversation does not exist, the `CONV` step).
+///
+/// Every transaction that changes who is in a conversation, or with which role, takes this lock
+/// first (and only then reads or writes participant rows), so such changes of one conversation
+/// run one at a time: the checks that decide a request see the state it writes against, there is
+/// never more than one owner, and ownership succession never picks someone who is leaving at the
+/// same moment. `for no key update` does not block the foreign-key checks of inserts that
+/// reference the conversation; it queues behind (and ahead of) the short seq-allocating update
+/// of a message send, which takes the same row lock.
+pub async fn lock_roster(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+) -> sqlx::Result<Option<ConversationRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {} from conversations c where c.id = $1 for no key update",
+        conversations::COLUMNS
+    )))
+    .bind(conversation)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Adds `users` as members: a new row for someone who never was a participant, the same row
+/// re-activated (`left_at` cleared, role `member`, `joined_at` now, a new `join_seq`) for a
+/// former one. Users who are already active are left as they are and not returned.
+///
+/// One statement, so a concurrent add or join of the same user cannot fail on
+/// `unique_participant`: the later one finds the row active and skips it. `users` must not
+/// contain duplicates (one statement may not touch a row twice). Rows come back in `users`
+/// order; their `join_seq` follows that order too, so ties of `joined_at` list them that way.
+pub async fn add_or_reactivate(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    users: &[Uuid],
+) -> sqlx::Result<Vec<ParticipantRow>> {
+    let mut rows: Vec<ParticipantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into conversation_participants as p (conversation_id, user_id, role)
+         select $1, u.user_id, 'member' from unnest($2::uuid[]) with ordinality as u(user_id, n)
+         order by u.n
+         on conflict on constraint unique_participant do update
+            set left_at = null,
+                role = 'member',
+                joined_at = now(),
+                join_seq = nextval(pg_get_serial_sequence('conversation_participants', 'join_seq'))
+            where p.left_at is not null
+         returning {COLUMNS}"
+    )))
+    .bind(conversation)
+    .bind(users)
+    .fetch_all(conn)
+    .await?;
+    // `returning` promises no order; the response lists rows in request order.
+    rows.sort_by_key(|r| users.iter().position(|u| *u == r.user_id));
+    Ok(rows)
+}
+
+/// Sets an active participant's role; `None` when the user is not an active participant.
+pub async fn set_role(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    user: Uuid,
+    role: &str,
+) -> sqlx::Result<Option<ParticipantRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update conversation_participants p set role = $3
+         where p.conversation_id = $1 and p.user_id = $2 and p.left_at is null
+         returning {COLUMNS}"
+    )))
+    .bind(conversation)
+    .bind(user)
+    .bind(role)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Soft-deletes an active participation (`left_at` = now; the row stays for re-activation) and
+/// returns it as it was, role included; `None` when the user was not an active participant.
+pub async fn leave(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    user: Uuid,
+) -> sqlx::Result<Option<ParticipantRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update conversation_participants p set left_at = now()
+         where p.conversation_id = $1 and p.user_id = $2 and p.left_at is null
+         returning {COLUMNS}"
+    )))
+    .bind(conversation)
+    .bind(user)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Hands ownership to the successor of an owner who left (http-api.md §6.3): the active admin
+/// who joined first, else the active member who joined first (ties in join order). Returns the
+/// new owner, or `None` when nobody is left.
+pub async fn promote_successor(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+) -> sqlx::Result<Option<ParticipantRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update conversation_participants p set role = 'owner'
+         where p.id = (
+            select s.id from conversation_participants s
+            where s.conversation_id = $1 and s.left_at is null
+            order by coalesce(s.role, 'member') = 'admin' desc, s.joined_at, s.join_seq
+            limit 1)
+         returning {COLUMNS}"
+    )))
+    .bind(conversation)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Frees a direct conversation's user pair (`unique_active_direct_pair`) once one of its two
+/// users has left, so the pair may start a new direct conversation (migration 7).
+pub async fn release_direct_pair(conn: &mut PgConnection, conversation: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "update conversations set direct_user_low = null, direct_user_high = null
+         where id = $1 and direct_user_low is not null",
+    )
+    .bind(conversation)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

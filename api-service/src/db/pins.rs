@@ -1,1 +1,98 @@
-//! `pins` (being written).
+//! `pinned_messages`: at most one pin per (conversation, message) — `unique_pin` (http-api.md
+//! §10).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{db::messages::MessageRow, resources::PinnedMessage};
+
+/// A `pinned_messages` row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PinRow {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub message_id: Uuid,
+    pub pinned_by: Uuid,
+    pub pinned_at: DateTime<Utc>,
+}
+
+/// Columns of [`PinRow`] for a `pinned_messages` alias `p`.
+const COLUMNS: &str = "p.id, p.conversation_id, p.message_id, p.pinned_by, \
+     coalesce(p.pinned_at, now()) as pinned_at";
+
+impl From<PinRow> for PinnedMessage {
+    fn from(p: PinRow) -> Self {
+        PinnedMessage {
+            id: p.id,
+            conversation_id: p.conversation_id,
+            message_id: p.message_id,
+            pinned_by: p.pinned_by,
+            pinned_at: p.pinned_at.into(),
+        }
+    }
+}
+
+/// Why a pin was not inserted.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// `unique_pin`: the message is already pinned in this conversation.
+    #[error("message is already pinned")]
+    AlreadyPinned,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Pins `message` in its conversation.
+pub async fn insert(
+    conn: &mut PgConnection,
+    message: &MessageRow,
+    pinned_by: Uuid,
+) -> Result<PinRow, PinError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into pinned_messages as p (conversation_id, message_id, message_created_at, pinned_by)
+         values ($1, $2, $3, $4)
+         returning {COLUMNS}"
+    )))
+    .bind(message.conversation_id)
+    .bind(message.id)
+    .bind(message.created_at)
+    .bind(pinned_by)
+    .fetch_one(conn)
+    .await
+    .map_err(|e| {
+        if super::is_unique_violation(&e, "unique_pin") {
+            PinError::AlreadyPinned
+        } else {
+            e.into()
+        }
+    })
+}
+
+/// Unpins `message` in the conversation; whether a pin was removed.
+pub async fn delete(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    message: Uuid,
+) -> sqlx::Result<bool> {
+    let done =
+        sqlx::query("delete from pinned_messages where conversation_id = $1 and message_id = $2")
+            .bind(conversation)
+            .bind(message)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// The conversation's pins (deleted messages included), most recent first.
+pub async fn list(conn: &mut PgConnection, conversation: Uuid) -> sqlx::Result<Vec<PinnedMessage>> {
+    let rows: Vec<PinRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from pinned_messages p
+         where p.conversation_id = $1
+         order by p.pinned_at desc nulls last, p.id"
+    )))
+    .bind(conversation)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}

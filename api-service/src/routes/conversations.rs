@@ -47,13 +47,37 @@ struct CreateInput {
     participants: Vec<Uuid>,
 }
 
+/// `POST /conversations` fields as decoded at the `BODY` step (a wrong JSON type fails there,
+/// before the identity header is looked at).
+struct CreateFields {
+    kind: String,
+    name: Option<String>,
+    description: Option<String>,
+    avatar_url: Option<String>,
+    ids: Vec<String>,
+}
+
+impl CreateFields {
+    fn read(body: &crate::http::JsonObject) -> Result<Self, ApiError> {
+        Ok(Self {
+            kind: body.req_str("type")?,
+            name: body.opt_str("name")?,
+            description: body.opt_str("description")?,
+            avatar_url: body.opt_str("avatar_url")?,
+            ids: body.opt_str_array("participant_ids")?.unwrap_or_default(),
+        })
+    }
+}
+
 /// The field rules of §5.1 (all keys evaluated; later rows of one key overwrite earlier ones).
-fn validate_create(body: &crate::http::JsonObject, caller: Uuid) -> Result<CreateInput, ApiError> {
-    let kind = body.req_str("type")?;
-    let name = body.opt_str("name")?;
-    let description = body.opt_str("description")?;
-    let avatar_url = body.opt_str("avatar_url")?;
-    let ids = body.opt_str_array("participant_ids")?.unwrap_or_default();
+fn validate_create(fields: CreateFields, caller: Uuid) -> Result<CreateInput, ApiError> {
+    let CreateFields {
+        kind,
+        name,
+        description,
+        avatar_url,
+        ids,
+    } = fields;
 
     let mut d = Details::new();
     let known = matches!(kind.as_str(), "direct" | "group" | "channel");
@@ -153,9 +177,9 @@ impl ConversationsApi {
         state: State<&AppState>,
         body: JsonBody<CreateConversation>,
     ) -> Result<Data<ConversationDetail, 201>, ApiError> {
-        let body = body.parse()?;
+        let fields = CreateFields::read(&body.parse()?)?;
         let user = caller.user()?;
-        let input = validate_create(&body, user)?;
+        let input = validate_create(fields, user)?;
         state
             .users
             .check_exist(&input.participants, caller.token.as_deref())
@@ -181,29 +205,39 @@ impl ConversationsApi {
         let mut members: Vec<(Uuid, &str)> = vec![(user, if direct { "member" } else { "owner" })];
         members.extend(input.participants.iter().map(|u| (*u, "member")));
 
-        let mut tx = state.pool.begin().await?;
-        let row = match db::conversations::insert(&mut tx, &new).await {
-            Ok(row) => row,
-            Err(e) if db::is_unique_violation(&e, "unique_active_direct_pair") => {
-                drop(tx);
-                let mut conn = state.pool.acquire().await?;
-                let pair = direct_pair.expect("only direct conversations have a pair");
-                return match db::conversations::find_active_direct(&mut conn, pair).await? {
-                    Some(existing) => {
+        // A unique violation of the pair means an active DM exists (or a concurrent create of
+        // the same pair committed first): answer with it. If it ended between the violation and
+        // the read (one of the two left), the pair is free again and the insert is retried.
+        let mut attempts = 0;
+        let detail = loop {
+            attempts += 1;
+            let mut tx = state.pool.begin().await?;
+            match db::conversations::insert(&mut tx, &new).await {
+                Ok(row) => {
+                    db::participants::insert_many(&mut tx, row.id, &members).await?;
+                    let detail = db::conversations::detail(&mut tx, row, user).await?;
+                    tx.commit().await?;
+                    break detail;
+                }
+                Err(e) if db::is_unique_violation(&e, "unique_active_direct_pair") => {
+                    drop(tx);
+                    let mut conn = state.pool.acquire().await?;
+                    let pair = direct_pair.expect("only direct conversations have a pair");
+                    if let Some(existing) =
+                        db::conversations::find_active_direct(&mut conn, pair).await?
+                    {
                         let detail = db::conversations::detail(&mut conn, existing, user).await?;
-                        Err(ApiError::DmConflict(Box::new(detail)))
+                        return Err(ApiError::DmConflict(Box::new(detail)));
                     }
-                    // The other DM went away between the conflict and this read: ask again.
-                    None => Err(ApiError::Internal(anyhow::anyhow!(
-                        "direct conversation vanished during conflict"
-                    ))),
-                };
+                    if attempts == 3 {
+                        return Err(ApiError::Internal(anyhow::anyhow!(
+                            "direct pair kept conflicting without an active conversation"
+                        )));
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         };
-        db::participants::insert_many(&mut tx, row.id, &members).await?;
-        let detail = db::conversations::detail(&mut tx, row, user).await?;
-        tx.commit().await?;
 
         let body = Body::ConversationJoined(pb::ConversationJoined {
             detail: Some((&detail).into()),

@@ -1,10 +1,636 @@
-//! Messages routes (being written).
+//! Messages (http-api.md §7): send (idempotent with `client_msg_id`, rate limited), history by
+//! offset or by `seq`, French full-text search, get, edit, soft delete, and who is typing.
 
-use poem_openapi::OpenApi;
+use poem::{IntoResponse, Response, web::Data as State};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    registry::{MetaResponses, Registry},
+};
+use serde_json::Value;
+use shared_proto::events::{self as pb, EventKind, event::Body};
+use sqlx::{Acquire, PgConnection};
+use uuid::Uuid;
 
-use crate::routes::ApiTags;
+use crate::{
+    db::{
+        self,
+        messages::{HistoryRange, MessageRow, NewMessage},
+    },
+    error::{self, ApiError, Details},
+    events::Audience,
+    http::{
+        Caller, Data, JsonBody, JsonObject, NoContent, Page, conv_id, msg_id, pagination,
+        parse_decimal,
+    },
+    rate_limit,
+    redis_conn::COMMAND_TIMEOUT,
+    resources::{Message, TypingState},
+    routes::{ApiTags, require_member},
+    startup::AppState,
+};
+
+/// Longest `content`, in UTF-8 bytes.
+const MAX_CONTENT: usize = 10_000;
+/// Longest `metadata`, as compact JSON, in bytes.
+const MAX_METADATA: usize = 16_384;
+/// Longest `client_msg_id`, in UTF-8 bytes.
+const MAX_CLIENT_MSG_ID: usize = 64;
+/// Longest search query, in UTF-8 bytes.
+const MAX_QUERY: usize = 200;
+/// The `message_type` values.
+const MESSAGE_TYPES: [&str; 6] = ["text", "image", "file", "audio", "video", "system"];
+
+/// Body of `POST /conversations/{id}/messages` (every field optional).
+#[derive(Object)]
+pub struct SendMessage {
+    /// `text` (default), `image`, `file`, `audio` or `video`; `system` is refused.
+    #[oai(rename = "type")]
+    pub kind: Option<String>,
+    /// Required for text messages; at most 10000 bytes.
+    pub content: Option<String>,
+    /// Any JSON value, stored as `jsonb`; at most 16384 bytes as compact JSON.
+    pub metadata: Option<Value>,
+    /// A non-deleted message of the same conversation.
+    pub reply_to_id: Option<String>,
+    /// The client's idempotency key (1–64 bytes): a retry answers 200 with the stored message.
+    pub client_msg_id: Option<String>,
+}
+
+/// Body of `PUT /messages/{id}`.
+#[derive(Object)]
+pub struct EditMessage {
+    /// The new content (1–10000 bytes).
+    pub content: String,
+}
+
+/// The answer of a send: 201 for a new message, 200 for an idempotent replay.
+pub enum Sent {
+    Created(Message),
+    Replayed(Message),
+}
+
+impl IntoResponse for Sent {
+    fn into_response(self) -> Response {
+        match self {
+            Sent::Created(m) => Data::<_, 201>(m).into_response(),
+            Sent::Replayed(m) => Data::<_, 200>(m).into_response(),
+        }
+    }
+}
+
+impl ApiResponse for Sent {
+    fn meta() -> MetaResponses {
+        let mut created = Data::<Message, 201>::meta();
+        let mut replayed = Data::<Message>::meta();
+        for r in &mut replayed.responses {
+            r.description = "Replay of an earlier send with the same client_msg_id";
+        }
+        created.responses.append(&mut replayed.responses);
+        created
+    }
+
+    fn register(registry: &mut Registry) {
+        Data::<Message>::register(registry);
+    }
+}
+
+/// The fields of a send body, typed (the `BODY` step) but not yet validated.
+struct SendFields {
+    kind: Option<String>,
+    content: Option<String>,
+    metadata: Option<Value>,
+    reply_to_id: Option<String>,
+    client_msg_id: Option<String>,
+}
+
+/// A send that passed the field rules of §7.1.
+struct SendInput {
+    kind: String,
+    content: Option<String>,
+    metadata: Option<Value>,
+    reply_to_id: Option<Uuid>,
+    client_msg_id: Option<String>,
+}
+
+impl SendFields {
+    fn read(body: &JsonObject) -> Result<Self, ApiError> {
+        Ok(Self {
+            kind: body.opt_str("type")?,
+            content: body.opt_str("content")?,
+            metadata: body.opt_value("metadata").cloned(),
+            reply_to_id: body.opt_str("reply_to_id")?,
+            client_msg_id: body.opt_str("client_msg_id")?,
+        })
+    }
+
+    /// The field rules, every key evaluated, reported in one `VALIDATION_ERROR`.
+    fn validate(self) -> Result<SendInput, ApiError> {
+        let mut d = Details::new();
+        let kind = self.kind.unwrap_or_else(|| "text".to_owned());
+        if !MESSAGE_TYPES.contains(&kind.as_str()) {
+            d.set(
+                "type",
+                "type must be one of: text, image, file, audio, video, system",
+            );
+        }
+        if kind == "text" && self.content.as_deref().is_none_or(str::is_empty) {
+            d.set("content", "content is required for text messages");
+        }
+        if self.content.as_ref().is_some_and(|c| c.len() > MAX_CONTENT) {
+            d.set("content", "content must not exceed 10000 characters");
+        }
+        if self
+            .metadata
+            .as_ref()
+            .is_some_and(|m| serde_json::to_vec(m).map_or(true, |b| b.len() > MAX_METADATA))
+        {
+            d.set("metadata", "metadata must not exceed 16384 bytes");
+        }
+        let reply_to_id = match self.reply_to_id.as_deref().filter(|s| !str::is_empty(s)) {
+            None => None,
+            Some(raw) => {
+                let parsed = shared_auth::parse_uuid(raw);
+                if parsed.is_none() {
+                    d.set("reply_to_id", "invalid UUID format");
+                }
+                parsed
+            }
+        };
+        match self.client_msg_id.as_deref() {
+            Some("") => d.set("client_msg_id", "client_msg_id must not be empty"),
+            Some(c) if c.len() > MAX_CLIENT_MSG_ID => {
+                d.set(
+                    "client_msg_id",
+                    "client_msg_id must not exceed 64 characters",
+                );
+            }
+            _ => {}
+        }
+        d.into_result()?;
+        Ok(SendInput {
+            kind,
+            content: self.content,
+            metadata: self.metadata,
+            reply_to_id,
+            client_msg_id: self.client_msg_id,
+        })
+    }
+}
+
+/// The step-6 answer for a `client_msg_id` already used: the stored message as it is now, or
+/// 404 when it has been deleted since.
+async fn replay(conn: &mut PgConnection, stored: MessageRow) -> Result<Sent, ApiError> {
+    if stored.is_deleted {
+        return Err(ApiError::NotFound(error::MESSAGE_NOT_FOUND));
+    }
+    Ok(Sent::Replayed(db::messages::embed_one(conn, stored).await?))
+}
+
+/// The `MSG` step: the message, unless it is missing or deleted.
+async fn live_message(conn: &mut PgConnection, id: Uuid) -> Result<MessageRow, ApiError> {
+    db::messages::find(conn, id)
+        .await?
+        .filter(|m| !m.is_deleted)
+        .ok_or(ApiError::NotFound(error::MESSAGE_NOT_FOUND))
+}
+
+/// The `CONV` step.
+async fn require_conversation(conn: &mut PgConnection, id: Uuid) -> Result<(), ApiError> {
+    db::conversations::find(conn, id)
+        .await?
+        .map(|_| ())
+        .ok_or(ApiError::NotFound(error::CONVERSATION_NOT_FOUND))
+}
+
+/// A `seq` bound of history: `Some(None)` when absent or empty, `None` when invalid.
+fn seq_bound(raw: Option<&str>) -> Option<Option<i64>> {
+    match raw.filter(|s| !str::is_empty(s)) {
+        None => Some(None),
+        Some(s) => match parse_decimal(s) {
+            Some(n) if n >= 0 => Some(Some(n.min(i64::MAX as i128) as i64)),
+            _ => None,
+        },
+    }
+}
+
+/// Live typists of a conversation: members of the gateway's ZSET whose expiry (unix ms of the
+/// Redis clock) is still ahead of Redis `TIME`.
+const LIVE_TYPISTS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%d', now), '+inf')
+";
+
+static LIVE_TYPISTS_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(LIVE_TYPISTS));
+
+/// Who is typing in `conversation` (websocket.md §6); empty when Redis cannot answer.
+async fn typists(state: &AppState, conversation: Uuid) -> Vec<Uuid> {
+    let Some(mut conn) = state.redis.get().await else {
+        return Vec::new();
+    };
+    let key = format!("{}:typing:{conversation}", state.settings.redis_key_prefix);
+    let invocation = LIVE_TYPISTS_SCRIPT.key(&key);
+    match tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        invocation.invoke_async::<Vec<String>>(&mut conn),
+    )
+    .await
+    {
+        Ok(Ok(members)) => members
+            .iter()
+            .filter_map(|m| shared_auth::parse_uuid(m))
+            .collect(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "typing state unavailable");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!("typing state timed out");
+            Vec::new()
+        }
+    }
+}
 
 pub struct MessagesApi;
 
 #[OpenApi(tag = "ApiTags::Messages")]
-impl MessagesApi {}
+impl MessagesApi {
+    /// Send a message. Any active participant may post (not `system` messages). A retry with
+    /// the same `client_msg_id` answers 200 with the stored message instead of posting again.
+    /// Rate limited per user across the fleet (429 with `Retry-After`).
+    #[oai(
+        path = "/conversations/:id/messages",
+        method = "post",
+        operation_id = "sendMessage"
+    )]
+    async fn send(
+        &self,
+        caller: Caller,
+        state: State<&AppState>,
+        id: Path<String>,
+        body: JsonBody<SendMessage>,
+    ) -> Result<Sent, ApiError> {
+        let conversation = conv_id(&id)?;
+        let fields = SendFields::read(&body.parse()?)?;
+        let user = caller.user()?;
+        let input = fields.validate()?;
+
+        let mut conn = state.pool.acquire().await?;
+        require_conversation(&mut conn, conversation).await?;
+        require_member(&mut conn, conversation, user).await?;
+        if input.kind == "system" {
+            return Err(ApiError::Forbidden(
+                "System messages cannot be sent by users",
+            ));
+        }
+        if let Some(reply_to) = input.reply_to_id {
+            let target = db::messages::find(&mut conn, reply_to).await?;
+            if !target.is_some_and(|m| m.conversation_id == conversation && !m.is_deleted) {
+                return Err(Details::one(
+                    "reply_to_id",
+                    "reply_to_id must reference a message in this conversation",
+                ));
+            }
+        }
+        if let Some(client_msg_id) = input.client_msg_id.as_deref() {
+            let stored =
+                db::messages::find_by_client_id(&mut conn, conversation, user, client_msg_id)
+                    .await?;
+            if let Some(stored) = stored {
+                return replay(&mut conn, stored).await;
+            }
+        }
+        // The database connection goes back to the pool while Redis is asked: a slow Redis must
+        // not hold connections other requests need.
+        drop(conn);
+        rate_limit::check_send(&state.redis, &state.settings, &state.metrics, user).await?;
+
+        let (message_id, created_at) = db::messages::new_identity();
+        let new = NewMessage {
+            id: message_id,
+            created_at,
+            conversation_id: conversation,
+            sender_id: user,
+            kind: &input.kind,
+            content: input.content.as_deref(),
+            metadata: input.metadata.as_ref(),
+            reply_to_id: input.reply_to_id,
+            client_msg_id: input.client_msg_id.as_deref(),
+        };
+        let mut conn = state.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let Some(row) = db::messages::insert(&mut tx, &new).await? else {
+            // The conversation or the sender's membership went away since they were checked:
+            // answer as those checks would now.
+            return Err(
+                match db::conversations::find(&mut tx, conversation).await? {
+                    Some(_) => ApiError::Forbidden(error::NOT_A_PARTICIPANT),
+                    None => ApiError::NotFound(error::CONVERSATION_NOT_FOUND),
+                },
+            );
+        };
+        if let Some(client_msg_id) = input.client_msg_id.as_deref() {
+            if !db::messages::claim_client_id(&mut tx, &row, client_msg_id).await? {
+                // A concurrent retry committed first: give the seq back, answer as a replay.
+                tx.rollback().await?;
+                return match db::messages::find_by_client_id(
+                    &mut conn,
+                    conversation,
+                    user,
+                    client_msg_id,
+                )
+                .await?
+                {
+                    Some(stored) => replay(&mut conn, stored).await,
+                    None => Err(ApiError::NotFound(error::MESSAGE_NOT_FOUND)),
+                };
+            }
+        }
+        tx.commit().await?;
+        drop(conn);
+        state.metrics.messages_persisted.inc();
+
+        let message = row.into_resource(Vec::new(), Vec::new());
+        state
+            .events
+            .publish(
+                EventKind::MessageNew,
+                Audience::Room,
+                conversation,
+                user,
+                Body::Message(pb::Message::from(&message)),
+            )
+            .await;
+        Ok(Sent::Created(message))
+    }
+
+    /// History, newest first; or by `seq`: `after_seq` (oldest first, for catching up),
+    /// `before_seq` (newest first, keyset paging), or both (a range, oldest first).
+    #[oai(
+        path = "/conversations/:id/messages",
+        method = "get",
+        operation_id = "listMessages"
+    )]
+    async fn history(
+        &self,
+        caller: Caller,
+        state: State<&AppState>,
+        id: Path<String>,
+        limit: Query<Option<String>>,
+        offset: Query<Option<String>>,
+        after_seq: Query<Option<String>>,
+        before_seq: Query<Option<String>>,
+    ) -> Result<Page<Message>, ApiError> {
+        let conversation = conv_id(&id)?;
+        let user = caller.user()?;
+        let mut d = Details::new();
+        let (limit, offset_value) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
+        let after = seq_bound(after_seq.0.as_deref());
+        if after.is_none() {
+            d.set("after_seq", "after_seq must be a non-negative integer");
+        }
+        let before = seq_bound(before_seq.0.as_deref());
+        if before.is_none() {
+            d.set("before_seq", "before_seq must be a non-negative integer");
+        }
+        let by_seq = [&after_seq.0, &before_seq.0]
+            .iter()
+            .any(|p| p.as_deref().is_some_and(|s| !str::is_empty(s)));
+        if by_seq && offset.0.as_deref().is_some_and(|s| !str::is_empty(s)) {
+            d.set(
+                "offset",
+                "offset cannot be combined with after_seq or before_seq",
+            );
+        }
+        d.into_result()?;
+        let (after, before) = (after.flatten(), before.flatten());
+        let range = if after.is_none() && before.is_none() {
+            HistoryRange::Latest {
+                offset: offset_value,
+            }
+        } else {
+            HistoryRange::Seq { after, before }
+        };
+
+        let mut conn = state.pool.acquire().await?;
+        require_conversation(&mut conn, conversation).await?;
+        require_member(&mut conn, conversation, user).await?;
+        let (total, rows) = db::messages::history(&mut conn, conversation, range, limit).await?;
+        let data = db::messages::embed(&mut conn, rows).await?;
+        Ok(Page {
+            data,
+            total,
+            limit,
+            offset: match range {
+                HistoryRange::Latest { offset } => offset,
+                HistoryRange::Seq { .. } => 0,
+            },
+        })
+    }
+
+    /// French full-text search in a conversation, newest first.
+    #[oai(
+        path = "/conversations/:id/messages/search",
+        method = "get",
+        operation_id = "searchMessages"
+    )]
+    async fn search(
+        &self,
+        caller: Caller,
+        state: State<&AppState>,
+        id: Path<String>,
+        q: Query<Option<String>>,
+        limit: Query<Option<String>>,
+        offset: Query<Option<String>>,
+    ) -> Result<Page<Message>, ApiError> {
+        let conversation = conv_id(&id)?;
+        let user = caller.user()?;
+        let q = q.0.unwrap_or_default();
+        if q.is_empty() {
+            return Err(Details::one("q", "search query is required"));
+        }
+        if q.len() > MAX_QUERY {
+            return Err(Details::one(
+                "q",
+                "search query must not exceed 200 characters",
+            ));
+        }
+        let mut d = Details::new();
+        let (limit, offset) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
+        d.into_result()?;
+
+        let mut conn = state.pool.acquire().await?;
+        require_conversation(&mut conn, conversation).await?;
+        require_member(&mut conn, conversation, user).await?;
+        // No stored content can hold U+0000 (PostgreSQL text), and a query parameter cannot
+        // carry it either: dropping it changes no match.
+        let q = q.replace('\0', "");
+        let (total, rows) =
+            db::messages::search(&mut conn, conversation, &q, limit, offset).await?;
+        let data = db::messages::embed(&mut conn, rows).await?;
+        Ok(Page {
+            data,
+            total,
+            limit,
+            offset,
+        })
+    }
+
+    /// Who is typing in the conversation now (the caller included; order unspecified).
+    #[oai(
+        path = "/conversations/:id/typing",
+        method = "get",
+        operation_id = "getTyping"
+    )]
+    async fn typing(
+        &self,
+        caller: Caller,
+        state: State<&AppState>,
+        id: Path<String>,
+    ) -> Result<Data<TypingState>, ApiError> {
+        let conversation = conv_id(&id)?;
+        let user = caller.user()?;
+        let mut conn = state.pool.acquire().await?;
+        require_conversation(&mut conn, conversation).await?;
+        require_member(&mut conn, conversation, user).await?;
+        drop(conn);
+        Ok(Data(TypingState {
+            user_ids: typists(&state, conversation).await,
+        }))
+    }
+
+    /// One message with its reactions and attachments.
+    #[oai(path = "/messages/:id", method = "get", operation_id = "getMessage")]
+    async fn get(
+        &self,
+        caller: Caller,
+        state: State<&AppState>,
+        id: Path<String>,
+    ) -> Result<Data<Message>, ApiError> {
+        let id = msg_id(&id)?;
+        let user = caller.user()?;
+        let mut conn = state.pool.acquire().await?;
+        let row = live_message(&mut conn, id).await?;
+        require_member(&mut conn, row.conversation_id, user).await?;
+        Ok(Data(db::messages::embed_one(&mut conn, row).await?))
+    }
+
+    /// Edit a message's content (its sender only; membership is not required).
+    #[oai(path = "/messages/:id", method = "put", operation_id = "editMessage")]
+    async fn edit(
+        &self,
+        caller: Caller,
+        state: State<&AppState>,
+        id: Path<String>,
+        body: JsonBody<EditMessage>,
+    ) -> Result<Data<Message>, ApiError> {
+        let id = msg_id(&id)?;
+        let content = body.parse()?.req_str("content")?;
+        let user = caller.user()?;
+        if content.is_empty() {
+            return Err(Details::one("content", "content is required"));
+        }
+        if content.len() > MAX_CONTENT {
+            return Err(Details::one(
+                "content",
+                "content must not exceed 10000 characters",
+            ));
+        }
+        let mut conn = state.pool.acquire().await?;
+        let row = live_message(&mut conn, id).await?;
+        if row.sender_id != user {
+            return Err(ApiError::Forbidden(
+                "Only the message author can edit this message",
+            ));
+        }
+        let row = db::messages::edit(&mut conn, &row, &content)
+            .await?
+            .ok_or(ApiError::NotFound(error::MESSAGE_NOT_FOUND))?;
+        let message = db::messages::embed_one(&mut conn, row).await?;
+        drop(conn);
+        state
+            .events
+            .publish(
+                EventKind::MessageUpdated,
+                Audience::Room,
+                message.conversation_id,
+                user,
+                Body::Message(pb::Message::from(&message)),
+            )
+            .await;
+        Ok(Data(message))
+    }
+
+    /// Soft-delete a message (its sender, or an owner or admin of the conversation).
+    #[oai(
+        path = "/messages/:id",
+        method = "delete",
+        operation_id = "deleteMessage"
+    )]
+    async fn delete(
+        &self,
+        caller: Caller,
+        state: State<&AppState>,
+        id: Path<String>,
+    ) -> Result<NoContent, ApiError> {
+        let id = msg_id(&id)?;
+        let user = caller.user()?;
+        let mut conn = state.pool.acquire().await?;
+        let row = live_message(&mut conn, id).await?;
+        let me = require_member(&mut conn, row.conversation_id, user).await?;
+        if row.sender_id != user && !matches!(me.role.as_str(), "owner" | "admin") {
+            return Err(ApiError::Forbidden(
+                "Insufficient permissions to delete this message",
+            ));
+        }
+        let row = db::messages::soft_delete(&mut conn, &row)
+            .await?
+            .ok_or(ApiError::NotFound(error::MESSAGE_NOT_FOUND))?;
+        drop(conn);
+        state
+            .events
+            .publish(
+                EventKind::MessageDeleted,
+                Audience::Room,
+                row.conversation_id,
+                user,
+                Body::MessageDeleted(pb::MessageDeleted {
+                    conversation_id: row.conversation_id.to_string(),
+                    id: row.id.to_string(),
+                }),
+            )
+            .await;
+        Ok(NoContent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_bounds_accept_non_negative_decimals_only() {
+        assert_eq!(seq_bound(None), Some(None));
+        assert_eq!(seq_bound(Some("")), Some(None));
+        assert_eq!(seq_bound(Some("007")), Some(Some(7)));
+        assert_eq!(seq_bound(Some("-0")), Some(Some(0)));
+        assert_eq!(
+            seq_bound(Some("99999999999999999999999")),
+            Some(Some(i64::MAX))
+        );
+        for bad in ["-1", "1.5", "x", " 1"] {
+            assert_eq!(seq_bound(Some(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn new_message_ids_are_v7_of_their_creation_instant() {
+        let (id, created_at) = db::messages::new_identity();
+        assert_eq!(id.get_version_num(), 7);
+        let (from, to) = db::messages::v7_window(id).unwrap();
+        assert!(from <= created_at && created_at < to);
+        assert_eq!(created_at.timestamp_subsec_nanos() % 1000, 0);
+    }
+}

@@ -6,3 +6,12 @@
 mod helpers;
 mod migrations;
 mod operations;
+mod routing;
+mod openapi;
+mod receipts;
+mod pins;
+mod messages;
+mod reactions;
+mod conversations;
+mod participants;
+mod attachments;

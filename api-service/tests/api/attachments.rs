@@ -1,0 +1,1409 @@
+//! Attachments (http-api.md §11): the upload's ten ordered steps with their exact errors, content
+//! sniffing for every allowed type, size limits, server-chosen object names, the download's
+//! headers and ranges, the per-message list and the media gallery.
+//!
+//! Every test stores into its own `UPLOAD_DIR`, so "nothing was stored" is checked by listing it.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{As, Reply, TestApp, spawn_app_with, token_for};
+
+const BOUNDARY: &str = "retich-test-7MA4YWxkTrZu0gW";
+const MIB: usize = 1024 * 1024;
+
+const INVALID_FORM: &str = "File too large or invalid multipart form";
+const MISSING_FILE: &str = "Missing 'file' field in multipart form";
+
+// ----- fixtures -----------------------------------------------------------------------------------
+
+/// A per-test upload directory, removed at the end.
+struct UploadDir(PathBuf);
+
+impl UploadDir {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("retich-uploads-{}", Uuid::new_v4())))
+    }
+
+    /// Names of the stored objects, sorted.
+    fn objects(&self) -> Vec<String> {
+        let mut names: Vec<String> = match std::fs::read_dir(&self.0) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        names
+    }
+}
+
+impl Drop for UploadDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An app with its own upload directory, a group (owner + member) and one message in it.
+struct Setup {
+    app: TestApp,
+    dir: UploadDir,
+    owner: Uuid,
+    member: Uuid,
+    conv: Uuid,
+    message: Uuid,
+}
+
+async fn setup_with(extra: &[(&str, &str)]) -> Setup {
+    let dir = UploadDir::new();
+    let mut vars = vec![("UPLOAD_DIR", dir.0.to_str().unwrap())];
+    vars.extend_from_slice(extra);
+    let app = spawn_app_with(&vars).await;
+    let (owner, member) = (Uuid::new_v4(), Uuid::new_v4());
+    let conv = app.create_group(owner, &[member]).await;
+    let message = send(&app, conv, As::User(owner)).await;
+    Setup {
+        app,
+        dir,
+        owner,
+        member,
+        conv,
+        message,
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+/// Sends a text message as `who`; returns its id.
+async fn send(app: &TestApp, conversation: Uuid, who: As) -> Uuid {
+    let r = app
+        .post_json(
+            &format!("/conversations/{conversation}/messages"),
+            who,
+            json!({"content": "see attached"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.data()["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// One part of a hand-built multipart body.
+struct Part {
+    name: &'static str,
+    filename: Option<String>,
+    /// `None`: no Content-Type header at all.
+    content_type: Option<String>,
+    data: Vec<u8>,
+}
+
+impl Part {
+    fn file(filename: &str, content_type: Option<&str>, data: impl Into<Vec<u8>>) -> Self {
+        Self {
+            name: "file",
+            filename: Some(filename.to_owned()),
+            content_type: content_type.map(str::to_owned),
+            data: data.into(),
+        }
+    }
+
+    fn field(name: &'static str, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            name,
+            filename: None,
+            content_type: None,
+            data: value.into(),
+        }
+    }
+}
+
+/// The body of a multipart form with [`BOUNDARY`].
+fn form(parts: &[Part]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for p in parts {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{}\"",
+                p.name
+            )
+            .as_bytes(),
+        );
+        if let Some(f) = &p.filename {
+            body.extend_from_slice(format!("; filename=\"{f}\"").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        if let Some(ct) = &p.content_type {
+            body.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(&p.data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+fn multipart_type() -> String {
+    format!("multipart/form-data; boundary={BOUNDARY}")
+}
+
+/// POSTs a raw body to `path` with the given Content-Type, as `who`.
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    who: As,
+    content_type: Option<&str>,
+    body: reqwest::Body,
+) -> Reply {
+    let mut req = app.client.post(app.url(path)).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    match who {
+        As::Nobody => {}
+        As::User(u) => req = req.bearer_auth(token_for(u)),
+        As::Header(u) => req = req.header("X-User-ID", u.to_string()),
+    }
+    let resp = req.send().await.expect("request");
+    Reply {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        text: resp.text().await.unwrap_or_default(),
+    }
+}
+
+/// Uploads a form to `message` as `who`.
+async fn upload(app: &TestApp, message: Uuid, who: As, parts: &[Part]) -> Reply {
+    post_raw(
+        app,
+        &format!("/messages/{message}/attachments"),
+        who,
+        Some(&multipart_type()),
+        form(parts).into(),
+    )
+    .await
+}
+
+/// Uploads one file as the message's owner.
+async fn upload_file(
+    s: &Setup,
+    filename: &str,
+    content_type: Option<&str>,
+    data: impl Into<Vec<u8>>,
+) -> Reply {
+    upload(
+        &s.app,
+        s.message,
+        As::User(s.owner),
+        &[Part::file(filename, content_type, data)],
+    )
+    .await
+}
+
+/// Asserts the upload failed at step 7, 8 or 9 with this `file` message.
+#[track_caller]
+fn assert_file_error(r: &Reply, message: &str) {
+    r.assert_validation(json!({ "file": message }));
+}
+
+fn not_allowed(mime: &str) -> String {
+    format!("File type '{mime}' is not allowed")
+}
+
+const MISMATCH: &str = "File content does not match its declared type";
+const TOO_LARGE: &str = "File exceeds maximum allowed size";
+
+async fn attachment_rows(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from attachments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Nothing in the object store, nothing in the table.
+async fn assert_nothing_stored(s: &Setup) {
+    assert_eq!(
+        s.dir.objects(),
+        Vec::<String>::new(),
+        "no object may be stored"
+    );
+    assert_eq!(
+        attachment_rows(&s.app).await,
+        0,
+        "no attachment row may exist"
+    );
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut d = b"\x89PNG\r\n\x1A\n\0\0\0\x0DIHDR".to_vec();
+    d.extend_from_slice(&width.to_be_bytes());
+    d.extend_from_slice(&height.to_be_bytes());
+    d.extend_from_slice(b"\x08\x06\0\0\0\x1F\x15\xC4\x89\0\0\0\0IEND\xAE\x42\x60\x82");
+    d
+}
+
+/// A JPEG whose baseline frame header says 8×4.
+fn jpeg() -> Vec<u8> {
+    let mut d = b"\xFF\xD8\xFF\xE0\x00\x10JFIF\0\x01\x01\0\0\x01\0\x01\0\0".to_vec();
+    d.extend_from_slice(
+        b"\xFF\xC0\x00\x11\x08\x00\x04\x00\x08\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01",
+    );
+    d.extend_from_slice(b"\xFF\xD9");
+    d
+}
+
+/// A small file of each allowed type: (type, stored extension, good bytes, dimensions).
+fn samples() -> Vec<(&'static str, &'static str, Vec<u8>, Option<(i64, i64)>)> {
+    vec![
+        ("image/jpeg", ".jpg", jpeg(), Some((8, 4))),
+        ("image/png", ".png", png(3, 2), Some((3, 2))),
+        (
+            "image/gif",
+            ".gif",
+            b"GIF89a\x05\x00\x06\x00\x80\x00\x00;".to_vec(),
+            Some((5, 6)),
+        ),
+        (
+            "image/webp",
+            ".webp",
+            b"RIFF\x16\0\0\0WEBPVP8X\x0A\0\0\0\0\0\0\0\x0F\0\0\x08\0\0".to_vec(),
+            Some((16, 9)),
+        ),
+        (
+            "video/mp4",
+            ".mp4",
+            b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".to_vec(),
+            None,
+        ),
+        (
+            "video/webm",
+            ".webm",
+            b"\x1A\x45\xDF\xA3\x9F\x42\x86\x81\x01".to_vec(),
+            None,
+        ),
+        (
+            "audio/mpeg",
+            ".mp3",
+            b"ID3\x04\0\0\0\0\0\0\xFF\xFB\x90\x00".to_vec(),
+            None,
+        ),
+        (
+            "audio/ogg",
+            ".ogg",
+            b"OggS\0\x02\0\0\0\0\0\0\0\0".to_vec(),
+            None,
+        ),
+        (
+            "audio/wav",
+            ".wav",
+            b"RIFF\x24\0\0\0WAVEfmt \x10\0\0\0".to_vec(),
+            None,
+        ),
+        (
+            "application/pdf",
+            ".pdf",
+            b"%PDF-1.7\n%%EOF\n".to_vec(),
+            None,
+        ),
+        (
+            "text/plain",
+            ".txt",
+            "héllo, wörld\n\ttabs and a <tag> later\n"
+                .as_bytes()
+                .to_vec(),
+            None,
+        ),
+        (
+            "application/zip",
+            ".zip",
+            b"PK\x05\x06\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0".to_vec(),
+            None,
+        ),
+        (
+            "application/msword",
+            ".doc",
+            b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1\0\0\0\0".to_vec(),
+            None,
+        ),
+        (
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            ".docx",
+            b"PK\x03\x04\x14\0\x06\0\x08\0".to_vec(),
+            None,
+        ),
+    ]
+}
+
+/// The object name at the end of a file_url.
+fn object_name(file_url: &Value) -> String {
+    file_url
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[track_caller]
+fn assert_server_name(name: &str, ext: &str) {
+    let (uuid, rest) = name.split_at(36);
+    let parsed = Uuid::parse_str(uuid).unwrap_or_else(|_| panic!("{name} is not <uuid>{ext}"));
+    assert_eq!(parsed.to_string(), uuid, "{name}");
+    assert_eq!(rest, ext, "{name}");
+}
+
+// ----- upload: success ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_upload_stores_the_file_under_a_server_chosen_name_and_publishes_the_updated_message() {
+    let s = setup().await;
+    let mut events = s.app.conversation_events(s.conv).await;
+    let bytes = png(640, 480);
+
+    // Any participant may attach to any message of the conversation.
+    let r = upload(
+        &s.app,
+        s.message,
+        As::User(s.member),
+        &[Part::file("holiday.png", Some("image/png"), bytes.clone())],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.headers["content-type"], "application/json");
+    let a = r.data();
+    let mut keys: Vec<_> = a.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "file_name",
+            "file_size",
+            "file_type",
+            "file_url",
+            "height",
+            "id",
+            "message_id",
+            "width"
+        ]
+    );
+    assert_eq!(a["message_id"], s.message.to_string());
+    assert_eq!(a["file_name"], "holiday.png");
+    assert_eq!(a["file_type"], "image/png");
+    assert_eq!(a["file_size"], bytes.len());
+    assert_eq!(
+        (a["width"].clone(), a["height"].clone()),
+        (json!(640), json!(480))
+    );
+
+    // file_url = default base (the bound port) + "/" + <uuid>.png; the object holds the bytes.
+    let port = s.app.address.rsplit(':').next().unwrap();
+    let name = object_name(&a["file_url"]);
+    assert_eq!(
+        a["file_url"],
+        format!("http://localhost:{port}/uploads/{name}")
+    );
+    assert_server_name(&name, ".png");
+    assert_eq!(s.dir.objects(), [name.clone()]);
+    assert_eq!(std::fs::read(s.dir.0.join(&name)).unwrap(), bytes);
+
+    let (file_name, file_type, size, url, w, h): (String, String, i64, String, Option<i32>, Option<i32>) =
+        sqlx::query_as("select file_name, file_type, file_size, file_url, width, height from attachments where id = $1")
+            .bind(Uuid::parse_str(a["id"].as_str().unwrap()).unwrap())
+            .fetch_one(&s.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (
+            file_name.as_str(),
+            file_type.as_str(),
+            size,
+            url.as_str(),
+            w,
+            h
+        ),
+        (
+            "holiday.png",
+            "image/png",
+            bytes.len() as i64,
+            a["file_url"].as_str().unwrap(),
+            Some(640),
+            Some(480)
+        )
+    );
+
+    // message.updated carries the message with its attachments, as GET /messages/{id} shows it.
+    let frame = events.next_frame().await;
+    assert_eq!(frame["type"], "message.updated");
+    assert_eq!(frame["conversation_id"], s.conv.to_string());
+    let message = s
+        .app
+        .get_as(&format!("/messages/{}", s.message), As::User(s.owner))
+        .await
+        .data();
+    assert_eq!(message["attachments"], json!([a]));
+    assert_eq!(frame["payload"], message);
+    events.assert_quiet(200).await;
+}
+
+#[tokio::test]
+async fn every_allowed_type_is_accepted_with_its_magic_bytes_and_rejected_without_them() {
+    let s = setup().await;
+    let mut stored = Vec::new();
+    for (mime, ext, good, dims) in samples() {
+        let r = upload_file(&s, &format!("sample{ext}"), Some(mime), good.clone()).await;
+        assert_eq!(r.status, 201, "{mime}: {}", r.text);
+        let a = r.data();
+        assert_eq!(a["file_type"], mime);
+        assert_eq!(a["file_size"], good.len());
+        let name = object_name(&a["file_url"]);
+        assert_server_name(&name, ext);
+        match dims {
+            Some((w, h)) => assert_eq!(
+                (a["width"].as_i64(), a["height"].as_i64()),
+                (Some(w), Some(h)),
+                "{mime}"
+            ),
+            None => assert!(
+                a.get("width").is_none() && a.get("height").is_none(),
+                "{mime}: {a}"
+            ),
+        }
+        stored.push(name);
+
+        let bad: &[u8] = if mime == "text/plain" {
+            b"\x00\x01\x02 binary"
+        } else {
+            b"just some text, not that kind of file"
+        };
+        let r = upload_file(&s, &format!("sample{ext}"), Some(mime), bad).await;
+        assert_file_error(&r, MISMATCH);
+    }
+    stored.sort();
+    assert_eq!(
+        s.dir.objects(),
+        stored,
+        "only the accepted files are stored"
+    );
+    assert_eq!(attachment_rows(&s.app).await, stored.len() as i64);
+}
+
+#[tokio::test]
+async fn text_plain_must_be_utf8_without_control_bytes_or_leading_markup() {
+    let s = setup().await;
+    for bad in [
+        &b"<html><body>hi</body></html>"[..],
+        b"\xEF\xBB\xBF \r\n <svg onload=alert(1)>",
+        b"<!DOCTYPE html>",
+        b"<?xml version=\"1.0\"?>",
+        b"colour \x1B[31mred",
+        b"caf\xE9 latin-1",
+    ] {
+        let r = upload_file(&s, "notes.txt", Some("text/plain"), bad).await;
+        assert_file_error(&r, MISMATCH);
+    }
+    assert_nothing_stored(&s).await;
+    for good in [
+        &b"1 < 2 and <3 hearts"[..],
+        b"\xEF\xBB\xBFwith a BOM\r\n",
+        b"form\x0Cfeed",
+    ] {
+        let r = upload_file(&s, "notes.txt", Some("text/plain"), good).await;
+        assert_eq!(r.status, 201, "{good:?}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn an_empty_file_is_accepted_only_as_text_plain() {
+    let s = setup().await;
+    for (mime, ext, _, _) in samples().into_iter().filter(|(m, ..)| *m != "text/plain") {
+        let r = upload_file(&s, &format!("empty{ext}"), Some(mime), b"").await;
+        assert_file_error(&r, MISMATCH);
+    }
+    assert_nothing_stored(&s).await;
+    let r = upload_file(&s, "empty.txt", Some("text/plain"), b"").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.data()["file_size"], 0);
+}
+
+#[tokio::test]
+async fn the_declared_type_is_the_exact_part_content_type_verbatim() {
+    let s = setup().await;
+    for declared in [
+        "image/png; charset=x",
+        "IMAGE/PNG",
+        "image/png ;",
+        "application/x-msdownload",
+        "image/svg+xml",
+        "text/html",
+    ] {
+        let r = upload_file(&s, "a.png", Some(declared), png(1, 1)).await;
+        assert_file_error(&r, &not_allowed(declared));
+    }
+    // The declared type wins over the extension: a PNG declared as PDF is a mismatch.
+    let r = upload_file(&s, "a.png", Some("application/pdf"), png(1, 1)).await;
+    assert_file_error(&r, MISMATCH);
+    assert_nothing_stored(&s).await;
+}
+
+#[tokio::test]
+async fn without_a_content_type_the_type_comes_from_the_filename_extension() {
+    let s = setup().await;
+    // No header, or an empty one: derived from the extension, case-insensitively.
+    for (filename, content_type, data, mime, ext) in [
+        ("PHOTO.JPG", None, jpeg(), "image/jpeg", ".jpg"),
+        ("scan.jpeg", Some(""), jpeg(), "image/jpeg", ".jpg"),
+        (
+            "song.Mp3",
+            None,
+            b"ID3\x04\0\0".to_vec(),
+            "audio/mpeg",
+            ".mp3",
+        ),
+        (
+            "doc.pdf",
+            None,
+            b"%PDF-1.4\n".to_vec(),
+            "application/pdf",
+            ".pdf",
+        ),
+    ] {
+        let r = upload_file(&s, filename, content_type, data).await;
+        assert_eq!(r.status, 201, "{filename}: {}", r.text);
+        assert_eq!(r.data()["file_type"], mime);
+        assert_server_name(&object_name(&r.data()["file_url"]), ext);
+    }
+    // Anything not in the derivation table is application/octet-stream, which is not allowed,
+    // even for types that are allowed when declared.
+    for filename in [
+        "notes.txt",
+        "archive.zip",
+        "voice.ogg",
+        "README",
+        "x.png.exe",
+    ] {
+        let r = upload_file(&s, filename, None, b"hello").await;
+        assert_file_error(&r, &not_allowed("application/octet-stream"));
+    }
+    // The derived type is then sniffed like a declared one.
+    let r = upload_file(&s, "fake.png", None, b"not a png").await;
+    assert_file_error(&r, MISMATCH);
+}
+
+#[tokio::test]
+async fn an_image_just_over_10_mib_exceeds_the_size_limit_and_other_types_may_be_larger() {
+    let s = setup().await;
+    let padded = |mut head: Vec<u8>, size: usize| {
+        head.resize(size, 0);
+        head
+    };
+    let r = upload_file(
+        &s,
+        "big.png",
+        Some("image/png"),
+        padded(png(1, 1), 10 * MIB + 1),
+    )
+    .await;
+    assert_file_error(&r, TOO_LARGE);
+    assert_nothing_stored(&s).await;
+
+    let r = upload_file(
+        &s,
+        "max.png",
+        Some("image/png"),
+        padded(png(1, 1), 10 * MIB),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.data()["file_size"], 10 * MIB);
+    let r = upload_file(
+        &s,
+        "big.pdf",
+        Some("application/pdf"),
+        padded(b"%PDF-1.7\n".to_vec(), 10 * MIB + 1),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_file_just_over_50_mib_exceeds_the_size_limit_of_other_types() {
+    let s = setup().await;
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.resize(50 * MIB + 1, b' ');
+    let r = upload_file(&s, "huge.pdf", Some("application/pdf"), pdf).await;
+    assert_file_error(&r, TOO_LARGE);
+    assert_nothing_stored(&s).await;
+}
+
+#[tokio::test]
+async fn the_type_is_judged_before_the_content_and_the_content_before_the_size() {
+    let s = setup().await;
+    let mut oversized_garbage = b"garbage".to_vec();
+    oversized_garbage.resize(11 * MIB, b'x');
+    // Not allowed and wrong content and too large: the type decides.
+    let r = upload_file(
+        &s,
+        "a.exe",
+        Some("application/x-msdownload"),
+        oversized_garbage.clone(),
+    )
+    .await;
+    assert_file_error(&r, &not_allowed("application/x-msdownload"));
+    // Allowed but wrong content and too large: the content decides.
+    let r = upload_file(&s, "a.png", Some("image/png"), oversized_garbage).await;
+    assert_file_error(&r, MISMATCH);
+    assert_nothing_stored(&s).await;
+}
+
+// ----- upload: the steps before the body ----------------------------------------------------------
+
+#[tokio::test]
+async fn identity_path_message_and_membership_are_checked_before_the_body() {
+    let s = setup().await;
+    let garbage = || reqwest::Body::from(b"this is not multipart".to_vec());
+    let at = |id: &str| format!("/messages/{id}/attachments");
+    let ct = Some("text/plain");
+    let deleted = send(&s.app, s.conv, As::User(s.owner)).await;
+    assert_eq!(
+        s.app
+            .delete_as(&format!("/messages/{deleted}"), As::User(s.owner))
+            .await
+            .status,
+        204
+    );
+    let outsider = Uuid::new_v4();
+
+    let r = post_raw(&s.app, &at("nope"), As::Nobody, ct, garbage()).await;
+    r.assert_error(401, "UNAUTHORIZED", "Missing or invalid credentials");
+    let r = post_raw(&s.app, &at("nope"), As::User(s.owner), ct, garbage()).await;
+    r.assert_error(
+        400,
+        "BAD_REQUEST",
+        "Invalid message ID format, expected UUID",
+    );
+    // MSG before MEMBER, both before the body: unknown and deleted messages are 404 for anyone.
+    for missing in [Uuid::new_v4(), deleted] {
+        for who in [s.owner, outsider] {
+            let r = post_raw(
+                &s.app,
+                &at(&missing.to_string()),
+                As::User(who),
+                ct,
+                garbage(),
+            )
+            .await;
+            r.assert_error(404, "NOT_FOUND", "Message not found");
+        }
+    }
+    // A non-member gets 403 even with a bad multipart body, or a perfectly good one.
+    let r = post_raw(
+        &s.app,
+        &at(&s.message.to_string()),
+        As::User(outsider),
+        ct,
+        garbage(),
+    )
+    .await;
+    r.assert_error(
+        403,
+        "FORBIDDEN",
+        "You are not a participant of this conversation",
+    );
+    let r = upload(
+        &s.app,
+        s.message,
+        As::User(outsider),
+        &[Part::file("a.png", Some("image/png"), png(1, 1))],
+    )
+    .await;
+    r.assert_error(
+        403,
+        "FORBIDDEN",
+        "You are not a participant of this conversation",
+    );
+    // A former participant is not one.
+    let r = s
+        .app
+        .delete_as(
+            &format!("/conversations/{}/participants/{}", s.conv, s.member),
+            As::User(s.member),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = upload(
+        &s.app,
+        s.message,
+        As::User(s.member),
+        &[Part::file("a.png", Some("image/png"), png(1, 1))],
+    )
+    .await;
+    r.assert_error(
+        403,
+        "FORBIDDEN",
+        "You are not a participant of this conversation",
+    );
+    // Only now the body: step 5.
+    let r = post_raw(
+        &s.app,
+        &at(&s.message.to_string()),
+        As::User(s.owner),
+        ct,
+        garbage(),
+    )
+    .await;
+    r.assert_error(400, "BAD_REQUEST", INVALID_FORM);
+    assert_nothing_stored(&s).await;
+}
+
+#[tokio::test]
+async fn message_and_membership_are_answered_without_reading_any_of_the_body() {
+    let s = setup().await;
+    // A body that sends a first chunk and then never ends: only an answer given without reading
+    // the body can arrive.
+    let stalled = || {
+        let first =
+            futures_util::stream::once(async { Ok::<_, std::io::Error>(b"--x\r\n".to_vec()) });
+        reqwest::Body::wrap_stream(futures_util::StreamExt::chain(
+            first,
+            futures_util::stream::pending(),
+        ))
+    };
+    let at = |id: Uuid| format!("/messages/{id}/attachments");
+    let ct = Some("multipart/form-data; boundary=x");
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        post_raw(
+            &s.app,
+            &at(s.message),
+            As::User(Uuid::new_v4()),
+            ct,
+            stalled(),
+        ),
+    )
+    .await
+    .expect("403 without reading the body");
+    r.assert_error(
+        403,
+        "FORBIDDEN",
+        "You are not a participant of this conversation",
+    );
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        post_raw(
+            &s.app,
+            &at(Uuid::new_v4()),
+            As::User(s.owner),
+            ct,
+            stalled(),
+        ),
+    )
+    .await
+    .expect("404 without reading the body");
+    r.assert_error(404, "NOT_FOUND", "Message not found");
+}
+
+#[tokio::test]
+async fn the_file_is_judged_as_it_streams_in_and_reading_stops_at_the_first_failure() {
+    let s = setup().await;
+    // Each body sends the start of a form and then never ends: an answer can only come from a
+    // decision taken on what has arrived, without waiting for (or reading) the rest.
+    let stalled = |head: Vec<u8>| {
+        let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) });
+        reqwest::Body::wrap_stream(futures_util::StreamExt::chain(
+            first,
+            futures_util::stream::pending(),
+        ))
+    };
+    let part_head = |content_type: &str| {
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\nContent-Type: {content_type}\r\n\r\n")
+            .into_bytes()
+    };
+    let mut too_large = part_head("image/png");
+    too_large.extend_from_slice(&png(1, 1));
+    too_large.resize(too_large.len() + 10 * MIB, 0);
+    let mut mismatch = part_head("image/png");
+    mismatch.extend_from_slice(&[b'x'; 600]);
+    let cases = [
+        (
+            part_head("application/x-msdownload"),
+            not_allowed("application/x-msdownload"),
+        ),
+        (mismatch, MISMATCH.to_owned()),
+        (too_large, TOO_LARGE.to_owned()),
+    ];
+    let path = format!("/messages/{}/attachments", s.message);
+    for (head, message) in cases {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            post_raw(
+                &s.app,
+                &path,
+                As::User(s.owner),
+                Some(&multipart_type()),
+                stalled(head),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{message}: answered without the rest of the body"));
+        assert_file_error(&r, &message);
+    }
+    assert_nothing_stored(&s).await;
+}
+
+#[tokio::test]
+async fn in_header_mode_the_user_header_is_checked_after_the_path_id_and_before_the_message() {
+    let dir = UploadDir::new();
+    let app = spawn_app_with(&[
+        ("AUTH_MODE", "header"),
+        ("UPLOAD_DIR", dir.0.to_str().unwrap()),
+    ])
+    .await;
+    let owner = Uuid::new_v4();
+    let r = app
+        .post_json(
+            "/conversations",
+            As::Header(owner),
+            json!({"type": "group", "name": "g", "participant_ids": [Uuid::new_v4()]}),
+        )
+        .await;
+    let conv: Uuid = r.data()["id"].as_str().unwrap().parse().unwrap();
+    let message = send(&app, conv, As::Header(owner)).await;
+    let header = "Missing or invalid X-User-ID header";
+    let file = || [Part::file("a.png", Some("image/png"), png(2, 2))];
+
+    let r = post_raw(
+        &app,
+        "/messages/nope/attachments",
+        As::Nobody,
+        None,
+        reqwest::Body::from("x"),
+    )
+    .await;
+    r.assert_error(
+        400,
+        "BAD_REQUEST",
+        "Invalid message ID format, expected UUID",
+    );
+    for target in [message, Uuid::new_v4()] {
+        let r = upload(&app, target, As::Nobody, &file()).await;
+        r.assert_error(400, "BAD_REQUEST", header);
+    }
+    let r = upload(&app, message, As::Header(owner), &file()).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    for path in [
+        format!("/messages/{message}/attachments"),
+        format!("/conversations/{conv}/media"),
+    ] {
+        let r = app.get_as(&path, As::Nobody).await;
+        r.assert_error(400, "BAD_REQUEST", header);
+        let r = app.get_as(&path, As::Header(owner)).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        assert_eq!(r.data().as_array().unwrap().len(), 1);
+    }
+    // media: HDR before PAGE.
+    let r = app
+        .get_as(&format!("/conversations/{conv}/media?limit=0"), As::Nobody)
+        .await;
+    r.assert_error(400, "BAD_REQUEST", header);
+}
+
+// ----- upload: the form (steps 5 and 6) -----------------------------------------------------------
+
+#[tokio::test]
+async fn a_body_that_is_not_a_readable_multipart_form_is_rejected() {
+    let s = setup().await;
+    let path = format!("/messages/{}/attachments", s.message);
+    let good = form(&[Part::file("a.png", Some("image/png"), png(1, 1))]);
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 10);
+    let cases: Vec<(Option<String>, Vec<u8>)> = vec![
+        (None, good.clone()),
+        (Some("application/json".into()), good.clone()),
+        (Some("multipart/form-data".into()), good.clone()),
+        (
+            Some("multipart/form-data; boundary=other".into()),
+            good.clone(),
+        ),
+        (Some(multipart_type()), truncated),
+        (Some(multipart_type()), Vec::new()),
+        (
+            Some(multipart_type()),
+            b"garbage without any boundary".to_vec(),
+        ),
+    ];
+    for (ct, body) in cases {
+        let r = post_raw(&s.app, &path, As::User(s.owner), ct.as_deref(), body.into()).await;
+        r.assert_error(400, "BAD_REQUEST", INVALID_FORM);
+    }
+    assert_nothing_stored(&s).await;
+}
+
+#[tokio::test]
+async fn other_parts_are_discarded_up_to_1_mib_in_total() {
+    let s = setup().await;
+    let file = || Part::file("a.png", Some("image/png"), png(1, 1));
+    // Exactly 1 MiB of other parts, before and after the file: fine.
+    let r = upload(
+        &s.app,
+        s.message,
+        As::User(s.owner),
+        &[
+            Part::field("caption", vec![b'a'; MIB / 2]),
+            file(),
+            Part::field("note", vec![b'b'; MIB / 2]),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // One byte more: step 5, and nothing stored.
+    let before = s.dir.objects();
+    let r = upload(
+        &s.app,
+        s.message,
+        As::User(s.owner),
+        &[
+            Part::field("caption", vec![b'a'; MIB / 2]),
+            file(),
+            Part::field("note", vec![b'b'; MIB / 2 + 1]),
+        ],
+    )
+    .await;
+    r.assert_error(400, "BAD_REQUEST", INVALID_FORM);
+    assert_eq!(s.dir.objects(), before);
+    assert_eq!(attachment_rows(&s.app).await, 1);
+}
+
+#[tokio::test]
+async fn a_form_without_a_file_part_carrying_a_filename_is_missing_the_file_field() {
+    let s = setup().await;
+    let unnamed = Part {
+        filename: None,
+        ..Part::file("x", Some("image/png"), png(1, 1))
+    };
+    let empty_name = Part::file("", Some("image/png"), png(1, 1));
+    let other_name = Part {
+        name: "upload",
+        ..Part::file("a.png", Some("image/png"), png(1, 1))
+    };
+    for parts in [
+        vec![],
+        vec![Part::field("caption", "hi")],
+        vec![unnamed],
+        vec![empty_name],
+        vec![other_name],
+    ] {
+        let r = upload(&s.app, s.message, As::User(s.owner), &parts).await;
+        r.assert_error(400, "BAD_REQUEST", MISSING_FILE);
+    }
+    assert_nothing_stored(&s).await;
+}
+
+#[tokio::test]
+async fn of_several_file_parts_the_first_with_a_filename_is_used() {
+    let s = setup().await;
+    let no_filename = Part {
+        filename: None,
+        ..Part::file("x", Some("application/pdf"), b"%PDF-1.1".to_vec())
+    };
+    let r = upload(
+        &s.app,
+        s.message,
+        As::User(s.owner),
+        &[
+            no_filename,
+            Part::file(
+                "first.gif",
+                Some("image/gif"),
+                b"GIF87a\x01\0\x01\0".to_vec(),
+            ),
+            Part::file(
+                "second.exe",
+                Some("application/x-msdownload"),
+                b"MZ".to_vec(),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.data()["file_name"], "first.gif");
+    assert_eq!(r.data()["file_type"], "image/gif");
+    assert_eq!(s.dir.objects().len(), 1);
+}
+
+#[tokio::test]
+async fn client_filenames_are_kept_as_base_names_and_never_name_the_object() {
+    let s = setup().await;
+    let long = format!("{}.png", "é".repeat(150)); // 304 bytes
+    for (sent, kept) in [
+        ("../../etc/passwd.png".to_owned(), "passwd.png".to_owned()),
+        (r"C:\x\a.png".to_owned(), "a.png".to_owned()),
+        ("/abs/dir\\mixed/evil.png".to_owned(), "evil.png".to_owned()),
+        (long.clone(), "é".repeat(127)),
+    ] {
+        let r = upload_file(&s, &sent, Some("image/png"), png(1, 1)).await;
+        assert_eq!(r.status, 201, "{sent}: {}", r.text);
+        assert_eq!(r.data()["file_name"], kept.as_str());
+        assert_server_name(&object_name(&r.data()["file_url"]), ".png");
+    }
+    // Objects only ever land directly in UPLOAD_DIR, under server names.
+    let objects = s.dir.objects();
+    assert_eq!(objects.len(), 4);
+    for name in &objects {
+        assert_server_name(name, ".png");
+    }
+    assert!(!s.dir.0.parent().unwrap().join("etc").exists());
+}
+
+#[tokio::test]
+async fn a_failed_insert_deletes_the_stored_object() {
+    let s = setup().await;
+    sqlx::raw_sql(
+        "create function reject_attachments() returns trigger language plpgsql as
+             $$ begin raise exception 'attachments are read-only in this test'; end $$;
+         create trigger reject_attachments before insert on attachments
+             for each row execute function reject_attachments();",
+    )
+    .execute(&s.app.pool)
+    .await
+    .unwrap();
+    let mut events = s.app.conversation_events(s.conv).await;
+    let r = upload_file(&s, "a.png", Some("image/png"), png(1, 1)).await;
+    r.assert_error(500, "INTERNAL_ERROR", "An unexpected error occurred");
+    assert_nothing_stored(&s).await;
+    events.assert_quiet(300).await;
+}
+
+#[tokio::test]
+async fn upload_base_url_is_the_prefix_of_every_file_url() {
+    let s = setup_with(&[("UPLOAD_BASE_URL", "https://cdn.example.com/media/")]).await;
+    let r = upload_file(&s, "a.pdf", Some("application/pdf"), b"%PDF-1.7".to_vec()).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let name = object_name(&r.data()["file_url"]);
+    assert_eq!(
+        r.data()["file_url"],
+        format!("https://cdn.example.com/media/{name}")
+    );
+}
+
+// ----- download -----------------------------------------------------------------------------------
+
+/// Uploads and returns the `/uploads/<name>` path of the stored object.
+async fn stored(s: &Setup, filename: &str, mime: &str, data: Vec<u8>) -> String {
+    let r = upload_file(s, filename, Some(mime), data).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    format!("/uploads/{}", object_name(&r.data()["file_url"]))
+}
+
+#[tokio::test]
+async fn a_stored_file_downloads_publicly_with_its_type_and_safe_headers() {
+    let s = setup().await;
+    for (mime, ext, data, _) in samples() {
+        let path = stored(&s, &format!("x{ext}"), mime, data.clone()).await;
+        // Public: no credentials needed in jwt mode.
+        let r = s.app.get(&path).await;
+        assert_eq!(r.status(), 200, "{mime}");
+        let h = r.headers().clone();
+        assert_eq!(h["content-type"], mime);
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["content-security-policy"], "default-src 'none'; sandbox");
+        assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+        assert_eq!(h["accept-ranges"], "bytes");
+        assert_eq!(h["content-length"], data.len().to_string().as_str());
+        let inline = ["image/", "audio/", "video/"]
+            .iter()
+            .any(|p| mime.starts_with(p));
+        assert_eq!(
+            h.get("content-disposition").map(|v| v.to_str().unwrap()),
+            (!inline).then_some("attachment"),
+            "{mime}"
+        );
+        assert_eq!(r.bytes().await.unwrap().to_vec(), data, "{mime}");
+    }
+}
+
+#[tokio::test]
+async fn a_single_range_is_answered_with_206_and_content_range() {
+    let s = setup().await;
+    let data = b"%PDF-1.7 0123456789".to_vec(); // 19 bytes
+    let path = stored(&s, "doc.pdf", "application/pdf", data.clone()).await;
+    let get = |range: &'static str| {
+        s.app
+            .client
+            .get(s.app.url(&path))
+            .header("Range", range)
+            .send()
+    };
+
+    for (range, content_range, body) in [
+        ("bytes=0-4", "bytes 0-4/19", &data[0..5]),
+        ("bytes=9-", "bytes 9-18/19", &data[9..]),
+        ("bytes=-3", "bytes 16-18/19", &data[16..]),
+        ("bytes=15-1000", "bytes 15-18/19", &data[15..]),
+    ] {
+        let r = get(range).await.unwrap();
+        assert_eq!(r.status(), 206, "{range}");
+        assert_eq!(r.headers()["content-range"], content_range, "{range}");
+        assert_eq!(r.headers()["content-type"], "application/pdf");
+        assert_eq!(
+            r.headers()["content-length"],
+            body.len().to_string().as_str()
+        );
+        assert_eq!(r.bytes().await.unwrap().to_vec(), body, "{range}");
+    }
+    for range in ["bytes=19-", "bytes=100-200", "bytes=-0"] {
+        let r = get(range).await.unwrap();
+        assert_eq!(r.status(), 416, "{range}");
+        assert_eq!(r.headers()["content-range"], "bytes */19");
+    }
+    // Several ranges, or one that cannot be parsed: the whole file.
+    for range in ["bytes=0-1,4-5", "bytes=5-2", "lines=1-2"] {
+        let r = get(range).await.unwrap();
+        assert_eq!(r.status(), 200, "{range}");
+        assert_eq!(r.bytes().await.unwrap().to_vec(), data);
+    }
+}
+
+#[tokio::test]
+async fn head_answers_the_headers_without_the_body_and_other_methods_are_405() {
+    let s = setup().await;
+    let path = stored(&s, "a.png", "image/png", png(4, 4)).await;
+    let r = s.app.client.head(s.app.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        r.headers()["content-length"],
+        png(4, 4).len().to_string().as_str()
+    );
+    assert!(r.bytes().await.unwrap().is_empty());
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let r = s.app.send(method, &path, As::User(s.owner), None).await;
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.text, "", "{method}");
+    }
+    assert_eq!(s.dir.objects().len(), 1, "the object is still there");
+}
+
+#[tokio::test]
+async fn only_names_this_service_produces_are_served_and_everything_else_is_a_plain_404() {
+    let s = setup().await;
+    let path = stored(&s, "a.png", "image/png", png(4, 4)).await;
+    let name = path.trim_start_matches("/uploads/").to_owned();
+    let uuid = &name[..36];
+    // A file in UPLOAD_DIR that this service did not produce is not served either.
+    std::fs::write(s.dir.0.join("secret.txt"), "not for you").unwrap();
+    for probe in [
+        "/uploads".to_owned(),
+        "/uploads/".to_owned(),
+        "/uploads/secret.txt".to_owned(),
+        format!("/uploads/{}", name.to_uppercase()),
+        format!("/uploads/{}.png", uuid.replace('-', "")),
+        format!("/uploads/{uuid}.exe"),
+        format!("/uploads/{uuid}"),
+        format!("/uploads/{name}.png"),
+        format!("/uploads/..%2F{name}"),
+        "/uploads/..%2F..%2Fetc%2Fpasswd".to_owned(),
+        format!("/uploads/{}.png", Uuid::new_v4()),
+    ] {
+        let r = s.app.get(&probe).await;
+        assert_eq!(r.status(), 404, "{probe}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain"),
+            "{probe}"
+        );
+        assert_eq!(r.text().await.unwrap(), "404 page not found", "{probe}");
+    }
+    // A name the service did produce, whose object is gone: 404 too.
+    std::fs::remove_file(s.dir.0.join(&name)).unwrap();
+    assert_eq!(s.app.get(&path).await.status(), 404);
+}
+
+// ----- list and gallery ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_message_lists_its_attachments_oldest_first_even_once_deleted() {
+    let s = setup().await;
+    let first = upload_file(&s, "1.png", Some("image/png"), png(1, 1))
+        .await
+        .data();
+    let second = upload_file(&s, "2.pdf", Some("application/pdf"), b"%PDF-1.7".to_vec())
+        .await
+        .data();
+    let path = format!("/messages/{}/attachments", s.message);
+
+    let r = s.app.get_as(&path, As::User(s.member)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.data(), json!([first, second]));
+    assert!(r.json().get("pagination").is_none());
+
+    // MSG*: a deleted message still lists its attachments.
+    assert_eq!(
+        s.app
+            .delete_as(&format!("/messages/{}", s.message), As::User(s.owner))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        s.app.get_as(&path, As::User(s.owner)).await.data(),
+        json!([first, second])
+    );
+
+    let r = s.app.get_as("/messages/nope/attachments", As::Nobody).await;
+    r.assert_error(401, "UNAUTHORIZED", "Missing or invalid credentials");
+    let r = s
+        .app
+        .get_as("/messages/nope/attachments", As::User(s.owner))
+        .await;
+    r.assert_error(
+        400,
+        "BAD_REQUEST",
+        "Invalid message ID format, expected UUID",
+    );
+    for who in [s.owner, Uuid::new_v4()] {
+        let r = s
+            .app
+            .get_as(
+                &format!("/messages/{}/attachments", Uuid::new_v4()),
+                As::User(who),
+            )
+            .await;
+        r.assert_error(404, "NOT_FOUND", "Message not found");
+    }
+    let r = s.app.get_as(&path, As::User(Uuid::new_v4())).await;
+    r.assert_error(
+        403,
+        "FORBIDDEN",
+        "You are not a participant of this conversation",
+    );
+    let other = send(&s.app, s.conv, As::User(s.owner)).await;
+    let r = s
+        .app
+        .get_as(&format!("/messages/{other}/attachments"), As::User(s.owner))
+        .await;
+    assert_eq!(r.text, r#"{"data":[]}"#);
+}
+
+#[tokio::test]
+async fn the_media_gallery_lists_attachments_of_live_messages_newest_first_in_pages() {
+    let s = setup().await;
+    let m2 = send(&s.app, s.conv, As::User(s.member)).await;
+    let doomed = send(&s.app, s.conv, As::User(s.owner)).await;
+    let mut uploaded = Vec::new();
+    for (i, message) in [s.message, m2, s.message, m2].into_iter().enumerate() {
+        let r = upload(
+            &s.app,
+            message,
+            As::User(s.owner),
+            &[Part::file(&format!("{i}.txt"), Some("text/plain"), "hi")],
+        )
+        .await;
+        uploaded.push(r.data());
+    }
+    let r = upload(
+        &s.app,
+        doomed,
+        As::User(s.owner),
+        &[Part::file("gone.txt", Some("text/plain"), "bye")],
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        s.app
+            .delete_as(&format!("/messages/{doomed}"), As::User(s.owner))
+            .await
+            .status,
+        204
+    );
+    uploaded.reverse();
+
+    let path = format!("/conversations/{}/media", s.conv);
+    let r = s.app.get_as(&path, As::User(s.member)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"data": uploaded, "pagination": {"total": 4, "limit": 20, "offset": 0}})
+    );
+    let r = s
+        .app
+        .get_as(&format!("{path}?limit=2&offset=1"), As::User(s.member))
+        .await;
+    assert_eq!(
+        r.json(),
+        json!({"data": uploaded[1..3], "pagination": {"total": 4, "limit": 2, "offset": 1}})
+    );
+    let r = s
+        .app
+        .get_as(&format!("{path}?offset=10"), As::User(s.member))
+        .await;
+    assert_eq!(
+        r.json(),
+        json!({"data": [], "pagination": {"total": 4, "limit": 20, "offset": 10}})
+    );
+}
+
+#[tokio::test]
+async fn media_checks_run_in_the_documented_order() {
+    let s = setup().await;
+    let outsider = Uuid::new_v4();
+    let r = s
+        .app
+        .get_as("/conversations/nope/media?limit=0", As::Nobody)
+        .await;
+    r.assert_error(401, "UNAUTHORIZED", "Missing or invalid credentials");
+    let r = s
+        .app
+        .get_as("/conversations/nope/media?limit=0", As::User(s.owner))
+        .await;
+    r.assert_error(
+        400,
+        "BAD_REQUEST",
+        "Invalid conversation ID format, expected UUID",
+    );
+    // PAGE before MEMBER, both parameters reported at once.
+    for target in [s.conv, Uuid::new_v4()] {
+        let r = s
+            .app
+            .get_as(
+                &format!("/conversations/{target}/media?limit=101&offset=-1"),
+                As::User(outsider),
+            )
+            .await;
+        r.assert_validation(json!({"limit": "limit must not exceed 100", "offset": "offset must be a non-negative integer"}));
+    }
+    // A conversation that does not exist is a 403, like one the caller is not in.
+    for target in [s.conv, Uuid::new_v4()] {
+        let r = s
+            .app
+            .get_as(
+                &format!("/conversations/{target}/media"),
+                As::User(outsider),
+            )
+            .await;
+        r.assert_error(
+            403,
+            "FORBIDDEN",
+            "You are not a participant of this conversation",
+        );
+    }
+    let r = s
+        .app
+        .get_as(
+            &format!("/conversations/{}/media", s.conv),
+            As::User(s.owner),
+        )
+        .await;
+    assert_eq!(
+        r.text,
+        r#"{"data":[],"pagination":{"total":0,"limit":20,"offset":0}}"#
+    );
+}

@@ -1,0 +1,334 @@
+//! One WebSocket, from the 101 to the close (websocket.md §3, §6, §7).
+//!
+//! Setup, in the order of §3: register the socket (its send queue starts filling at once, but
+//! nothing is written yet), load the user's conversations and subscribe, register presence
+//! (publishing `presence.online` on the fleet-wide 0→1), then write `presence.snapshot` — the
+//! first frame — and only then start draining the queue, so events that arrived meanwhile follow
+//! the snapshot instead of being dropped.
+//!
+//! Then one `select!` over: the gateway's close request ([`SocketSignal`]: send-queue overflow or
+//! drain), the end-of-drain hard stop, the socket (typing frames, pings, close), the send queue,
+//! and the keep-alive timer. A problem of this socket closes this socket only, with a close frame
+//! when the transport still allows one, then lingers briefly so the client can read it.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+    time::Instant,
+};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        Error as WsError, Message, Utf8Bytes,
+        protocol::{CloseFrame, Role, frame::coding::CloseCode},
+    },
+};
+use uuid::Uuid;
+
+use crate::{
+    fanout::{SocketId, SocketSignal},
+    membership,
+    protocol::{self, Ignored, close},
+    server::AppState,
+};
+
+/// How long sending a close frame may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the gateway keeps reading after its close frame, so the client can read it (an
+/// unread receive buffer would turn the close into a reset).
+const LINGER: Duration = Duration::from_secs(2);
+/// Events written per batch before flushing.
+const BATCH: usize = 32;
+/// Bound on loading the user's conversations.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a connection ended: the close code sent or received, or `None` when the transport
+/// failed first.
+type Ending = Option<u16>;
+
+/// The per-socket task (mini-redis' `Handler`).
+struct Handler {
+    ws: WebSocketStream<TcpStream>,
+    user: Uuid,
+    socket: SocketId,
+    /// Events for this socket. The sender is in the fan-out registry; overflow there becomes a
+    /// 1013 request on [`Self::signal`].
+    queue: mpsc::Receiver<Utf8Bytes>,
+    /// Close requests from the gateway; the other `Arc` is in the fan-out registry (overflow)
+    /// and reached by the drain through it.
+    signal: Arc<SocketSignal>,
+    state: Arc<AppState>,
+    last_received: Instant,
+}
+
+/// Runs a freshly upgraded socket to its end. `leftover` holds bytes the client sent after its
+/// request head.
+pub async fn serve(stream: TcpStream, leftover: Vec<u8>, user: Uuid, state: Arc<AppState>) {
+    let config = Some(protocol::websocket_config());
+    let ws = if leftover.is_empty() {
+        WebSocketStream::from_raw_socket(stream, Role::Server, config).await
+    } else {
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, config).await
+    };
+    let metrics = Arc::clone(&state.metrics);
+    metrics.sockets_open.inc();
+    let registration = state.fanout.register(user, state.settings.send_queue);
+    tracing::debug!(user.id = %user, socket.id = registration.socket, "socket open");
+    let mut handler = Handler {
+        ws,
+        user,
+        socket: registration.socket,
+        queue: registration.queue,
+        signal: registration.signal,
+        state: Arc::clone(&state),
+        last_received: Instant::now(),
+    };
+    let (ending, presence_registered) = match Box::pin(handler.setup(registration.ready)).await {
+        Ok(()) => (handler.run().await, true),
+        Err(ending) => (ending, false),
+    };
+    state.fanout.unregister(user, handler.socket);
+    if presence_registered {
+        Box::pin(state.presence.disconnect(user)).await;
+    }
+    metrics.sockets_open.dec();
+    let code = ending.map_or_else(|| "none".to_owned(), |c| c.to_string());
+    metrics.closes.with_label_values(&[code.as_str()]).inc();
+    tracing::debug!(user.id = %user, socket.id = handler.socket, close.code = %code, "socket closed");
+}
+
+impl Handler {
+    /// Steps 1–3 of websocket.md §3. `Err` carries how the socket ended when setup failed.
+    async fn setup(
+        &mut self,
+        user_subscription: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) -> Result<(), Ending> {
+        let state = Arc::clone(&self.state);
+        let loaded = match tokio::time::timeout(
+            LOAD_TIMEOUT,
+            membership::load(&state.db, self.user, state.settings.presence_max_members),
+        )
+        .await
+        {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(error)) => {
+                tracing::error!(error = %error, user.id = %self.user, "loading conversations failed");
+                return Err(self.close(close::INTERNAL, "Internal error").await);
+            }
+            Err(_) => {
+                tracing::error!(user.id = %self.user, "loading conversations timed out");
+                return Err(self.close(close::INTERNAL, "Internal error").await);
+            }
+        };
+        let peers = membership::presence_peers(self.user, &loaded);
+        let mut readies: Vec<_> = user_subscription.into_iter().collect();
+        readies.extend(state.fanout.add_conversations(self.user, loaded));
+        state.fanout.settle(readies).await;
+
+        state.presence.connect(self.user).await;
+        state.fanout.mark_present(self.user, self.socket);
+
+        let online = state.presence.online_among(&peers).await;
+        let snapshot = shared_proto::json::presence_snapshot_frame(&online);
+        let snapshot = Utf8Bytes::try_from(snapshot).expect("the snapshot frame is ASCII");
+        match self.write_batch(snapshot).await {
+            Ok(()) => Ok(()),
+            // Presence is registered already: undo it here, the caller only undoes a full setup.
+            Err(ending) => {
+                self.state.presence.disconnect(self.user).await;
+                Err(ending)
+            }
+        }
+    }
+
+    /// Step 4: the socket's life after the snapshot.
+    async fn run(&mut self) -> Ending {
+        let settings = &self.state.settings;
+        let (ping_every, idle_after, write_timeout) = (
+            settings.ping_interval,
+            settings.idle_timeout,
+            settings.write_timeout,
+        );
+        let shutdown = self.state.shutdown.clone();
+        let mut next_ping = Instant::now() + ping_every;
+        let timer = tokio::time::sleep_until(next_ping);
+        tokio::pin!(timer);
+        loop {
+            if let Some(code) = self.signal.requested() {
+                return self.close(code, close_reason(code)).await;
+            }
+            let idle_deadline = self.last_received + idle_after;
+            timer.as_mut().reset(next_ping.min(idle_deadline));
+            let step = tokio::select! {
+                biased;
+                _ = self.signal.notified() => Step::Signal,
+                _ = shutdown.cancelled() => Step::Shutdown,
+                incoming = self.ws.next() => Step::Incoming(incoming),
+                frame = self.queue.recv() => Step::Outgoing(frame),
+                _ = &mut timer => Step::Timer,
+            };
+            match step {
+                Step::Signal => continue,
+                Step::Shutdown => {
+                    return self.close(close::RESTART, "Service restart").await;
+                }
+                Step::Incoming(None) => return None,
+                Step::Incoming(Some(Ok(message))) => {
+                    self.last_received = Instant::now();
+                    match message {
+                        Message::Text(text) => {
+                            Box::pin(self.on_client_message(text.as_bytes())).await
+                        }
+                        Message::Binary(bytes) => Box::pin(self.on_client_message(&bytes)).await,
+                        Message::Close(frame) => {
+                            // tungstenite queued the reply; send it.
+                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.flush()).await;
+                            return Some(frame.map_or(1005, |f| f.code.into()));
+                        }
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                }
+                Step::Incoming(Some(Err(error))) => {
+                    return match error {
+                        WsError::Capacity(_) => self.close(close::TOO_BIG, "Message too big").await,
+                        WsError::Utf8(_) => self.close(close::INVALID_DATA, "Invalid UTF-8").await,
+                        WsError::Protocol(_) => self.close(close::PROTOCOL, "Protocol error").await,
+                        _ => None,
+                    };
+                }
+                // The registry dropped our sender: only happens once we are unregistered.
+                Step::Outgoing(None) => return self.close(close::NORMAL, "").await,
+                Step::Outgoing(Some(frame)) => {
+                    if let Err(ending) = self.write_batch(frame).await {
+                        return ending;
+                    }
+                }
+                Step::Timer => {
+                    let now = Instant::now();
+                    if now >= idle_deadline {
+                        return self.close(close::GOING_AWAY, "Idle timeout").await;
+                    }
+                    if now >= next_ping {
+                        next_ping = now + ping_every;
+                        let ping = self.ws.send(Message::Ping(Default::default()));
+                        match tokio::time::timeout(write_timeout, ping).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return None,
+                            Err(_) => return self.close(close::TRY_AGAIN, "Write timeout").await,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is already queued (up to [`BATCH`]), each event its own
+    /// text frame, within the write timeout; a blocked write closes with 1013.
+    async fn write_batch(&mut self, first: Utf8Bytes) -> Result<(), Ending> {
+        let metrics = Arc::clone(&self.state.metrics);
+        let (ws, queue) = (&mut self.ws, &mut self.queue);
+        let written = tokio::time::timeout(self.state.settings.write_timeout, async move {
+            let mut frames = 0u64;
+            let mut bytes = 0u64;
+            let mut next = Some(first);
+            while let Some(frame) = next.take() {
+                bytes += frame.len() as u64;
+                frames += 1;
+                ws.feed(Message::Text(frame)).await?;
+                if frames < BATCH as u64 {
+                    next = queue.try_recv().ok();
+                }
+            }
+            ws.flush().await?;
+            Ok::<_, WsError>((frames, bytes))
+        })
+        .await;
+        match written {
+            Ok(Ok((frames, bytes))) => {
+                metrics.frames_out.inc_by(frames);
+                metrics.bytes_out.inc_by(bytes);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(None),
+            Err(_) => {
+                tracing::info!(user.id = %self.user, socket.id = self.socket, "write blocked; closing with 1013");
+                Err(self.close(close::TRY_AGAIN, "Write timeout").await)
+            }
+        }
+    }
+
+    /// A client message: a typing frame to relay, or ignored (websocket.md §6).
+    async fn on_client_message(&mut self, message: &[u8]) {
+        let metrics = &self.state.metrics;
+        let frame = match protocol::parse_typing_frame(message, self.user) {
+            Ok(frame) => frame,
+            Err(reason) => {
+                metrics
+                    .client_frames_ignored
+                    .with_label_values(&[reason.label()])
+                    .inc();
+                return;
+            }
+        };
+        if let Err(reason) = self
+            .state
+            .fanout
+            .typing_allowed(self.user, frame.conversation_id)
+        {
+            metrics
+                .client_frames_ignored
+                .with_label_values(&[reason.label()])
+                .inc();
+            let op = if reason == Ignored::RateLimited {
+                "rate_limited"
+            } else {
+                "not_member"
+            };
+            metrics.typing_ops.with_label_values(&[op]).inc();
+            return;
+        }
+        self.state.typing.relay(self.user, frame).await;
+    }
+
+    /// Sends a close frame (bounded), then lingers until the client closes its side (bounded).
+    async fn close(&mut self, code: CloseCode, reason: &'static str) -> Ending {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.close(Some(frame))).await;
+        let stream = self.ws.get_mut();
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ = stream.shutdown().await;
+            let mut discard = vec![0u8; 512];
+            while let Ok(n) = stream.read(&mut discard).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        Some(code.into())
+    }
+}
+
+/// What woke the connection's `select!`.
+enum Step {
+    Signal,
+    Shutdown,
+    Incoming(Option<Result<Message, WsError>>),
+    Outgoing(Option<Utf8Bytes>),
+    Timer,
+}
+
+fn close_reason(code: CloseCode) -> &'static str {
+    match code {
+        close::TRY_AGAIN => "Send queue full",
+        close::RESTART => "Service restart",
+        _ => "",
+    }
+}

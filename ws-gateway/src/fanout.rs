@@ -1,0 +1,751 @@
+//! NATS subscriptions, reference-counted, and the delivery of each event to the local sockets
+//! that should get it (websocket.md §5, §8, §9; architecture.md "Events and subjects").
+//!
+//! # What this gateway holds ([`State`], one mutex, never held across an `.await`)
+//!
+//! - per local **user** (at least one socket here): their sockets, their **live** conversations
+//!   (one set per user, shared by all their sockets), their typing token buckets, and the
+//!   subscription to `<prefix>.user.<id>` — one per user however many sockets;
+//! - per **conversation** with at least one local member: the local members, the subscription to
+//!   `<prefix>.conv.<id>` — one per conversation however many local users — and, when the
+//!   conversation propagates presence (≤ `PRESENCE_MAX_MEMBERS` active participants, or direct),
+//!   all its active participants;
+//! - the presence index: user → small conversations known here that contain them; the audience
+//!   of `presence.*` events.
+//!
+//! A subscription is a task that owns its `async_nats::Subscriber` and handles its messages in
+//! order, so the events of one conversation are delivered in the order NATS hands them over. It
+//! is created when the first local user needs the subject and aborted (dropping the subscriber
+//! sends `UNSUB`) when the last one goes.
+//!
+//! # Delivery
+//!
+//! Each event is decoded and rendered to its client JSON **once**
+//! ([`shared_proto::json::client_frame`]); the same [`Utf8Bytes`] (a reference-counted buffer)
+//! is then queued for every recipient socket. A full queue never drops silently: the socket is
+//! asked to close with 1013 (websocket.md §7).
+//!
+//! # Live membership (§8)
+//!
+//! - `conversation.joined` on the user's subject, or a `participant.added` listing a local user,
+//!   makes the user a member (subscribing if needed; the subscription is confirmed with a NATS
+//!   flush before the `conversation.joined` frame is queued, so a client that has seen it
+//!   receives what is published afterwards);
+//! - `participant.removed` for a local user (after it is delivered to the room) or
+//!   `conversation.left` ends the membership: since a conversation's events are handled in order
+//!   by one task, nothing published after the removal reaches the user, and their typing frames
+//!   for it are ignored from then on.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU16, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use shared_proto::{
+    events::{Event, EventKind, event::Body},
+    prost::Message as _,
+    subjects,
+};
+use tokio::sync::{Notify, mpsc, mpsc::error::TrySendError, oneshot};
+use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::{Utf8Bytes, protocol::frame::coding::CloseCode};
+use uuid::Uuid;
+
+use crate::{
+    metrics::Metrics,
+    protocol::{Ignored, TokenBucket, close},
+};
+
+/// How long a new socket or membership waits for its subscriptions to be confirmed.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Identifies one socket of this gateway.
+pub type SocketId = u64;
+
+/// Close requests from the gateway to one connection task (send-queue overflow, drain).
+///
+/// One `Arc` is held by the registry (inside the socket's handle), the other by the connection
+/// task, which selects on [`SocketSignal::notified`]. The first request wins.
+#[derive(Default)]
+pub struct SocketSignal {
+    close_code: AtomicU16,
+    notify: Notify,
+}
+
+impl SocketSignal {
+    /// Asks the connection to close with `code`; returns whether this was the first request.
+    pub fn request_close(&self, code: CloseCode) -> bool {
+        let first = self
+            .close_code
+            .compare_exchange(0, code.into(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            self.notify.notify_one();
+        }
+        first
+    }
+
+    /// The close code requested so far, if any.
+    pub fn requested(&self) -> Option<CloseCode> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(CloseCode::from(code)),
+        }
+    }
+
+    /// Resolves after a [`request_close`](Self::request_close) (at once if one is pending).
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
+
+/// What the registry keeps of one socket.
+struct SocketHandle {
+    id: SocketId,
+    /// The socket's bounded send queue (`WS_SEND_QUEUE` events). The receiver is held by the
+    /// connection task; dropping this sender (at unregistration) lets the task's queue run dry.
+    tx: mpsc::Sender<Utf8Bytes>,
+    /// Shared with the connection task; see [`SocketSignal`].
+    signal: Arc<SocketSignal>,
+    /// Counted in the Redis presence store (after setup's presence step).
+    present: bool,
+}
+
+/// A user with at least one socket on this gateway.
+struct LocalUser {
+    sockets: Vec<SocketHandle>,
+    /// Conversations the user is currently an active participant of (live membership).
+    conversations: HashSet<Uuid>,
+    /// The task reading `<prefix>.user.<id>`; aborting it unsubscribes.
+    subscription: AbortHandle,
+    /// Typing rate limit per conversation (websocket.md §6 rule 7); full buckets are forgotten.
+    typing: HashMap<Uuid, TokenBucket>,
+}
+
+/// A conversation with at least one local member.
+struct LocalConversation {
+    /// Local users who are active participants.
+    local_members: Vec<Uuid>,
+    /// Every active participant, when the conversation propagates presence; `None` when larger
+    /// than `PRESENCE_MAX_MEMBERS` (direct conversations always propagate).
+    presence_members: Option<Vec<Uuid>>,
+    direct: bool,
+    /// The task reading `<prefix>.conv.<id>`; aborting it unsubscribes.
+    subscription: AbortHandle,
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<Uuid, LocalUser>,
+    conversations: HashMap<Uuid, LocalConversation>,
+    /// user → small conversations known here that contain them.
+    presence_index: HashMap<Uuid, Vec<Uuid>>,
+    /// The task reading `<prefix>.presence.*`.
+    presence_subscription: Option<AbortHandle>,
+}
+
+/// A conversation of a user as loaded at connect (or learnt from `conversation.joined`).
+#[derive(Debug, Clone)]
+pub struct LoadedConversation {
+    pub id: Uuid,
+    pub direct: bool,
+    /// All active participants when the conversation propagates presence.
+    pub presence_members: Option<Vec<Uuid>>,
+}
+
+/// A new socket's place in the registry.
+pub struct Registration {
+    pub socket: SocketId,
+    /// The socket's send queue; the senders are in the registry.
+    pub queue: mpsc::Receiver<Utf8Bytes>,
+    /// Close requests for this socket; the registry holds the other `Arc`.
+    pub signal: Arc<SocketSignal>,
+    /// Resolves when the user's personal subscription is in place (first local socket only).
+    pub ready: Option<oneshot::Receiver<()>>,
+}
+
+/// Which subject a subscription task reads.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Conversation(Uuid),
+    User(Uuid),
+    Presence,
+}
+
+impl Target {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Conversation(_) => "conversation",
+            Self::User(_) => "user",
+            Self::Presence => "presence",
+        }
+    }
+}
+
+/// The registry of local sockets and the NATS subscriptions feeding them.
+pub struct Fanout {
+    state: Mutex<State>,
+    nats: async_nats::Client,
+    prefix: String,
+    metrics: Arc<Metrics>,
+    presence_max_members: usize,
+    typing_rate_per_sec: f64,
+    typing_burst: u32,
+    next_socket: AtomicU64,
+}
+
+impl Fanout {
+    pub fn new(
+        nats: async_nats::Client,
+        prefix: String,
+        metrics: Arc<Metrics>,
+        presence_max_members: usize,
+        typing_rate_per_sec: f64,
+        typing_burst: u32,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            nats,
+            prefix,
+            metrics,
+            presence_max_members,
+            typing_rate_per_sec,
+            typing_burst,
+            next_socket: AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than stopping delivery for everyone would.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Subscribes to `<prefix>.presence.*` (once per gateway, for its whole life).
+    pub async fn start_presence(self: &Arc<Self>) {
+        let (abort, ready) =
+            self.spawn_subscription(subjects::all_presence(&self.prefix), Target::Presence);
+        self.lock().presence_subscription = Some(abort);
+        self.settle(vec![ready]).await;
+    }
+
+    /// Registers a new socket of `user` with a send queue of `queue_size` events.
+    pub fn register(self: &Arc<Self>, user: Uuid, queue_size: usize) -> Registration {
+        let socket = self.next_socket.fetch_add(1, Ordering::Relaxed);
+        let (tx, queue) = mpsc::channel(queue_size);
+        let signal = Arc::new(SocketSignal::default());
+        let mut ready = None;
+        let mut state = self.lock();
+        let local = state.users.entry(user).or_insert_with(|| {
+            let (subscription, ready_rx) =
+                self.spawn_subscription(subjects::user(&self.prefix, &user), Target::User(user));
+            ready = Some(ready_rx);
+            LocalUser {
+                sockets: Vec::with_capacity(1),
+                conversations: HashSet::new(),
+                subscription,
+                typing: HashMap::new(),
+            }
+        });
+        local.sockets.push(SocketHandle {
+            id: socket,
+            tx,
+            signal: Arc::clone(&signal),
+            present: false,
+        });
+        Registration {
+            socket,
+            queue,
+            signal,
+            ready,
+        }
+    }
+
+    /// Makes `user` a member of `conversations` (subscribing where needed). Returns the new
+    /// subscriptions to wait for with [`settle`](Self::settle).
+    pub fn add_conversations(
+        self: &Arc<Self>,
+        user: Uuid,
+        conversations: Vec<LoadedConversation>,
+    ) -> Vec<oneshot::Receiver<()>> {
+        let mut state = self.lock();
+        conversations
+            .into_iter()
+            .filter_map(|conversation| self.join_locked(&mut state, user, conversation))
+            .collect()
+    }
+
+    /// Waits (bounded) until the given subscriptions exist, then flushes NATS so the server has
+    /// processed them: what is published afterwards reaches this gateway.
+    pub async fn settle(&self, readies: Vec<oneshot::Receiver<()>>) {
+        if readies.is_empty() {
+            return;
+        }
+        let _ = tokio::time::timeout(SETTLE_TIMEOUT, futures_util::future::join_all(readies)).await;
+        if tokio::time::timeout(SETTLE_TIMEOUT, self.nats.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("NATS flush timed out; new subscriptions may miss early events");
+        }
+    }
+
+    /// Removes a closed socket; the user's last socket here takes their subscriptions with it.
+    pub fn unregister(&self, user: Uuid, socket: SocketId) {
+        let mut state = self.lock();
+        let Some(local) = state.users.get_mut(&user) else {
+            return;
+        };
+        local.sockets.retain(|s| s.id != socket);
+        if !local.sockets.is_empty() {
+            return;
+        }
+        let Some(local) = state.users.remove(&user) else {
+            return;
+        };
+        local.subscription.abort();
+        self.metrics
+            .nats_subscriptions
+            .with_label_values(&["user"])
+            .dec();
+        for conversation in local.conversations {
+            self.remove_local_member(&mut state, conversation, user);
+        }
+    }
+
+    /// Rules 5 and 7 of websocket.md §6: `user` is a live member of `conversation` here, and the
+    /// (user, conversation) token bucket has a token.
+    pub fn typing_allowed(&self, user: Uuid, conversation: Uuid) -> Result<(), Ignored> {
+        let mut state = self.lock();
+        let local = state.users.get_mut(&user).ok_or(Ignored::NotMember)?;
+        if !local.conversations.contains(&conversation) {
+            return Err(Ignored::NotMember);
+        }
+        let (rate, burst) = (self.typing_rate_per_sec, self.typing_burst);
+        if local.typing.len() >= 16 {
+            local
+                .typing
+                .retain(|_, bucket| !bucket.is_full(rate, burst));
+        }
+        let bucket = local
+            .typing
+            .entry(conversation)
+            .or_insert_with(|| TokenBucket::full(burst));
+        if bucket.try_take(rate, burst) {
+            Ok(())
+        } else {
+            Err(Ignored::RateLimited)
+        }
+    }
+
+    /// The close signals of every socket (for the drain).
+    pub fn socket_signals(&self) -> Vec<Arc<SocketSignal>> {
+        let state = self.lock();
+        state
+            .users
+            .values()
+            .flat_map(|u| u.sockets.iter().map(|s| Arc::clone(&s.signal)))
+            .collect()
+    }
+
+    /// Records that `socket` is now counted in the presence store.
+    pub fn mark_present(&self, user: Uuid, socket: SocketId) {
+        let mut state = self.lock();
+        if let Some(handle) = state
+            .users
+            .get_mut(&user)
+            .and_then(|local| local.sockets.iter_mut().find(|s| s.id == socket))
+        {
+            handle.present = true;
+        }
+    }
+
+    /// How many sockets counted in the presence store each local user has here (presence
+    /// re-registration).
+    pub fn local_socket_counts(&self) -> Vec<(Uuid, usize)> {
+        let state = self.lock();
+        state
+            .users
+            .iter()
+            .map(|(user, local)| (*user, local.sockets.iter().filter(|s| s.present).count()))
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
+    /// Spawns the task that subscribes to `subject` and handles its messages in order.
+    fn spawn_subscription(
+        self: &Arc<Self>,
+        subject: String,
+        target: Target,
+    ) -> (AbortHandle, oneshot::Receiver<()>) {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let fanout = Arc::clone(self);
+        self.metrics
+            .nats_subscriptions
+            .with_label_values(&[target.label()])
+            .inc();
+        let task = tokio::spawn(async move {
+            let mut subscriber = match fanout.nats.subscribe(subject).await {
+                Ok(subscriber) => subscriber,
+                Err(error) => {
+                    tracing::error!(error = %error, "NATS subscribe failed");
+                    return;
+                }
+            };
+            let _ = ready_tx.send(());
+            while let Some(message) = subscriber.next().await {
+                fanout
+                    .handle(target, &message.subject, message.payload)
+                    .await;
+            }
+        });
+        (task.abort_handle(), ready_rx)
+    }
+
+    /// Joins `user` to a conversation under the lock; returns the readiness of a new
+    /// subscription, if one was needed.
+    fn join_locked(
+        self: &Arc<Self>,
+        state: &mut State,
+        user: Uuid,
+        conversation: LoadedConversation,
+    ) -> Option<oneshot::Receiver<()>> {
+        let State {
+            users,
+            conversations,
+            presence_index,
+            ..
+        } = state;
+        let local = users.get_mut(&user)?;
+        let newly_member = local.conversations.insert(conversation.id);
+        let mut ready = None;
+        let entry = conversations.entry(conversation.id).or_insert_with(|| {
+            let (subscription, ready_rx) = self.spawn_subscription(
+                subjects::conversation(&self.prefix, &conversation.id),
+                Target::Conversation(conversation.id),
+            );
+            ready = Some(ready_rx);
+            LocalConversation {
+                local_members: Vec::with_capacity(1),
+                presence_members: None,
+                direct: conversation.direct,
+                subscription,
+            }
+        });
+        if newly_member && !entry.local_members.contains(&user) {
+            entry.local_members.push(user);
+        }
+        entry.direct = conversation.direct;
+        // The loaded list is fresher than what events taught us: replace it.
+        set_presence_members(
+            presence_index,
+            conversation.id,
+            entry,
+            conversation.presence_members,
+        );
+        ready
+    }
+
+    /// Ends `user`'s local membership of `conversation`, dropping the conversation (and its
+    /// subscription) when no local member is left.
+    fn remove_local_member(&self, state: &mut State, conversation: Uuid, user: Uuid) {
+        let Some(entry) = state.conversations.get_mut(&conversation) else {
+            return;
+        };
+        entry.local_members.retain(|m| *m != user);
+        if !entry.local_members.is_empty() {
+            return;
+        }
+        if let Some(mut entry) = state.conversations.remove(&conversation) {
+            entry.subscription.abort();
+            self.metrics
+                .nats_subscriptions
+                .with_label_values(&["conversation"])
+                .dec();
+            set_presence_members(&mut state.presence_index, conversation, &mut entry, None);
+        }
+    }
+
+    /// `user` left `conversation` (participant.removed / conversation.left).
+    fn leave_locked(&self, state: &mut State, user: Uuid, conversation: Uuid) {
+        if let Some(local) = state.users.get_mut(&user) {
+            local.conversations.remove(&conversation);
+            local.typing.remove(&conversation);
+        }
+        self.remove_local_member(state, conversation, user);
+    }
+
+    /// Handles one NATS message of a subscription.
+    async fn handle(self: &Arc<Self>, target: Target, subject: &str, payload: Bytes) {
+        self.metrics
+            .events_in
+            .with_label_values(&[target.label()])
+            .inc();
+        let event = match Event::decode(payload) {
+            Ok(event) => event,
+            Err(error) => {
+                self.metrics.events_invalid.inc();
+                tracing::warn!(error = %error, nats.subject = subject, "undecodable event dropped");
+                return;
+            }
+        };
+        let frame = match shared_proto::json::client_frame(&event)
+            .map_err(|e| e.to_string())
+            .and_then(|json| Utf8Bytes::try_from(json).map_err(|e| e.to_string()))
+        {
+            Ok(frame) => frame,
+            Err(error) => {
+                self.metrics.events_invalid.inc();
+                tracing::warn!(
+                    error = %error,
+                    event.id = %event.event_id,
+                    event.kind = event.kind,
+                    "unrenderable event dropped"
+                );
+                return;
+            }
+        };
+        let kind = EventKind::try_from(event.kind).unwrap_or(EventKind::Unspecified);
+        match target {
+            Target::Conversation(conversation) => {
+                self.deliver_to_room(conversation, kind, &event, &frame)
+            }
+            Target::User(user) => self.deliver_personal(user, kind, &event, &frame).await,
+            Target::Presence => {
+                if let Some(subjects::Subject::Presence(user)) =
+                    subjects::parse(&self.prefix, subject)
+                {
+                    self.deliver_presence(user, &frame);
+                }
+            }
+        }
+    }
+
+    /// A conversation event: membership changes it carries, then the room (minus the typist for
+    /// typing events).
+    fn deliver_to_room(
+        self: &Arc<Self>,
+        conversation: Uuid,
+        kind: EventKind,
+        event: &Event,
+        frame: &Utf8Bytes,
+    ) {
+        let mut state = self.lock();
+        if let Some(Body::ParticipantsAdded(added)) = &event.body {
+            let added: Vec<Uuid> = added
+                .participants
+                .iter()
+                .filter_map(|p| Uuid::parse_str(&p.user_id).ok())
+                .collect();
+            self.participants_added(&mut state, conversation, &added);
+        }
+        let typist = match &event.body {
+            Some(Body::Typing(typing)) => Uuid::parse_str(&typing.user_id).ok(),
+            _ => None,
+        };
+        if let Some(entry) = state.conversations.get(&conversation) {
+            for member in &entry.local_members {
+                if Some(*member) == typist {
+                    continue;
+                }
+                if let Some(local) = state.users.get(member) {
+                    self.send_to_user(local, frame);
+                }
+            }
+        }
+        let removed = match &event.body {
+            Some(Body::ParticipantRemoved(removed)) if kind == EventKind::ParticipantRemoved => {
+                Uuid::parse_str(&removed.user_id).ok()
+            }
+            _ => None,
+        };
+        if let Some(user) = removed {
+            if let Some(members) = state
+                .conversations
+                .get_mut(&conversation)
+                .and_then(|entry| entry.presence_members.as_mut())
+            {
+                members.retain(|m| *m != user);
+            }
+            remove_from_index(&mut state.presence_index, user, conversation);
+            self.leave_locked(&mut state, user, conversation);
+        }
+    }
+
+    /// `participant.added`: local users listed become members; the presence list grows (and is
+    /// dropped once the conversation exceeds `PRESENCE_MAX_MEMBERS`).
+    fn participants_added(&self, state: &mut State, conversation: Uuid, added: &[Uuid]) {
+        let State {
+            users,
+            conversations,
+            presence_index,
+            ..
+        } = state;
+        let Some(entry) = conversations.get_mut(&conversation) else {
+            return;
+        };
+        for user in added {
+            let Some(local) = users.get_mut(user) else {
+                continue;
+            };
+            if local.conversations.insert(conversation) && !entry.local_members.contains(user) {
+                entry.local_members.push(*user);
+            }
+        }
+        if let Some(members) = entry.presence_members.as_ref() {
+            let mut grown = members.clone();
+            for user in added {
+                if !grown.contains(user) {
+                    grown.push(*user);
+                }
+            }
+            let small = entry.direct || grown.len() <= self.presence_max_members;
+            set_presence_members(presence_index, conversation, entry, small.then_some(grown));
+        }
+    }
+
+    /// A personal event: membership changes, then the user's sockets.
+    async fn deliver_personal(
+        self: &Arc<Self>,
+        user: Uuid,
+        kind: EventKind,
+        event: &Event,
+        frame: &Utf8Bytes,
+    ) {
+        match &event.body {
+            Some(Body::ConversationJoined(joined)) if kind == EventKind::ConversationJoined => {
+                if let Some(conversation) = self.joined_conversation(joined) {
+                    let ready = {
+                        let mut state = self.lock();
+                        self.join_locked(&mut state, user, conversation)
+                    };
+                    self.settle(ready.into_iter().collect()).await;
+                }
+            }
+            Some(Body::ConversationLeft(left)) if kind == EventKind::ConversationLeft => {
+                if let Ok(conversation) = Uuid::parse_str(&left.conversation_id) {
+                    let mut state = self.lock();
+                    self.leave_locked(&mut state, user, conversation);
+                }
+            }
+            _ => {}
+        }
+        let state = self.lock();
+        if let Some(local) = state.users.get(&user) {
+            self.send_to_user(local, frame);
+        }
+    }
+
+    /// The conversation a `conversation.joined` describes, with its presence audience.
+    fn joined_conversation(
+        &self,
+        joined: &shared_proto::events::ConversationJoined,
+    ) -> Option<LoadedConversation> {
+        let detail = joined.detail.as_ref()?;
+        let conversation = detail.conversation.as_ref()?;
+        let id = Uuid::parse_str(&conversation.id).ok()?;
+        let direct = conversation.r#type == "direct";
+        let mut members: Vec<Uuid> = detail
+            .participants
+            .iter()
+            .filter_map(|p| Uuid::parse_str(&p.user_id).ok())
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        let small = direct || members.len() <= self.presence_max_members;
+        Some(LoadedConversation {
+            id,
+            direct,
+            presence_members: small.then_some(members),
+        })
+    }
+
+    /// `presence.online` / `presence.offline` of `user`: once to every socket of every local
+    /// peer (sharing a small conversation), never to the user's own sockets.
+    fn deliver_presence(&self, user: Uuid, frame: &Utf8Bytes) {
+        let state = self.lock();
+        let Some(conversations) = state.presence_index.get(&user) else {
+            return;
+        };
+        let mut peers: Vec<Uuid> = conversations
+            .iter()
+            .filter_map(|c| state.conversations.get(c))
+            .flat_map(|entry| entry.local_members.iter().copied())
+            .filter(|member| *member != user)
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        for peer in peers {
+            if let Some(local) = state.users.get(&peer) {
+                self.send_to_user(local, frame);
+            }
+        }
+    }
+
+    fn send_to_user(&self, local: &LocalUser, frame: &Utf8Bytes) {
+        for socket in &local.sockets {
+            match socket.tx.try_send(frame.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    if socket.signal.request_close(close::TRY_AGAIN) {
+                        self.metrics.queue_overflows.inc();
+                        tracing::warn!(socket.id = socket.id, "send queue full; closing with 1013");
+                    }
+                }
+                // The connection is ending; it unregisters itself.
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
+
+/// Replaces the presence members of `entry` (and the index entries that point at it).
+fn set_presence_members(
+    index: &mut HashMap<Uuid, Vec<Uuid>>,
+    conversation: Uuid,
+    entry: &mut LocalConversation,
+    members: Option<Vec<Uuid>>,
+) {
+    if let Some(old) = entry.presence_members.take() {
+        for member in old {
+            remove_from_index(index, member, conversation);
+        }
+    }
+    if let Some(mut members) = members {
+        members.sort_unstable();
+        members.dedup();
+        for member in &members {
+            index.entry(*member).or_default().push(conversation);
+        }
+        entry.presence_members = Some(members);
+    }
+}
+
+fn remove_from_index(index: &mut HashMap<Uuid, Vec<Uuid>>, member: Uuid, conversation: Uuid) {
+    if let Some(conversations) = index.get_mut(&member) {
+        conversations.retain(|c| *c != conversation);
+        if conversations.is_empty() {
+            index.remove(&member);
+        }
+    }
+}
+
+/// Publishes `event` on `subject` (logged and dropped on failure: NATS is best-effort and
+/// clients recover through `seq`, websocket.md §10).
+pub async fn publish(nats: &async_nats::Client, subject: String, event: &Event) {
+    let payload = Bytes::from(event.encode_to_vec());
+    if let Err(error) = nats.publish(subject, payload).await {
+        tracing::warn!(error = %error, "NATS publish failed");
+    }
+}
+
+/// Now, in unix microseconds.
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

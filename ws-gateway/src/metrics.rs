@@ -1,0 +1,172 @@
+//! Prometheus metrics of one gateway (issue 4 point 8), served as text on `GET /metrics`.
+//!
+//! Each [`crate::Application`] owns its own [`Registry`] (no process-global default registry), so
+//! several gateways can run inside one test process. Names start with `ws_gateway_`; labels have a
+//! small fixed set of values (never a user or conversation id).
+
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric of the gateway. Cheap to share behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSockets (after the 101).
+    pub sockets_open: IntGauge,
+    /// Upgrade requests on `/ws` by outcome: `upgraded`, `draining`, `origin`, `unauthorized`,
+    /// `bad_user_id`, `method`, `bad_request`, `error`.
+    pub handshakes: IntCounterVec,
+    /// Identity failures by reason: `missing`, `invalid` (jwt), `missing_header`, `bad_user_id`.
+    pub auth_failures: IntCounterVec,
+    /// Events received from NATS by subject kind: `conversation`, `user`, `presence`.
+    pub events_in: IntCounterVec,
+    /// Events that could not be decoded or rendered (dropped, logged).
+    pub events_invalid: IntCounter,
+    /// WebSocket data frames written.
+    pub frames_out: IntCounter,
+    /// Payload bytes of those frames.
+    pub bytes_out: IntCounter,
+    /// Sockets closed because their send queue was full.
+    pub queue_overflows: IntCounter,
+    /// Sockets closed, by close code (`1000`, `1001`, `1009`, `1012`, `1013`, …, `none` when the
+    /// transport failed before a close frame).
+    pub closes: IntCounterVec,
+    /// Live NATS subscriptions by kind: `conversation`, `user`, `presence`.
+    pub nats_subscriptions: IntGaugeVec,
+    /// Presence operations: `online`, `offline`, `snapshot`, `heartbeat`, `reaped`, `reregistered`,
+    /// `error`.
+    pub presence_ops: IntCounterVec,
+    /// Typing operations: `relayed`, `rate_limited`, `not_member`, `auto_stop`, `redis_error`.
+    pub typing_ops: IntCounterVec,
+    /// Client frames ignored by reason: `malformed`, `type`, `conversation_id`, `payload`.
+    pub client_frames_ignored: IntCounterVec,
+    /// HTTP requests on the front by path (`/health`, `/ready`, `/metrics`, `/ws`, `other`) and
+    /// status.
+    pub http_requests: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let metrics = Self {
+            sockets_open: reg(
+                &registry,
+                IntGauge::new("ws_gateway_sockets_open", "Open WebSockets").expect("valid metric"),
+            ),
+            handshakes: counter_vec(
+                &registry,
+                "ws_gateway_handshakes_total",
+                "WebSocket upgrade requests by outcome",
+                &["outcome"],
+            ),
+            auth_failures: counter_vec(
+                &registry,
+                "ws_gateway_auth_failures_total",
+                "Handshake identity failures by reason",
+                &["reason"],
+            ),
+            events_in: counter_vec(
+                &registry,
+                "ws_gateway_events_in_total",
+                "Events received from NATS by subject kind",
+                &["kind"],
+            ),
+            events_invalid: counter(
+                &registry,
+                "ws_gateway_events_invalid_total",
+                "Events from NATS that could not be decoded or rendered",
+            ),
+            frames_out: counter(
+                &registry,
+                "ws_gateway_frames_out_total",
+                "WebSocket data frames written",
+            ),
+            bytes_out: counter(
+                &registry,
+                "ws_gateway_bytes_out_total",
+                "Payload bytes of WebSocket data frames written",
+            ),
+            queue_overflows: counter(
+                &registry,
+                "ws_gateway_send_queue_overflows_total",
+                "Sockets closed with 1013 because their send queue was full",
+            ),
+            closes: counter_vec(
+                &registry,
+                "ws_gateway_closes_total",
+                "Sockets closed, by close code",
+                &["code"],
+            ),
+            nats_subscriptions: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("ws_gateway_nats_subscriptions", "Live NATS subscriptions"),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            presence_ops: counter_vec(
+                &registry,
+                "ws_gateway_presence_operations_total",
+                "Presence operations",
+                &["op"],
+            ),
+            typing_ops: counter_vec(
+                &registry,
+                "ws_gateway_typing_operations_total",
+                "Typing operations",
+                &["op"],
+            ),
+            client_frames_ignored: counter_vec(
+                &registry,
+                "ws_gateway_client_frames_ignored_total",
+                "Client frames ignored, by reason",
+                &["reason"],
+            ),
+            http_requests: counter_vec(
+                &registry,
+                "ws_gateway_http_requests_total",
+                "HTTP requests by path and status",
+                &["path", "status"],
+            ),
+            registry,
+        };
+        // Present from the start so dashboards and tests see zeros rather than nothing.
+        for kind in ["conversation", "user", "presence"] {
+            metrics.nats_subscriptions.with_label_values(&[kind]).set(0);
+        }
+        metrics
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    reg(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    reg(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}

@@ -1,0 +1,248 @@
+//! The WebSocket wire rules that are not about routing (websocket.md §4, §6, §7): socket buffer
+//! sizes, close codes, and the validation of client typing frames.
+//!
+//! Server → client frames are rendered by `shared_proto::json` (once per event); this module
+//! only reads what clients send. A client can send nothing but `typing.start` / `typing.stop`:
+//! every other frame is ignored, so a client can never inject an event.
+
+use serde_json::{Map, Value};
+use shared_proto::events::EventKind;
+use tokio_tungstenite::tungstenite::protocol::{WebSocketConfig, frame::coding::CloseCode};
+use uuid::Uuid;
+
+/// Largest client message (websocket.md §6 rule 1); larger ones close the socket with 1009.
+pub const MAX_CLIENT_MESSAGE: usize = 4096;
+
+/// Socket buffers sized for ~100K sockets per process (architecture.md "Scale targets").
+///
+/// - `read_buffer_size` 4 KiB instead of tungstenite's eager 128 KiB: one client message fits,
+///   and clients send little (typing frames only).
+/// - `write_buffer_size` 0: each frame is written to the kernel at once; no second user-space
+///   copy waits for more data.
+/// - `max_message_size` / `max_frame_size` 4096: tungstenite rejects a larger frame from its
+///   header alone (before buffering the payload) with `CapacityError::MessageTooLong`, and a
+///   fragmented message as soon as its fragments exceed the limit; the connection answers that
+///   error with close 1009 itself (tungstenite does not send a close frame on its own).
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE))
+}
+
+/// The close codes the gateway sends (websocket.md §7).
+pub mod close {
+    use super::CloseCode;
+
+    /// The client closed, or the gateway completes a close handshake.
+    pub const NORMAL: CloseCode = CloseCode::Normal;
+    /// Nothing received for the idle timeout (keep-alive).
+    pub const GOING_AWAY: CloseCode = CloseCode::Away;
+    /// A client message over 4096 bytes.
+    pub const TOO_BIG: CloseCode = CloseCode::Size;
+    /// Drain on SIGTERM.
+    pub const RESTART: CloseCode = CloseCode::Restart;
+    /// Send queue full, or a write blocked for the write timeout.
+    pub const TRY_AGAIN: CloseCode = CloseCode::Again;
+    /// The gateway could not set the socket up (database unreachable, …).
+    pub const INTERNAL: CloseCode = CloseCode::Error;
+    /// Invalid UTF-8 in a text frame.
+    pub const INVALID_DATA: CloseCode = CloseCode::Invalid;
+    /// A protocol violation by the client.
+    pub const PROTOCOL: CloseCode = CloseCode::Protocol;
+}
+
+/// A valid typing frame, ready to relay (websocket.md §6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypingFrame {
+    /// [`EventKind::TypingStart`] or [`EventKind::TypingStop`].
+    pub kind: EventKind,
+    pub conversation_id: Uuid,
+    /// The client's payload object with `user_id` set to the sender, compact JSON.
+    pub payload_json: String,
+}
+
+/// Why a client frame was ignored (a metric label; the client is never told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// Not a JSON object (rule 2).
+    Malformed,
+    /// `type` is not `typing.start` / `typing.stop` (rule 3).
+    Type,
+    /// `conversation_id` is not a UUID (rule 4).
+    ConversationId,
+    /// The sender is not an active participant (rule 5).
+    NotMember,
+    /// `payload` is neither an object, absent nor null (rule 6).
+    Payload,
+    /// Over the per-(user, conversation) rate (rule 7).
+    RateLimited,
+}
+
+impl Ignored {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Type => "type",
+            Self::ConversationId => "conversation_id",
+            Self::NotMember => "not_member",
+            Self::Payload => "payload",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Applies rules 2–4 and 6 of websocket.md §6 to one client message (rule 1 — size — is the
+/// socket's `max_message_size`; rule 5 — membership — and rule 7 — rate — need the gateway's
+/// state and are checked by the caller between these steps' outcome and the relay).
+///
+/// `user` is stamped into the payload as `user_id`, overwriting any client value; other payload
+/// keys are kept as sent, other top-level keys dropped.
+pub fn parse_typing_frame(message: &[u8], user: Uuid) -> Result<TypingFrame, Ignored> {
+    let Ok(Value::Object(mut frame)) = serde_json::from_slice::<Value>(message) else {
+        return Err(Ignored::Malformed);
+    };
+    let kind = match frame.get("type").and_then(Value::as_str) {
+        Some("typing.start") => EventKind::TypingStart,
+        Some("typing.stop") => EventKind::TypingStop,
+        _ => return Err(Ignored::Type),
+    };
+    let conversation_id = frame
+        .get("conversation_id")
+        .and_then(Value::as_str)
+        .and_then(shared_auth::parse_uuid)
+        .ok_or(Ignored::ConversationId)?;
+    let mut payload = match frame.remove("payload") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(payload)) => payload,
+        Some(_) => return Err(Ignored::Payload),
+    };
+    payload.insert("user_id".to_owned(), Value::String(user.to_string()));
+    let payload_json = serde_json::to_string(&payload).map_err(|_| Ignored::Payload)?;
+    Ok(TypingFrame {
+        kind,
+        conversation_id,
+        payload_json,
+    })
+}
+
+/// A token bucket: `rate` tokens per second up to `burst`; one token per relayed typing frame.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    tokens: f32,
+    updated: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    pub fn full(burst: u32) -> Self {
+        Self {
+            tokens: burst as f32,
+            updated: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, rate_per_sec: f64, burst: u32) -> bool {
+        let now = tokio::time::Instant::now();
+        let elapsed = now.duration_since(self.updated).as_secs_f64();
+        self.updated = now;
+        self.tokens = (self.tokens as f64 + elapsed * rate_per_sec).min(burst as f64) as f32;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket has refilled completely (and can be forgotten).
+    pub fn is_full(&self, rate_per_sec: f64, burst: u32) -> bool {
+        let elapsed = self.updated.elapsed().as_secs_f64();
+        self.tokens as f64 + elapsed * rate_per_sec >= burst as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> Uuid {
+        Uuid::parse_str("11111111-2222-4333-8444-555555555555").unwrap()
+    }
+
+    #[test]
+    fn a_typing_start_gets_the_sender_stamped_over_any_client_user_id() {
+        let conv = Uuid::new_v4();
+        let raw = format!(
+            r#"{{"type":"typing.start","conversation_id":"{}","payload":{{"user_id":"evil","draft":true}},"extra":1}}"#,
+            conv.simple().to_string().to_uppercase()
+        );
+        let frame = parse_typing_frame(raw.as_bytes(), user()).unwrap();
+        assert_eq!(frame.kind, EventKind::TypingStart);
+        assert_eq!(frame.conversation_id, conv);
+        assert_eq!(
+            frame.payload_json,
+            format!(r#"{{"user_id":"{}","draft":true}}"#, user())
+        );
+    }
+
+    #[test]
+    fn an_absent_or_null_payload_becomes_just_the_user_id() {
+        let conv = Uuid::new_v4();
+        for payload in ["", r#","payload":null"#] {
+            let raw = format!(r#"{{"type":"typing.stop","conversation_id":"{conv}"{payload}}}"#);
+            let frame = parse_typing_frame(raw.as_bytes(), user()).unwrap();
+            assert_eq!(frame.kind, EventKind::TypingStop);
+            assert_eq!(frame.payload_json, format!(r#"{{"user_id":"{}"}}"#, user()));
+        }
+    }
+
+    #[test]
+    fn anything_else_is_ignored_with_its_reason() {
+        let conv = Uuid::new_v4();
+        let cases = [
+            ("not json".to_owned(), Ignored::Malformed),
+            ("[1,2]".to_owned(), Ignored::Malformed),
+            (
+                format!(r#"{{"type":"message.new","conversation_id":"{conv}"}}"#),
+                Ignored::Type,
+            ),
+            (
+                format!(r#"{{"type":"Typing.Start","conversation_id":"{conv}"}}"#),
+                Ignored::Type,
+            ),
+            (
+                r#"{"type":"typing.start","conversation_id":"nope"}"#.to_owned(),
+                Ignored::ConversationId,
+            ),
+            (
+                format!(r#"{{"type":"typing.start","conversation_id":"{conv}","payload":[1]}}"#),
+                Ignored::Payload,
+            ),
+            (
+                format!(r#"{{"type":"typing.start","conversation_id":"{conv}","payload":"x"}}"#),
+                Ignored::Payload,
+            ),
+        ];
+        for (raw, reason) in cases {
+            assert_eq!(
+                parse_typing_frame(raw.as_bytes(), user()),
+                Err(reason),
+                "{raw}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_allows_the_burst_then_the_rate() {
+        let mut bucket = TokenBucket::full(4);
+        assert!((0..4).all(|_| bucket.try_take(2.0, 4)));
+        assert!(!bucket.try_take(2.0, 4));
+        tokio::time::advance(std::time::Duration::from_millis(500)).await;
+        assert!(bucket.try_take(2.0, 4));
+        assert!(!bucket.try_take(2.0, 4));
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        assert!(bucket.is_full(2.0, 4));
+    }
+}

@@ -1,0 +1,335 @@
+//! Startup, the accept loop, connection limits and the drain (mini-redis' `Listener`).
+//!
+//! [`Application::build`] connects everything (PostgreSQL must answer; NATS and Redis may come
+//! later: NATS connects in the background and `/ready` says 503 until it does), binds the port
+//! (0 in tests, then [`Application::port`] tells the real one) and raises the open-files limit.
+//! [`Application::run_until`] accepts until its future resolves, then drains (websocket.md §7):
+//!
+//! 1. `draining` is set: `/ready` and new upgrades answer 503 (the accept loop keeps running so
+//!    they can be answered);
+//! 2. the sockets open at that moment are asked to close with 1012, one after another, spread
+//!    evenly over `WS_DRAIN_SECONDS`;
+//! 3. the `shutdown` token is cancelled: anything still open (sockets still in setup) closes
+//!    with 1012 at once;
+//! 4. once every connection task has ended (bounded), presence leaves Redis, NATS is flushed, and
+//!    `run_until` returns.
+//!
+//! Connections are bounded by a semaphore of `MAX_CONNECTIONS` permits (default: the open-files
+//! limit minus a reserve); a permit is taken before `accept`, so beyond the limit connections
+//! wait in the kernel's backlog instead of failing with `EMFILE`.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::{AuthMode, Settings},
+    fanout::Fanout,
+    metrics::Metrics,
+    presence::PresenceStore,
+    protocol::close,
+    redis_conn::RedisConn,
+    typing::TypingStore,
+};
+
+/// Open files kept for everything that is not a client connection (NATS, Redis, PostgreSQL,
+/// logs, …).
+const RESERVED_FILES: u64 = 256;
+/// How long the end of a drain waits for connection tasks.
+const FINAL_WAIT: Duration = Duration::from_secs(10);
+
+/// What every connection and background task shares.
+pub struct AppState {
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub fanout: Arc<Fanout>,
+    pub presence: Arc<PresenceStore>,
+    pub typing: Arc<TypingStore>,
+    pub db: PgPool,
+    pub verifier: shared_auth::Verifier,
+    pub nats: async_nats::Client,
+    pub redis: Arc<RedisConn>,
+    /// Set once the drain starts: `/ready` and new upgrades answer 503.
+    draining: AtomicBool,
+    /// Cancelled at the end of the drain window; every connection selects on it and closes with
+    /// 1012. Held here only: connections clone it.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// A built gateway, bound but not yet accepting.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: Arc<AppState>,
+    max_connections: usize,
+}
+
+impl Application {
+    /// Connects to PostgreSQL (required), NATS and Redis (both may come later), binds the port.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        shared_auth::install_crypto_provider();
+        let open_files = raise_open_files_limit();
+        let max_connections = settings.max_connections.unwrap_or_else(|| {
+            open_files
+                .saturating_sub(RESERVED_FILES)
+                .max(RESERVED_FILES) as usize
+        });
+
+        let db = PgPoolOptions::new()
+            .max_connections(settings.database_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&settings.database_url)
+            .await
+            .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+
+        let nats = async_nats::ConnectOptions::new()
+            .name(format!("ws-gateway {}", settings.gateway_id))
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(settings.nats_url.as_str())
+            .await
+            .context("cannot start the NATS client (NATS_URL)")?;
+        let redis = Arc::new(RedisConn::new(&settings.redis_url).context("REDIS_URL")?);
+
+        let metrics = Arc::new(Metrics::new());
+        let fanout = Fanout::new(
+            nats.clone(),
+            settings.subject_prefix.clone(),
+            Arc::clone(&metrics),
+            settings.presence_max_members,
+            settings.typing_rate_per_sec,
+            settings.typing_burst,
+        );
+        let presence = Arc::new(PresenceStore::new(
+            Arc::clone(&redis),
+            nats.clone(),
+            settings.subject_prefix.clone(),
+            &settings.redis_prefix,
+            settings.gateway_id.clone(),
+            settings.presence_heartbeat,
+            settings.presence_expiry,
+            Arc::clone(&metrics),
+        ));
+        let typing = Arc::new(TypingStore::new(
+            Arc::clone(&redis),
+            nats.clone(),
+            settings.subject_prefix.clone(),
+            &settings.redis_prefix,
+            Arc::clone(&metrics),
+        ));
+        let verifier = shared_auth::Verifier::new(settings.jwt.clone());
+        match settings.auth_mode {
+            AuthMode::Header => tracing::warn!(
+                "AUTH_MODE=header: X-User-ID is trusted as is. Only run this way behind the API \
+                 gateway, where nothing else can reach this port"
+            ),
+            AuthMode::Jwt if !verifier.has_keys() => tracing::warn!(
+                "AUTH_MODE=jwt without JWT_SECRET or JWKS_URL: every handshake will be refused"
+            ),
+            AuthMode::Jwt => {}
+        }
+
+        let listener = TcpListener::bind(settings.bind_address())
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.bind_address()))?;
+        let port = listener.local_addr()?.port();
+
+        let state = Arc::new(AppState {
+            settings,
+            metrics,
+            fanout,
+            presence,
+            typing,
+            db,
+            verifier,
+            nats,
+            redis,
+            draining: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+        });
+        state.fanout.start_presence().await;
+        // A previous process with this GATEWAY_ID (a restarted pod) may have left users behind.
+        state.presence.leave().await;
+        tracing::info!(
+            port,
+            gateway.id = %state.settings.gateway_id,
+            max_connections,
+            open_files,
+            "ws-gateway listening"
+        );
+        Ok(Self {
+            listener,
+            port,
+            state,
+            max_connections,
+        })
+    }
+
+    /// The bound port (the real one when `PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `stop` resolves, then drains and returns.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let state = self.state;
+        let background = CancellationToken::new();
+        let presence_task = tokio::spawn(
+            Arc::clone(&state.presence).run(Arc::clone(&state.fanout), background.clone()),
+        );
+        let typing_task = tokio::spawn(Arc::clone(&state.typing).run_sweeper(background.clone()));
+
+        let tracker = TaskTracker::new();
+        let listener = Listener {
+            listener: self.listener,
+            limit: Arc::new(Semaphore::new(self.max_connections)),
+            state: Arc::clone(&state),
+            tracker: tracker.clone(),
+        };
+        let mut accept = tokio::spawn(listener.run());
+        tokio::select! {
+            result = &mut accept => {
+                background.cancel();
+                return match result {
+                    Ok(Err(error)) => Err(error),
+                    Ok(Ok(())) => Ok(()),
+                    Err(error) => Err(error.into()),
+                };
+            }
+            _ = stop => {}
+        }
+
+        drain(&state).await;
+        tracker.close();
+        if tokio::time::timeout(FINAL_WAIT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the drain; exiting anyway");
+        }
+        accept.abort();
+        background.cancel();
+        let _ = presence_task.await;
+        let _ = typing_task.await;
+        state.presence.leave().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.nats.flush()).await;
+        tracing::info!("drained; bye");
+        Ok(())
+    }
+}
+
+/// Steps 1–3 of the drain (module docs).
+async fn drain(state: &AppState) {
+    state.draining.store(true, Ordering::Release);
+    let signals = state.fanout.socket_signals();
+    let window = state.settings.drain_window;
+    tracing::info!(
+        sockets = signals.len(),
+        window.seconds = window.as_secs(),
+        "draining"
+    );
+    let start = tokio::time::Instant::now();
+    let count = signals.len() as u32;
+    for (index, signal) in signals.iter().enumerate() {
+        tokio::time::sleep_until(start + window * index as u32 / count.max(1)).await;
+        signal.request_close(close::RESTART);
+    }
+    state.shutdown.cancel();
+}
+
+/// The accept loop.
+struct Listener {
+    listener: TcpListener,
+    /// Bounds open connections. Each connection task holds one permit until it ends; dropping
+    /// the permit lets the loop accept again.
+    limit: Arc<Semaphore>,
+    state: Arc<AppState>,
+    /// Tracks connection tasks so the drain can wait for all of them.
+    tracker: TaskTracker,
+}
+
+impl Listener {
+    async fn run(self) -> anyhow::Result<()> {
+        loop {
+            let permit = Arc::clone(&self.limit)
+                .acquire_owned()
+                .await
+                .context("connection semaphore closed")?;
+            let stream = self.accept().await;
+            let state = Arc::clone(&self.state);
+            self.tracker.spawn(async move {
+                Box::pin(crate::http::serve(stream, state)).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Accepts one connection; transient errors (`EMFILE`, aborted handshakes) back off and
+    /// retry, as mini-redis does.
+    async fn accept(&self) -> TcpStream {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => return stream,
+                Err(error) => {
+                    tracing::warn!(error = %error, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// Raises the open-files soft limit to the hard limit (issue 4 point 7); returns the limit in
+/// force.
+fn raise_open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot raise the open-files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,755 @@
+//! What every gateway test needs: a fresh environment (its own database, NATS subject prefix
+//! and Redis key prefix), gateways in-process or as real processes, a WebSocket client, rows in
+//! the database and events on NATS published exactly as api-service publishes them.
+//!
+//! Every wait is bounded by [`WAIT`]; nothing asserts on speed.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    future::Future,
+    process::Stdio,
+    time::Duration,
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use shared_proto::{
+    events::{self, Event, EventKind, event::Body},
+    prost::Message as _,
+    subjects,
+};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{self, Message, client::IntoClientRequest, http::HeaderValue},
+};
+use uuid::Uuid;
+use ws_gateway::{Application, config::Settings};
+
+/// Upper bound of every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(15);
+/// How long a socket must stay quiet to count as "received nothing" — only used after a
+/// sentinel that must arrive later has already arrived.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+/// Awaits `future`, failing the test with `what` after [`WAIT`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    within_for(WAIT, what, future).await
+}
+
+/// Awaits `future`, failing the test with `what` after `limit`.
+pub async fn within_for<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// One test's world: a database, a subject prefix, a key prefix, a JWT secret.
+pub struct TestEnv {
+    pub db_name: String,
+    pub database_url: String,
+    pub db: PgPool,
+    pub subject_prefix: String,
+    pub redis_prefix: String,
+    pub secret: String,
+    pub nats: async_nats::Client,
+    pub redis: redis::aio::MultiplexedConnection,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let db_name = format!("gw_test_{id}");
+        let database_url = format!("postgres://root@127.0.0.1:5432/{db_name}");
+        within("the test database", async {
+            api_service::migrate::create_database_if_missing(&database_url)
+                .await
+                .expect("create the test database");
+            let mut conn = PgConnection::connect(&database_url)
+                .await
+                .expect("connect to the test database");
+            api_service::migrate::up(&mut conn, None)
+                .await
+                .expect("migrate the test database");
+            conn.close().await.ok();
+        })
+        .await;
+        let db = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&database_url)
+            .await
+            .expect("pool");
+        let nats = async_nats::connect("nats://127.0.0.1:4222")
+            .await
+            .expect("NATS on 127.0.0.1:4222");
+        let redis = redis::Client::open("redis://127.0.0.1:6379")
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis on 127.0.0.1:6379");
+        Self {
+            db_name,
+            database_url,
+            db,
+            subject_prefix: format!("gwtest.{id}"),
+            redis_prefix: format!("gwtest:{id}"),
+            secret: format!("secret-{id}"),
+            nats,
+            redis,
+        }
+    }
+
+    /// The environment variables of a gateway of this test (plus `extra`).
+    pub fn vars(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut vars: HashMap<String, String> = [
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("LOG_LEVEL", "warn"),
+            ("DATABASE_URL", self.database_url.as_str()),
+            ("NATS_URL", "nats://127.0.0.1:4222"),
+            ("NATS_SUBJECT_PREFIX", self.subject_prefix.as_str()),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("REDIS_KEY_PREFIX", self.redis_prefix.as_str()),
+            ("JWT_SECRET", self.secret.as_str()),
+            ("PRESENCE_HEARTBEAT_SECONDS", "1"),
+            ("PRESENCE_EXPIRY_SECONDS", "3"),
+            ("WS_DRAIN_SECONDS", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in extra {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        vars
+    }
+
+    pub fn settings(&self, extra: &[(&str, &str)]) -> Settings {
+        let vars = self.vars(extra);
+        Settings::from_lookup(|name| vars.get(name).cloned()).expect("test settings")
+    }
+
+    /// A JWT for `user`, signed with this test's secret.
+    pub fn token(&self, user: Uuid) -> String {
+        let config = shared_auth::JwtConfig {
+            secret: Some(self.secret.clone()),
+            ..Default::default()
+        };
+        shared_auth::mint_token(&config, user, Duration::from_secs(600)).unwrap()
+    }
+
+    /// Creates a conversation with these active participants; returns its id.
+    pub async fn conversation(&self, kind: &str, members: &[Uuid]) -> Uuid {
+        let name = (kind != "direct").then(|| format!("{kind} for a test"));
+        let creator = (kind != "direct").then(|| members[0]);
+        let id: Uuid = sqlx::query_scalar(
+            "insert into conversations (type, name, creator_id)
+             values ($1::conversation_type, $2, $3) returning id",
+        )
+        .bind(kind)
+        .bind(name)
+        .bind(creator)
+        .fetch_one(&self.db)
+        .await
+        .unwrap();
+        for member in members {
+            self.add_participant(id, *member).await;
+        }
+        id
+    }
+
+    /// Adds (or re-activates) a participant.
+    pub async fn add_participant(&self, conversation: Uuid, user: Uuid) {
+        sqlx::query(
+            "insert into conversation_participants (conversation_id, user_id, role)
+             values ($1, $2, 'member')
+             on conflict (conversation_id, user_id) do update set left_at = null",
+        )
+        .bind(conversation)
+        .bind(user)
+        .execute(&self.db)
+        .await
+        .unwrap();
+    }
+
+    /// Marks a participant as left.
+    pub async fn remove_participant(&self, conversation: Uuid, user: Uuid) {
+        sqlx::query(
+            "update conversation_participants set left_at = now()
+             where conversation_id = $1 and user_id = $2",
+        )
+        .bind(conversation)
+        .bind(user)
+        .execute(&self.db)
+        .await
+        .unwrap();
+    }
+
+    /// Publishes on a conversation's subject and flushes.
+    pub async fn publish_to_conversation(&self, conversation: Uuid, event: Event) {
+        self.publish(
+            subjects::conversation(&self.subject_prefix, &conversation),
+            event,
+        )
+        .await;
+    }
+
+    /// Publishes on a user's personal subject and flushes.
+    pub async fn publish_to_user(&self, user: Uuid, event: Event) {
+        self.publish(subjects::user(&self.subject_prefix, &user), event)
+            .await;
+    }
+
+    async fn publish(&self, subject: String, event: Event) {
+        self.nats
+            .publish(subject, event.encode_to_vec().into())
+            .await
+            .unwrap();
+        self.nats.flush().await.unwrap();
+    }
+
+    /// Reads a gateway's metric (the sum over label sets matching `labels`).
+    pub async fn metric(&self, port: u16, name: &str, labels: &str) -> f64 {
+        let (_, body) = http_get(port, "/metrics").await;
+        metric_value(&body, name, labels)
+    }
+
+    /// The Redis key api-service reads for typing.
+    pub fn typing_key(&self, conversation: Uuid) -> String {
+        format!("{}:typing:{conversation}", self.redis_prefix)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Drops the database even when the test failed; a thread of its own because Drop
+        // cannot await and the test's runtime may be shutting down.
+        let name = self.db_name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut conn) =
+                    PgConnection::connect("postgres://root@127.0.0.1:5432/postgres").await
+                {
+                    let sql = format!("drop database if exists \"{name}\" with (force)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The value of metric `name` whose label set contains `labels` (e.g. `kind="conversation"`),
+/// summed; 0 when absent.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match key.split_once('{') {
+                Some((metric, rest)) => (metric, rest),
+                None => (key, ""),
+            };
+            (metric == name && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Waits until `check` holds, polling.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    within(what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// A gateway running inside the test process.
+pub struct InProcessGateway {
+    pub port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcessGateway {
+    pub async fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
+        let app = within(
+            "the gateway to build",
+            Application::build(env.settings(extra)),
+        )
+        .await
+        .expect("gateway builds");
+        let port = app.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            port,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Starts the drain (as SIGTERM would).
+    pub fn drain(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits until the drain is over.
+    pub async fn stopped(mut self) {
+        self.drain();
+        within("the gateway to stop", &mut self.task)
+            .await
+            .expect("gateway task")
+            .expect("gateway run");
+    }
+}
+
+impl Drop for InProcessGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A gateway running as its own process (the real binary).
+pub struct ProcessGateway {
+    pub port: u16,
+    child: tokio::process::Child,
+}
+
+impl ProcessGateway {
+    pub async fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let port_text = port.to_string();
+        let mut vars = env.vars(extra);
+        vars.insert("PORT".into(), port_text);
+        vars.insert("LOG_FORMAT".into(), "text".into());
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ws-gateway"));
+        command
+            .env_clear()
+            .envs(vars)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("spawn ws-gateway");
+        let gateway = Self { port, child };
+        eventually("the gateway process to answer /health", || async {
+            try_http_get(port, "/health").await.map(|(s, _)| s) == Some(200)
+        })
+        .await;
+        gateway
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Sends SIGTERM (the drain).
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        within("the killed gateway to exit", self.child.wait())
+            .await
+            .unwrap();
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        within("the gateway process to exit", self.child.wait())
+            .await
+            .unwrap()
+            .code()
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on a gateway: (status, body).
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    within(path, async {
+        loop {
+            if let Some(response) = try_http_get(port, path).await {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+async fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (status, _, body) = raw_request(port, request.as_bytes()).await?;
+    Some((status, body))
+}
+
+/// Sends raw request bytes; returns (status, head, body) of the response.
+pub async fn raw_request(port: u16, request: &[u8]) -> Option<(u16, String, String)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        stream.write_all(request).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        Some((status, head.to_owned(), body.to_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Sends raw request bytes and returns the response head only (for a 101, whose connection
+/// stays open).
+pub async fn response_head(port: u16, request: &[u8]) -> String {
+    within("a response head", async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        let mut byte = [0u8; 1];
+        while !response.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                stream.read(&mut byte).await.unwrap(),
+                1,
+                "connection closed"
+            );
+            response.push(byte[0]);
+        }
+        String::from_utf8(response).unwrap()
+    })
+    .await
+}
+
+/// A WebSocket client of the tests.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Events already received but not yet consumed (a frame may hold several).
+    pending: VecDeque<Value>,
+}
+
+/// Connects `user` with a bearer token and waits for `presence.snapshot`; returns the client
+/// and the snapshot's `online_user_ids`.
+pub async fn connect(env: &TestEnv, port: u16, user: Uuid) -> (Client, Vec<Uuid>) {
+    let mut request = format!("ws://127.0.0.1:{port}/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        HeaderValue::from_str(&format!("Bearer {}", env.token(user))).unwrap(),
+    );
+    let mut client = connect_request(request).await.expect("handshake accepted");
+    let snapshot = client.next_event().await;
+    assert_eq!(
+        snapshot["type"], "presence.snapshot",
+        "first event: {snapshot}"
+    );
+    let online = snapshot["payload"]["online_user_ids"]
+        .as_array()
+        .expect("online_user_ids is an array")
+        .iter()
+        .map(|id| Uuid::parse_str(id.as_str().unwrap()).unwrap())
+        .collect();
+    (client, online)
+}
+
+/// Performs a handshake; the HTTP response on refusal.
+pub async fn connect_request(
+    request: tungstenite::handshake::client::Request,
+) -> Result<Client, tungstenite::handshake::client::Response> {
+    match within("the handshake", tokio_tungstenite::connect_async(request)).await {
+        Ok((ws, _)) => Ok(Client {
+            ws,
+            pending: VecDeque::new(),
+        }),
+        Err(tungstenite::Error::Http(response)) => Err(*response),
+        Err(error) => panic!("handshake failed: {error}"),
+    }
+}
+
+impl Client {
+    /// The next event (waiting at most [`WAIT`]).
+    pub async fn next_event(&mut self) -> Value {
+        within("an event", self.read_event()).await
+    }
+
+    /// The next event of type `kind`, skipping others of the types in `skip` (anything else
+    /// fails the test).
+    pub async fn next_event_skipping(&mut self, skip: &[&str]) -> Value {
+        loop {
+            let event = self.next_event().await;
+            if !skip.contains(&event["type"].as_str().unwrap_or_default()) {
+                return event;
+            }
+        }
+    }
+
+    async fn read_event(&mut self) -> Value {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return event;
+            }
+            match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
+                        self.pending
+                            .push_back(serde_json::from_str(line).expect("event is JSON"));
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => panic!("socket closed: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => panic!("socket failed: {error}"),
+                None => panic!("socket ended"),
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for [`QUIET`].
+    pub async fn assert_quiet(&mut self) {
+        if let Ok(event) = tokio::time::timeout(QUIET, self.read_event()).await {
+            panic!("expected nothing, received {event}");
+        }
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        within("a send", self.ws.send(Message::Text(text.into().into())))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a typing frame.
+    pub async fn send_typing(&mut self, kind: &str, conversation: Uuid, payload: Value) {
+        let frame = serde_json::json!({
+            "type": kind, "conversation_id": conversation, "payload": payload,
+        });
+        self.send_text(frame.to_string()).await;
+    }
+
+    /// Reads (discarding events) until the server's close frame; returns its code.
+    pub async fn close_code(&mut self) -> u16 {
+        within("a close frame", async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                    Some(Ok(Message::Close(None))) => return 1005,
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => panic!("socket failed before a close frame: {error}"),
+                    None => panic!("socket ended without a close frame"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Sends a close frame with `code` and returns the code of the server's answer.
+    pub async fn close_handshake(mut self, code: u16) -> u16 {
+        let frame = tungstenite::protocol::CloseFrame {
+            code: code.into(),
+            reason: "bye".into(),
+        };
+        within("a close frame", self.ws.send(Message::Close(Some(frame))))
+            .await
+            .expect("send close");
+        self.close_code().await
+    }
+
+    /// Closes from the client side.
+    pub async fn close(mut self) {
+        let _ = within("a client close", self.ws.close(None)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events exactly as api-service publishes them (http-api.md §5–§7).
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn envelope(kind: EventKind, conversation: Uuid, actor: Uuid, body: Body) -> Event {
+    Event {
+        event_id: Uuid::new_v4().to_string(),
+        kind: kind as i32,
+        conversation_id: conversation.to_string(),
+        actor_id: actor.to_string(),
+        occurred_at_us: now_us(),
+        target_user_id: None,
+        body: Some(body),
+    }
+}
+
+/// `message.new` with `content`.
+pub fn message_new(conversation: Uuid, sender: Uuid, seq: i64, content: &str) -> Event {
+    envelope(
+        EventKind::MessageNew,
+        conversation,
+        sender,
+        Body::Message(events::Message {
+            id: Uuid::now_v7().to_string(),
+            conversation_id: conversation.to_string(),
+            sender_id: sender.to_string(),
+            seq,
+            r#type: "text".into(),
+            content: Some(content.into()),
+            created_at_us: now_us(),
+            ..Default::default()
+        }),
+    )
+}
+
+/// `message.deleted`.
+pub fn message_deleted(conversation: Uuid, actor: Uuid) -> Event {
+    envelope(
+        EventKind::MessageDeleted,
+        conversation,
+        actor,
+        Body::MessageDeleted(events::MessageDeleted {
+            conversation_id: conversation.to_string(),
+            id: Uuid::now_v7().to_string(),
+        }),
+    )
+}
+
+fn participant(conversation: Uuid, user: Uuid) -> events::Participant {
+    events::Participant {
+        id: Uuid::new_v4().to_string(),
+        conversation_id: conversation.to_string(),
+        user_id: user.to_string(),
+        role: "member".into(),
+        nickname: None,
+        joined_at_us: now_us(),
+    }
+}
+
+/// `conversation.joined` for `target` (personal subject), with these participants.
+pub fn conversation_joined(
+    conversation: Uuid,
+    kind: &str,
+    actor: Uuid,
+    target: Uuid,
+    participants: &[Uuid],
+) -> Event {
+    let mut event = envelope(
+        EventKind::ConversationJoined,
+        conversation,
+        actor,
+        Body::ConversationJoined(events::ConversationJoined {
+            detail: Some(events::ConversationDetail {
+                conversation: Some(events::Conversation {
+                    id: conversation.to_string(),
+                    r#type: kind.into(),
+                    name: (kind != "direct").then(|| "a conversation".into()),
+                    creator_id: (kind != "direct").then(|| actor.to_string()),
+                    created_at_us: now_us(),
+                    updated_at_us: now_us(),
+                    ..Default::default()
+                }),
+                participants: participants
+                    .iter()
+                    .map(|u| participant(conversation, *u))
+                    .collect(),
+            }),
+        }),
+    );
+    event.target_user_id = Some(target.to_string());
+    event
+}
+
+/// `participant.added` (conversation subject).
+pub fn participant_added(conversation: Uuid, actor: Uuid, added: &[Uuid]) -> Event {
+    envelope(
+        EventKind::ParticipantAdded,
+        conversation,
+        actor,
+        Body::ParticipantsAdded(events::ParticipantsAdded {
+            conversation_id: conversation.to_string(),
+            participants: added
+                .iter()
+                .map(|u| participant(conversation, *u))
+                .collect(),
+        }),
+    )
+}
+
+/// `participant.removed` (conversation subject).
+pub fn participant_removed(conversation: Uuid, actor: Uuid, removed: Uuid) -> Event {
+    envelope(
+        EventKind::ParticipantRemoved,
+        conversation,
+        actor,
+        Body::ParticipantRemoved(events::ParticipantRemoved {
+            conversation_id: conversation.to_string(),
+            user_id: removed.to_string(),
+        }),
+    )
+}
+
+/// `conversation.left` for `target` (personal subject).
+pub fn conversation_left(conversation: Uuid, actor: Uuid, target: Uuid) -> Event {
+    let mut event = envelope(
+        EventKind::ConversationLeft,
+        conversation,
+        actor,
+        Body::ConversationLeft(events::ConversationLeft {
+            conversation_id: conversation.to_string(),
+            user_id: target.to_string(),
+        }),
+    );
+    event.target_user_id = Some(target.to_string());
+    event
+}
+
+/// `reaction.removed` (room).
+pub fn reaction_removed(conversation: Uuid, actor: Uuid) -> Event {
+    envelope(
+        EventKind::ReactionRemoved,
+        conversation,
+        actor,
+        Body::ReactionRemoved(events::ReactionRemoved {
+            emoji: "👍".into(),
+            message_id: Uuid::now_v7().to_string(),
+            user_id: actor.to_string(),
+        }),
+    )
+}

@@ -1,0 +1,116 @@
+//! websocket.md §7: bounded send queues and keep-alive.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_socket_that_stops_reading_is_closed_with_1013_and_other_sockets_are_undisturbed() {
+    let env = TestEnv::new().await;
+    let gateway = InProcessGateway::start(&env, &[("WS_SEND_QUEUE", "8")]).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let room = env.conversation("group", &[alice, bob]).await;
+    let (mut slow, _) = connect(&env, gateway.port, alice).await;
+    let (mut fast, _) = connect(&env, gateway.port, bob).await;
+
+    // Large events until the slow socket's kernel buffers and then its queue are full. The
+    // fast socket reads each one before the next is published, so its queue never fills.
+    let content = "m".repeat(200 * 1024);
+    let mut seq = 0;
+    while env
+        .metric(gateway.port, "ws_gateway_send_queue_overflows_total", "")
+        .await
+        < 1.0
+    {
+        seq += 1;
+        assert!(seq < 500, "the slow socket never overflowed");
+        env.publish_to_conversation(room, message_new(room, bob, seq, &content))
+            .await;
+        let event = fast.next_event_skipping(&["presence.online"]).await;
+        assert_eq!(event["payload"]["seq"], seq);
+    }
+
+    // The slow client reads again: what was written, then close 1013.
+    assert_eq!(slow.close_code().await, 1013);
+    eventually("the close to be counted", || async {
+        env.metric(gateway.port, "ws_gateway_closes_total", r#"code="1013""#)
+            .await
+            == 1.0
+    })
+    .await;
+
+    seq += 1;
+    env.publish_to_conversation(room, message_new(room, bob, seq, "after"))
+        .await;
+    let event = fast
+        .next_event_skipping(&["presence.online", "presence.offline"])
+        .await;
+    assert_eq!(event["payload"]["content"], "after");
+}
+
+#[tokio::test]
+async fn a_socket_silent_past_the_idle_timeout_is_closed_with_1001() {
+    let env = TestEnv::new().await;
+    let gateway =
+        InProcessGateway::start(&env, &[("WS_PING_SECONDS", "1"), ("WS_IDLE_SECONDS", "2")]).await;
+    let (mut silent, _) = connect(&env, gateway.port, Uuid::new_v4()).await;
+    // Not reading means not answering pings either.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(silent.close_code().await, 1001);
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_and_counted_with_its_code() {
+    let env = TestEnv::new().await;
+    let gateway = InProcessGateway::start(&env, &[]).await;
+    let (client, _) = connect(&env, gateway.port, Uuid::new_v4()).await;
+    assert_eq!(client.close_handshake(1000).await, 1000);
+    eventually("the close to be counted", || async {
+        env.metric(gateway.port, "ws_gateway_closes_total", r#"code="1000""#)
+            .await
+            == 1.0
+            && env
+                .metric(gateway.port, "ws_gateway_sockets_open", "")
+                .await
+                == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_arriving_while_a_socket_is_set_up_are_queued_behind_the_snapshot() {
+    let env = TestEnv::new().await;
+    let gateway = InProcessGateway::start(&env, &[]).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let room = env.conversation("group", &[alice, bob]).await;
+    let (mut bob_ws, _) = connect(&env, gateway.port, bob).await;
+
+    // A steady stream of messages while Alice connects, again and again.
+    let publisher = {
+        let nats = env.nats.clone();
+        let subject = shared_proto::subjects::conversation(&env.subject_prefix, &room);
+        tokio::spawn(async move {
+            use shared_proto::prost::Message as _;
+            for seq in 1.. {
+                let event = message_new(room, bob, seq, "stream");
+                let _ = nats
+                    .publish(subject.clone(), event.encode_to_vec().into())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    for _ in 0..5 {
+        // connect() asserts that presence.snapshot is the very first event.
+        let (mut alice_ws, _) = connect(&env, gateway.port, alice).await;
+        let event = alice_ws
+            .next_event_skipping(&["presence.online", "presence.offline"])
+            .await;
+        assert_eq!(event["type"], "message.new");
+        alice_ws.close().await;
+    }
+    publisher.abort();
+    let _ = bob_ws.next_event().await;
+}

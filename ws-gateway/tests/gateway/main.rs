@@ -1,0 +1,14 @@
+//! Integration tests of ws-gateway against real PostgreSQL, NATS and Redis on localhost. Each
+//! test has its own database, subject prefix and key prefix, so they run in parallel. The
+//! cross-gateway, kill and drain tests run the real binary as separate processes.
+
+mod delivery;
+mod drain;
+mod handshake;
+mod helpers;
+mod limits;
+mod membership;
+mod presence;
+mod startup;
+mod subscriptions;
+mod typing;
