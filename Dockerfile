@@ -10,9 +10,9 @@
 # and share almost every dependency (tokio, sqlx, async-nats, redis, rustls, prost, ...), so one
 # `cargo build` compiles the shared crates once and fills one build cache; there is one image to
 # scan, sign and promote per release, so api-service and ws-gateway can never run mismatched
-# builds of shared-proto/shared-auth; and the second binary costs only a few MiB in a ~30 MiB
-# image. Kubernetes and compose choose the entry point (`command`), and they scale the two
-# Deployments independently all the same. See docs/deployment.md.
+# builds of shared-proto/shared-auth; and the second binary costs only its own size, since the
+# base layers are shared anyway. Kubernetes and compose choose the entry point (`command`), and
+# the two Deployments still scale independently. See docs/deployment.md.
 #
 # Runtime: distroless cc (glibc + libgcc + CA certificates, no shell, no package manager), run as
 # the numeric non-root user 65532 so that Kubernetes can verify runAsNonRoot. Container health

@@ -244,7 +244,11 @@ pub fn guard_uri(uri: &poem::http::Uri) -> Option<Response> {
     if path.len() > 1 && (path.contains("//") || path.ends_with('/')) {
         return Some(not_found());
     }
-    let nul = |s: &str| s.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0');
+    let nul = |s: &str| {
+        s.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+    };
     if nul(path) || uri.query().is_some_and(nul) {
         return Some(ApiError::BadRequest("Invalid request parameters").into_response());
     }
@@ -542,7 +546,7 @@ pub fn pagination(
     offset: Option<&str>,
     details: &mut error::Details,
 ) -> (i64, i64) {
-    let limit = match limit.filter(|s| !s.is_empty()) {
+    let limit = match limit.filter(|s| !str::is_empty(s)) {
         None => 20,
         Some(s) => match parse_decimal(s) {
             Some(n) if n < 1 => {
@@ -560,7 +564,7 @@ pub fn pagination(
             }
         },
     };
-    let offset = match offset.filter(|s| !s.is_empty()) {
+    let offset = match offset.filter(|s| !str::is_empty(s)) {
         None => 0,
         Some(s) => match parse_decimal(s) {
             Some(n) if n < 0 => {
@@ -612,6 +616,12 @@ mod tests {
         assert_eq!(
             pagination(Some("0100"), Some("2147483647"), &mut d),
             (100, 2147483647)
+        );
+        assert!(d.is_empty());
+        assert_eq!(
+            pagination(Some(""), Some(""), &mut d),
+            (20, 0),
+            "empty values count as absent"
         );
         assert!(d.is_empty());
         pagination(Some("101"), Some("2147483648"), &mut d);

@@ -163,7 +163,7 @@ async fn run_one(
     };
     let mut tx = conn.begin().await?;
     sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
-    set_version(&mut *tx, target, false).await?;
+    set_version(&mut tx, target, false).await?;
     tx.commit().await?;
     Ok(())
 }

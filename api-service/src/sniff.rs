@@ -333,7 +333,13 @@ mod tests {
 
     #[test]
     fn every_allowed_type_accepts_its_magic_bytes_and_rejects_others() {
-        let cases: &[(&str, &[&[u8]], &[&[u8]])] = &[
+        /// (type, contents it accepts, contents it rejects)
+        type Case = (
+            &'static str,
+            &'static [&'static [u8]],
+            &'static [&'static [u8]],
+        );
+        let cases: &[Case] = &[
             (
                 "image/jpeg",
                 &[b"\xFF\xD8\xFF\xE0rest"],

@@ -68,13 +68,12 @@ impl Application {
                 "AUTH_MODE=header: X-User-ID is trusted as the caller's identity. Run this only behind the ReTiCh API gateway, where nothing else can reach the service."
             );
         }
-        if settings.auto_migrate {
-            if migrate::create_database_if_missing(&settings.database_url)
+        if settings.auto_migrate
+            && migrate::create_database_if_missing(&settings.database_url)
                 .await
                 .context("cannot reach PostgreSQL (DATABASE_URL)")?
-            {
-                tracing::info!("created the database named in DATABASE_URL");
-            }
+        {
+            tracing::info!("created the database named in DATABASE_URL");
         }
         let pool = connect_database(&settings).await?;
         if settings.auto_migrate {
@@ -91,8 +90,13 @@ impl Application {
             );
         }
         {
-            let mut conn = pool.acquire().await.context("cannot connect to PostgreSQL")?;
-            let state = migrate::current_version(&mut conn).await.context("cannot read schema_migrations")?;
+            let mut conn = pool
+                .acquire()
+                .await
+                .context("cannot connect to PostgreSQL")?;
+            let state = migrate::current_version(&mut conn)
+                .await
+                .context("cannot read schema_migrations")?;
             anyhow::ensure!(
                 !state.dirty,
                 "the database schema is dirty at version {state}: fix it, then run `api-service migrate force <version>`"

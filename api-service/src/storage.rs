@@ -234,7 +234,7 @@ mod tests {
         let id = "0b5e3f0e-8a43-4f4e-9d6c-2a3e8f1c9b7a";
         assert!(ObjectName::parse(&format!("{id}.png")).is_some());
         for bad in [
-            format!("{id}"),
+            id.to_owned(),
             format!("{id}."),
             format!("{id}.PNG"),
             format!("{id}.exe"),

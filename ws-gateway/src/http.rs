@@ -94,24 +94,39 @@ pub async fn serve(mut stream: TcpStream, state: Arc<AppState>) {
         Ok(Err(HeadError::Gone)) | Err(_) => return,
     };
     let path_label = match head.path.as_str() {
-        "/health" | "/ready" | "/metrics" | "/ws" => head.path.clone(),
+        "/health" | "/ready" | "/metrics" => head.path.clone(),
         _ => "other".to_owned(),
     };
-    let status = match head.path.as_str() {
-        "/ws" => match handshake(&head, &state).await {
+    if head.path == "/ws" {
+        let status = match handshake(&head, &state).await {
             Ok(user) => {
+                let key = head
+                    .header("sec-websocket-key")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                // The head (with its Authorization header) is not kept for the socket's life.
+                drop(head);
                 state
                     .metrics
                     .http_requests
-                    .with_label_values(&[path_label.as_str(), "101"])
+                    .with_label_values(&["/ws", "101"])
                     .inc();
-                return upgrade(stream, &head, leftover, user, state).await;
+                return upgrade(stream, &key, leftover, user, state).await;
             }
             Err(rejection) => {
                 rejection.send(&mut stream).await;
                 rejection.status
             }
-        },
+        };
+        state
+            .metrics
+            .http_requests
+            .with_label_values(&["/ws", &status.to_string()])
+            .inc();
+        return;
+    }
+    let status = match head.path.as_str() {
         "/health" | "/ready" | "/metrics" if !matches!(head.method.as_str(), "GET" | "HEAD") => {
             respond(
                 &mut stream,
@@ -321,12 +336,11 @@ async fn handshake(head: &RequestHead, state: &AppState) -> Result<Uuid, Rejecti
 /// 5. `101 Switching Protocols`, then the socket.
 async fn upgrade(
     mut stream: TcpStream,
-    head: &RequestHead,
+    key: &str,
     leftover: Vec<u8>,
     user: Uuid,
     state: Arc<AppState>,
 ) {
-    let key = head.header("sec-websocket-key").unwrap_or_default().trim();
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         derive_accept_key(key.as_bytes())

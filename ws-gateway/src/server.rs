@@ -94,20 +94,25 @@ impl Application {
                 .max(RESERVED_FILES) as usize
         });
 
-        let db = PgPoolOptions::new()
-            .max_connections(settings.database_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&settings.database_url)
-            .await
-            .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        // Boxed: these connect futures are large and would make every caller's future large.
+        let db = Box::pin(
+            PgPoolOptions::new()
+                .max_connections(settings.database_max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(&settings.database_url),
+        )
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
 
-        let nats = async_nats::ConnectOptions::new()
-            .name(format!("ws-gateway {}", settings.gateway_id))
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(2))
-            .connect(settings.nats_url.as_str())
-            .await
-            .context("cannot start the NATS client (NATS_URL)")?;
+        let nats = Box::pin(
+            async_nats::ConnectOptions::new()
+                .name(format!("ws-gateway {}", settings.gateway_id))
+                .retry_on_initial_connect()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(settings.nats_url.as_str()),
+        )
+        .await
+        .context("cannot start the NATS client (NATS_URL)")?;
         let redis = Arc::new(RedisConn::new(&settings.redis_url).context("REDIS_URL")?);
 
         let metrics = Arc::new(Metrics::new());

@@ -1,8 +1,12 @@
-//! `messages` and what a Message embeds (reactions, attachments).
+//! `messages` and what a Message embeds (reactions, attachments): the send statement that
+//! allocates `seq`, idempotency keys (`message_client_ids`), history by offset or by `seq`, French
+//! full-text search, edit and soft delete.
 //!
 //! Message ids are UUIDv7 for every message this service writes, with `created_at` in the same
 //! millisecond, so a lookup by id can be narrowed to one partition; older (v4) ids fall back to
 //! probing every partition's primary-key index.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -160,18 +164,23 @@ pub async fn embed(conn: &mut PgConnection, rows: Vec<MessageRow>) -> sqlx::Resu
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut reactions = reactions_of(&mut *conn, &ids).await?;
-    let mut attachments = attachments_of(&mut *conn, &ids).await?;
+    // Grouped by message, keeping the query's order (creation order) within each group.
+    let mut reactions: HashMap<Uuid, Vec<ReactionRef>> = HashMap::new();
+    for (message, reaction) in reactions_of(&mut *conn, &ids).await? {
+        reactions.entry(message).or_default().push(reaction);
+    }
+    let mut attachments: HashMap<Uuid, Vec<Attachment>> = HashMap::new();
+    for attachment in attachments_of(&mut *conn, &ids).await? {
+        attachments
+            .entry(attachment.message_id)
+            .or_default()
+            .push(attachment);
+    }
     Ok(rows
         .into_iter()
         .map(|row| {
-            let mine: Vec<ReactionRef> = reactions
-                .extract_if(.., |(m, _)| *m == row.id)
-                .map(|(_, r)| r)
-                .collect();
-            let files: Vec<Attachment> = attachments
-                .extract_if(.., |a| a.message_id == row.id)
-                .collect();
+            let mine = reactions.remove(&row.id).unwrap_or_default();
+            let files = attachments.remove(&row.id).unwrap_or_default();
             row.into_resource(mine, files)
         })
         .collect())

@@ -43,6 +43,7 @@ pub struct ChangeRole {
     pub role: String,
 }
 
+/// The participant operations of http-api.md §6.
 pub struct ParticipantsApi;
 
 /// Owners and admins manage a group or channel.

@@ -97,9 +97,7 @@ impl ReactionsApi {
             .await?
             .ok_or(ApiError::NotFound(error::MESSAGE_NOT_FOUND))?;
         require_member(&mut conn, message.conversation_id, user).await?;
-        // No stored emoji can hold U+0000 (PostgreSQL text): there is nothing to remove.
-        let removed = !emoji.contains('\0')
-            && db::reactions::remove(&mut conn, message.id, user, &emoji).await?;
+        let removed = db::reactions::remove(&mut conn, message.id, user, &emoji).await?;
         drop(conn);
         if removed {
             state

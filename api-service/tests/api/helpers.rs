@@ -105,6 +105,9 @@ pub struct TestApp {
 pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
     let mut vars: HashMap<String, String> = HashMap::new();
     let nats_prefix = format!("t{}", Uuid::new_v4().simple());
+    let uploads =
+        std::env::temp_dir().join(format!("retich-test-uploads-{}", Uuid::new_v4().simple()));
+    let uploads = uploads.to_string_lossy().into_owned();
     for (k, v) in [
         ("PORT", "0"),
         ("HOST", "127.0.0.1"),
@@ -114,6 +117,7 @@ pub fn test_settings(db_url: &str, extra: &[(&str, &str)]) -> Settings {
         ("REDIS_KEY_PREFIX", nats_prefix.as_str()),
         ("JWT_SECRET", JWT_SECRET),
         ("LOG_LEVEL", "warn"),
+        ("UPLOAD_DIR", uploads.as_str()),
     ] {
         vars.insert(k.into(), v.into());
     }
@@ -211,7 +215,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
     }
 
     /// `data` of a success envelope.
@@ -232,7 +237,12 @@ impl Reply {
     #[track_caller]
     pub fn assert_validation(&self, details: serde_json::Value) {
         self.assert_error(400, "VALIDATION_ERROR", "Invalid request parameters");
-        assert_eq!(self.json()["error"]["details"], details, "body: {}", self.text);
+        assert_eq!(
+            self.json()["error"]["details"],
+            details,
+            "body: {}",
+            self.text
+        );
     }
 }
 
@@ -264,7 +274,11 @@ impl TestApp {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
-        Reply { status, headers, text }
+        Reply {
+            status,
+            headers,
+            text,
+        }
     }
 
     pub async fn get_as(&self, path: &str, who: As) -> Reply {
@@ -272,11 +286,13 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, who: As, body: serde_json::Value) -> Reply {
-        self.send("POST", path, who, Some(serde_json::to_vec(&body).unwrap())).await
+        self.send("POST", path, who, Some(serde_json::to_vec(&body).unwrap()))
+            .await
     }
 
     pub async fn put_json(&self, path: &str, who: As, body: serde_json::Value) -> Reply {
-        self.send("PUT", path, who, Some(serde_json::to_vec(&body).unwrap())).await
+        self.send("PUT", path, who, Some(serde_json::to_vec(&body).unwrap()))
+            .await
     }
 
     pub async fn delete_as(&self, path: &str, who: As) -> Reply {
@@ -292,16 +308,25 @@ impl TestApp {
     pub async fn create_conversation(&self, owner: Uuid, kind: &str, members: &[Uuid]) -> Uuid {
         let mut body = serde_json::json!({"type": kind, "participant_ids": members});
         if kind != "direct" {
-            body["name"] = serde_json::json!(format!("{kind} {}", &Uuid::new_v4().simple().to_string()[..8]));
+            body["name"] = serde_json::json!(format!(
+                "{kind} {}",
+                &Uuid::new_v4().simple().to_string()[..8]
+            ));
         }
-        let r = self.post_json("/conversations", As::User(owner), body).await;
+        let r = self
+            .post_json("/conversations", As::User(owner), body)
+            .await;
         assert_eq!(r.status, 201, "{}", r.text);
         r.data()["id"].as_str().unwrap().parse().unwrap()
     }
 
     /// Subscribes to a conversation's NATS subject (subscribe before the action under test).
     pub async fn conversation_events(&self, conversation: Uuid) -> Events {
-        Events::subscribe(shared_proto::subjects::conversation(&self.nats_prefix, &conversation)).await
+        Events::subscribe(shared_proto::subjects::conversation(
+            &self.nats_prefix,
+            &conversation,
+        ))
+        .await
     }
 
     /// Subscribes to a user's personal NATS subject.
@@ -320,10 +345,15 @@ pub struct Events {
 
 impl Events {
     async fn subscribe(subject: String) -> Self {
-        let client = async_nats::connect("nats://127.0.0.1:4222").await.expect("nats");
+        let client = async_nats::connect("nats://127.0.0.1:4222")
+            .await
+            .expect("nats");
         let sub = client.subscribe(subject).await.expect("subscribe");
         client.flush().await.expect("flush subscription");
-        Self { sub, _client: client }
+        Self {
+            sub,
+            _client: client,
+        }
     }
 
     /// The next event (fails after 5 s).
@@ -346,7 +376,9 @@ impl Events {
     /// Asserts that nothing arrives within `ms` milliseconds.
     pub async fn assert_quiet(&mut self, ms: u64) {
         use futures_util::StreamExt;
-        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(ms), self.sub.next()).await {
+        if let Ok(Some(msg)) =
+            tokio::time::timeout(Duration::from_millis(ms), self.sub.next()).await
+        {
             use prost::Message as _;
             let ev = shared_proto::events::Event::decode(msg.payload).ok();
             panic!("unexpected event: {ev:?}");

@@ -3,15 +3,15 @@
 
 #![allow(dead_code)] // helpers are shared by every test module; not each uses all of them.
 
-mod helpers;
-mod migrations;
-mod operations;
-mod routing;
-mod openapi;
-mod receipts;
-mod pins;
-mod messages;
-mod reactions;
-mod conversations;
-mod participants;
 mod attachments;
+mod conversations;
+mod helpers;
+mod messages;
+mod migrations;
+mod openapi;
+mod operations;
+mod participants;
+mod pins;
+mod reactions;
+mod receipts;
+mod routing;

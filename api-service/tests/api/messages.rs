@@ -720,7 +720,7 @@ async fn a_repeated_client_msg_id_replays_the_stored_message_with_200_and_no_eve
         )
         .await;
     assert_eq!(edited.status, 200);
-    let _ = events.next().await; // message.updated
+    assert_eq!(events.next_frame().await["type"], "message.updated");
     let r = send(
         &app,
         conv,
@@ -740,6 +740,7 @@ async fn a_repeated_client_msg_id_replays_the_stored_message_with_200_and_no_eve
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(events.next_frame().await["type"], "message.new");
     let other = app.create_group(alice, &[Uuid::new_v4()]).await;
     let r = send(
         &app,
@@ -760,7 +761,7 @@ async fn a_repeated_client_msg_id_replays_the_stored_message_with_200_and_no_eve
         .status,
         204
     );
-    let _ = events.next().await; // message.deleted
+    assert_eq!(events.next_frame().await["type"], "message.deleted");
     let r = send(
         &app,
         conv,
@@ -1074,7 +1075,7 @@ async fn history_pages_newest_first_by_offset_and_by_seq_in_the_documented_order
             r.json()
         }
     };
-    let cases: [(&str, Vec<i64>, Value); 12] = [
+    let cases: [(&str, Vec<i64>, Value); 10] = [
         (
             "",
             vec![5, 4, 2, 1],
@@ -1084,11 +1085,6 @@ async fn history_pages_newest_first_by_offset_and_by_seq_in_the_documented_order
             "?limit=2&offset=1",
             vec![4, 2],
             json!({"total": 4, "limit": 2, "offset": 1}),
-        ),
-        (
-            "?limit=&offset=",
-            vec![5, 4, 2, 1],
-            json!({"total": 4, "limit": 20, "offset": 0}),
         ),
         (
             "?offset=10",
@@ -1126,11 +1122,6 @@ async fn history_pages_newest_first_by_offset_and_by_seq_in_the_documented_order
             json!({"total": 2, "limit": 20, "offset": 0}),
         ),
         (
-            "?after_seq=001&before_seq=+5&offset=",
-            vec![2, 4],
-            json!({"total": 2, "limit": 20, "offset": 0}),
-        ),
-        (
             "?after_seq=0&before_seq=99999999999999999999999",
             vec![1, 2, 4, 5],
             json!({"total": 4, "limit": 20, "offset": 0}),
@@ -1145,6 +1136,30 @@ async fn history_pages_newest_first_by_offset_and_by_seq_in_the_documented_order
     // Items are full messages in their current state.
     let page = get("?after_seq=4").await;
     assert_eq!(page["data"][0], sent[4]);
+}
+
+#[tokio::test]
+async fn empty_history_parameters_count_as_absent() {
+    let (app, conv, alice, _) = five_with_a_hole().await;
+    for (query, expected, pagination) in [
+        (
+            "?limit=&offset=&after_seq=&before_seq=",
+            vec![5, 4, 2, 1],
+            json!({"total": 4, "limit": 20, "offset": 0}),
+        ),
+        (
+            "?after_seq=001&before_seq=%2B5&offset=",
+            vec![2, 4],
+            json!({"total": 2, "limit": 20, "offset": 0}),
+        ),
+    ] {
+        let r = app
+            .get_as(&format!("{}{query}", messages_path(conv)), As::User(alice))
+            .await;
+        assert_eq!(r.status, 200, "{query}: {}", r.text);
+        assert_eq!(seqs(&r.json()), expected, "{query}");
+        assert_eq!(r.json()["pagination"], pagination, "{query}");
+    }
 }
 
 #[tokio::test]
@@ -1350,13 +1365,7 @@ async fn search_matches_french_words_newest_first_without_deleted_messages() {
     let page = search("?q=chat%20croquette".into()).await;
     assert_eq!(page["data"], json!([m1]));
     // Stop words only, or no match: [] with total 0.
-    for q in [
-        "des%20et",
-        "le%20la",
-        "licorne",
-        "%00",
-        "%27%22%5C%26%7C%21",
-    ] {
+    for q in ["des%20et", "le%20la", "licorne", "%27%22%5C%26%7C%21"] {
         let page = search(format!("?q={q}")).await;
         assert_eq!(
             page,
@@ -1364,6 +1373,14 @@ async fn search_matches_french_words_newest_first_without_deleted_messages() {
             "{q}"
         );
     }
+    // A NUL can be in no stored content: refused before routing (http.rs `guard_uri`).
+    let r = app
+        .get_as(
+            &format!("/conversations/{conv}/messages/search?q=%00"),
+            As::User(bob),
+        )
+        .await;
+    r.assert_error(400, "BAD_REQUEST", "Invalid request parameters");
 }
 
 #[tokio::test]

@@ -3,7 +3,10 @@
 
 use crate::helpers::spawn_app;
 
-const SNAPSHOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/snapshots/openapi.json");
+const SNAPSHOT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/api/snapshots/openapi.json"
+);
 
 #[tokio::test]
 async fn the_openapi_document_matches_the_reviewed_snapshot() {
@@ -17,8 +20,12 @@ async fn the_openapi_document_matches_the_reviewed_snapshot() {
         std::fs::write(SNAPSHOT, &pretty).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(SNAPSHOT).expect("snapshot exists (UPDATE_SNAPSHOTS=1 creates it)");
-    assert!(expected == pretty, "the OpenAPI document changed; review and run with UPDATE_SNAPSHOTS=1");
+    let expected =
+        std::fs::read_to_string(SNAPSHOT).expect("snapshot exists (UPDATE_SNAPSHOTS=1 creates it)");
+    assert!(
+        expected == pretty,
+        "the OpenAPI document changed; review and run with UPDATE_SNAPSHOTS=1"
+    );
 }
 
 #[tokio::test]
@@ -57,9 +64,15 @@ async fn the_document_lists_every_route_of_the_contract() {
         ("/messages/{id}/attachments", "get"),
         ("/uploads/{name}", "get"),
     ] {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from the document");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the document"
+        );
     }
     let docs = app.get("/docs").await;
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("openapi"), "docs page renders the document");
+    assert!(
+        docs.text().await.unwrap().contains("openapi"),
+        "docs page renders the document"
+    );
 }

@@ -46,10 +46,7 @@ pub fn assert_timestamp(v: &Value) {
     assert!(s.ends_with('Z'), "{s}");
     parse_time(v);
     if let Some((_, frac)) = s.trim_end_matches('Z').split_once('.') {
-        assert!(
-            (1..=6).contains(&frac.len()) && !frac.ends_with('0'),
-            "{s}"
-        );
+        assert!((1..=6).contains(&frac.len()) && !frac.ends_with('0'), "{s}");
     }
 }
 
@@ -291,7 +288,13 @@ async fn add(app: &TestApp, conversation: Uuid, who: Uuid, users: &[Uuid]) -> Re
     .await
 }
 
-async fn change_role(app: &TestApp, conversation: Uuid, who: Uuid, target: Uuid, role: &str) -> Reply {
+async fn change_role(
+    app: &TestApp,
+    conversation: Uuid,
+    who: Uuid,
+    target: Uuid,
+    role: &str,
+) -> Reply {
     app.put_json(
         &participant_path(conversation, target),
         As::User(who),
@@ -337,8 +340,16 @@ fn assert_no_content(r: &Reply) {
 async fn every_participant_route_answers_401_first_without_credentials() {
     let app = spawn_app().await;
     for (method, path, body) in [
-        ("POST", "/conversations/nope/participants", Some(b"{".to_vec())),
-        ("PUT", "/conversations/nope/participants/nope", Some(b"{".to_vec())),
+        (
+            "POST",
+            "/conversations/nope/participants",
+            Some(b"{".to_vec()),
+        ),
+        (
+            "PUT",
+            "/conversations/nope/participants/nope",
+            Some(b"{".to_vec()),
+        ),
         ("DELETE", "/conversations/nope/participants/nope", None),
         ("POST", "/conversations/nope/join", None),
     ] {
@@ -489,27 +500,92 @@ async fn add_rules_come_before_the_header_and_report_the_first_failure() {
     let fifty_one: Vec<String> = (0..51).map(|i| format!("bad {i}")).collect();
     let cases = [
         (json!({}), "at least one participant is required"),
-        (json!({"participant_ids": null}), "at least one participant is required"),
-        (json!({"participant_ids": []}), "at least one participant is required"),
-        (json!({"participant_ids": fifty_one}), "cannot add more than 50 participants at once"),
-        (json!({"participant_ids": [ok, "nope", ""]}), "invalid UUID at index 1"),
-        (json!({"participant_ids": ["", ok]}), "invalid UUID at index 0"),
-        (json!({"Participant_ids": [ok]}), "at least one participant is required"),
+        (
+            json!({"participant_ids": null}),
+            "at least one participant is required",
+        ),
+        (
+            json!({"participant_ids": []}),
+            "at least one participant is required",
+        ),
+        (
+            json!({"participant_ids": fifty_one}),
+            "cannot add more than 50 participants at once",
+        ),
+        (
+            json!({"participant_ids": [ok, "nope", ""]}),
+            "invalid UUID at index 1",
+        ),
+        (
+            json!({"participant_ids": ["", ok]}),
+            "invalid UUID at index 0",
+        ),
+        (
+            json!({"Participant_ids": [ok]}),
+            "at least one participant is required",
+        ),
     ];
     for (body, message) in cases {
         for who in [As::Nobody, As::Header(caller)] {
-            let r = app.post_json(&participants_path(conv), who, body.clone()).await;
+            let r = app
+                .post_json(&participants_path(conv), who, body.clone())
+                .await;
             r.assert_validation(json!({ "participant_ids": message }));
         }
     }
-    let r = app.send("POST", &participants_path(conv), As::Nobody, Some(b"null".to_vec())).await;
+    let r = app
+        .send(
+            "POST",
+            &participants_path(conv),
+            As::Nobody,
+            Some(b"null".to_vec()),
+        )
+        .await;
     r.assert_validation(json!({"participant_ids": "at least one participant is required"}));
-    for body in [&b""[..], b"{", b"[]", br#"{"participant_ids": "x"}"#, br#"{"participant_ids": [1]}"#, br#"{"participant_ids": [null]}"#] {
-        let r = app.send("POST", &participants_path(conv), As::Nobody, Some(body.to_vec())).await;
+    for body in [
+        &b""[..],
+        b"{",
+        b"[]",
+        br#"{"participant_ids": "x"}"#,
+        br#"{"participant_ids": [1]}"#,
+        br#"{"participant_ids": [null]}"#,
+    ] {
+        let r = app
+            .send(
+                "POST",
+                &participants_path(conv),
+                As::Nobody,
+                Some(body.to_vec()),
+            )
+            .await;
         r.assert_error(400, "BAD_REQUEST", "Invalid JSON body");
     }
-    let r = app.send("POST", "/conversations/nope/participants", As::Nobody, Some(b"{".to_vec())).await;
-    r.assert_error(400, "BAD_REQUEST", "Invalid conversation ID format, expected UUID");
+    let r = app
+        .send(
+            "POST",
+            "/conversations/nope/participants",
+            As::Nobody,
+            Some(b"{".to_vec()),
+        )
+        .await;
+    r.assert_error(
+        400,
+        "BAD_REQUEST",
+        "Invalid conversation ID format, expected UUID",
+    );
+    let big = format!(
+        r#"{{"participant_ids":["{ok}"],"pad":"{}"}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    let r = app
+        .send(
+            "POST",
+            &participants_path(conv),
+            As::Nobody,
+            Some(big.into_bytes()),
+        )
+        .await;
+    r.assert_error(413, "PAYLOAD_TOO_LARGE", "Request body too large");
     let valid = json!({"participant_ids": [ok]});
     app.post_json(&participants_path(conv), As::Nobody, valid.clone())
         .await
@@ -523,22 +599,65 @@ async fn add_rules_come_before_the_header_and_report_the_first_failure() {
 async fn add_checks_the_type_before_membership_and_requires_an_owner_or_admin() {
     let app = spawn_app().await;
     let t = team(&app, "group").await;
-    let (a, b, stranger, x) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (a, b, stranger, x) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
     let dm = app.create_conversation(a, "direct", &[b]).await;
     let former = Uuid::new_v4();
     add(&app, t.id, t.owner, &[former]).await;
     remove(&app, t.id, former, former).await;
     let cases: Vec<(Uuid, Uuid, u16, &str, &str)> = vec![
-        (Uuid::new_v4(), t.owner, 404, "NOT_FOUND", "Conversation not found"),
-        (dm, stranger, 400, "BAD_REQUEST", "Cannot add participants to a direct conversation"),
-        (dm, a, 400, "BAD_REQUEST", "Cannot add participants to a direct conversation"),
-        (t.id, stranger, 403, "FORBIDDEN", "You are not a participant of this conversation"),
-        (t.id, former, 403, "FORBIDDEN", "You are not a participant of this conversation"),
-        (t.id, t.member, 403, "FORBIDDEN", "Only owners and admins can add participants"),
+        (
+            Uuid::new_v4(),
+            t.owner,
+            404,
+            "NOT_FOUND",
+            "Conversation not found",
+        ),
+        (
+            dm,
+            stranger,
+            400,
+            "BAD_REQUEST",
+            "Cannot add participants to a direct conversation",
+        ),
+        (
+            dm,
+            a,
+            400,
+            "BAD_REQUEST",
+            "Cannot add participants to a direct conversation",
+        ),
+        (
+            t.id,
+            stranger,
+            403,
+            "FORBIDDEN",
+            "You are not a participant of this conversation",
+        ),
+        (
+            t.id,
+            former,
+            403,
+            "FORBIDDEN",
+            "You are not a participant of this conversation",
+        ),
+        (
+            t.id,
+            t.member,
+            403,
+            "FORBIDDEN",
+            "Only owners and admins can add participants",
+        ),
     ];
     let mut events = AllEvents::subscribe(&app).await;
     for (conv, who, status, code, message) in cases {
-        add(&app, conv, who, &[x]).await.assert_error(status, code, message);
+        add(&app, conv, who, &[x])
+            .await
+            .assert_error(status, code, message);
     }
     events.assert_quiet(200).await;
     assert!(row(&app, t.id, x).await.is_none());
@@ -554,9 +673,11 @@ async fn add_asks_the_user_service_only_after_the_role_check_and_adds_nothing_on
     let x = Uuid::new_v4();
 
     stub.clear();
-    add(&app, t.id, t.member, &[ghost])
-        .await
-        .assert_error(403, "FORBIDDEN", "Only owners and admins can add participants");
+    add(&app, t.id, t.member, &[ghost]).await.assert_error(
+        403,
+        "FORBIDDEN",
+        "Only owners and admins can add participants",
+    );
     assert!(stub.asked().is_empty(), "not asked before the role check");
 
     let r = add(&app, t.id, t.admin, &[x, ghost]).await;
@@ -647,7 +768,11 @@ async fn role_changes_check_ids_body_header_role_then_the_conversation() {
     let app = spawn_app_with(&[("AUTH_MODE", "header")]).await;
     let (owner, member) = (Uuid::new_v4(), Uuid::new_v4());
     let r = app
-        .post_json("/conversations", As::Header(owner), json!({"type": "group", "name": "g", "participant_ids": [member]}))
+        .post_json(
+            "/conversations",
+            As::Header(owner),
+            json!({"type": "group", "name": "g", "participant_ids": [member]}),
+        )
         .await;
     let conv: Uuid = r.data()["id"].as_str().unwrap().parse().unwrap();
     let unknown = Uuid::new_v4();
@@ -655,40 +780,88 @@ async fn role_changes_check_ids_body_header_role_then_the_conversation() {
         let app = &app;
         async move { app.send("PUT", &path, who, Some(body.to_vec())).await }
     };
-    put("/conversations/nope/participants/nope".into(), As::Nobody, b"{")
-        .await
-        .assert_error(400, "BAD_REQUEST", "Invalid conversation ID format, expected UUID");
-    put(format!("/conversations/{conv}/participants/nope"), As::Nobody, b"{")
-        .await
-        .assert_error(400, "BAD_REQUEST", "Invalid user ID format, expected UUID");
-    for body in [&b""[..], b"{", b"[]", br#"{"role": 5}"#, br#"{"role": ["owner"]}"#] {
+    put(
+        "/conversations/nope/participants/nope".into(),
+        As::Nobody,
+        b"{",
+    )
+    .await
+    .assert_error(
+        400,
+        "BAD_REQUEST",
+        "Invalid conversation ID format, expected UUID",
+    );
+    put(
+        format!("/conversations/{conv}/participants/nope"),
+        As::Nobody,
+        b"{",
+    )
+    .await
+    .assert_error(400, "BAD_REQUEST", "Invalid user ID format, expected UUID");
+    for body in [
+        &b""[..],
+        b"{",
+        b"[]",
+        br#"{"role": 5}"#,
+        br#"{"role": ["owner"]}"#,
+    ] {
         put(participant_path(conv, member), As::Nobody, body)
             .await
             .assert_error(400, "BAD_REQUEST", "Invalid JSON body");
     }
-    put(participant_path(conv, member), As::Nobody, br#"{"role": "nonsense"}"#)
-        .await
-        .assert_error(400, "BAD_REQUEST", "Missing or invalid X-User-ID header");
+    let big = format!(r#"{{"role":"admin","pad":"{}"}}"#, "x".repeat(1024 * 1024));
+    let r = app
+        .send(
+            "PUT",
+            &participant_path(conv, member),
+            As::Nobody,
+            Some(big.into_bytes()),
+        )
+        .await;
+    r.assert_error(413, "PAYLOAD_TOO_LARGE", "Request body too large");
+    put(
+        participant_path(conv, member),
+        As::Nobody,
+        br#"{"role": "nonsense"}"#,
+    )
+    .await
+    .assert_error(400, "BAD_REQUEST", "Missing or invalid X-User-ID header");
     // role rules come before the conversation is looked up
     for (body, message) in [
         (&b"{}"[..], "role is required"),
         (b"null", "role is required"),
         (br#"{"role": null}"#, "role is required"),
         (br#"{"role": ""}"#, "role is required"),
-        (br#"{"role": "Owner"}"#, "role must be one of: owner, admin, member"),
-        (br#"{"role": "guest"}"#, "role must be one of: owner, admin, member"),
-        (br#"{"role": " admin"}"#, "role must be one of: owner, admin, member"),
+        (
+            br#"{"role": "Owner"}"#,
+            "role must be one of: owner, admin, member",
+        ),
+        (
+            br#"{"role": "guest"}"#,
+            "role must be one of: owner, admin, member",
+        ),
+        (
+            br#"{"role": " admin"}"#,
+            "role must be one of: owner, admin, member",
+        ),
     ] {
         put(participant_path(unknown, member), As::Header(owner), body)
             .await
             .assert_validation(json!({ "role": message }));
     }
-    put(participant_path(unknown, member), As::Header(owner), br#"{"role": "admin"}"#)
-        .await
-        .assert_error(404, "NOT_FOUND", "Conversation not found");
+    put(
+        participant_path(unknown, member),
+        As::Header(owner),
+        br#"{"role": "admin"}"#,
+    )
+    .await
+    .assert_error(404, "NOT_FOUND", "Conversation not found");
     // every UUID form of the user id
     let r = put(
-        format!("/conversations/{conv}/participants/{}", member.simple().to_string().to_uppercase()),
+        format!(
+            "/conversations/{conv}/participants/{}",
+            member.simple().to_string().to_uppercase()
+        ),
         As::Header(owner),
         br#"{"role": "admin"}"#,
     )
@@ -701,22 +874,115 @@ async fn role_changes_check_ids_body_header_role_then_the_conversation() {
 async fn only_the_owner_changes_roles_of_active_participants_outside_direct_conversations() {
     let app = spawn_app().await;
     let t = team(&app, "channel").await;
-    let (a, b, stranger, former) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (a, b, stranger, former) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
     let dm = app.create_conversation(a, "direct", &[b]).await;
     add(&app, t.id, t.owner, &[former]).await;
     remove(&app, t.id, former, former).await;
     let cases: Vec<(Uuid, Uuid, Uuid, &str, u16, &str, &str)> = vec![
-        (dm, a, b, "admin", 400, "BAD_REQUEST", "Cannot change roles in a direct conversation"),
-        (dm, stranger, b, "owner", 400, "BAD_REQUEST", "Cannot change roles in a direct conversation"),
-        (t.id, stranger, t.member, "admin", 403, "FORBIDDEN", "You are not a participant of this conversation"),
-        (t.id, former, t.member, "admin", 403, "FORBIDDEN", "You are not a participant of this conversation"),
-        (t.id, t.admin, t.member, "admin", 403, "FORBIDDEN", "Only the owner can change roles"),
-        (t.id, t.admin, t.admin, "owner", 403, "FORBIDDEN", "Only the owner can change roles"),
-        (t.id, t.member, t.member, "admin", 403, "FORBIDDEN", "Only the owner can change roles"),
-        (t.id, t.owner, stranger, "admin", 404, "NOT_FOUND", "Participant not found"),
-        (t.id, t.owner, former, "member", 404, "NOT_FOUND", "Participant not found"),
-        (t.id, t.owner, t.owner, "admin", 400, "BAD_REQUEST", "Transfer ownership before changing the owner's role"),
-        (t.id, t.owner, t.owner, "member", 400, "BAD_REQUEST", "Transfer ownership before changing the owner's role"),
+        (
+            dm,
+            a,
+            b,
+            "admin",
+            400,
+            "BAD_REQUEST",
+            "Cannot change roles in a direct conversation",
+        ),
+        (
+            dm,
+            stranger,
+            b,
+            "owner",
+            400,
+            "BAD_REQUEST",
+            "Cannot change roles in a direct conversation",
+        ),
+        (
+            t.id,
+            stranger,
+            t.member,
+            "admin",
+            403,
+            "FORBIDDEN",
+            "You are not a participant of this conversation",
+        ),
+        (
+            t.id,
+            former,
+            t.member,
+            "admin",
+            403,
+            "FORBIDDEN",
+            "You are not a participant of this conversation",
+        ),
+        (
+            t.id,
+            t.admin,
+            t.member,
+            "admin",
+            403,
+            "FORBIDDEN",
+            "Only the owner can change roles",
+        ),
+        (
+            t.id,
+            t.admin,
+            t.admin,
+            "owner",
+            403,
+            "FORBIDDEN",
+            "Only the owner can change roles",
+        ),
+        (
+            t.id,
+            t.member,
+            t.member,
+            "admin",
+            403,
+            "FORBIDDEN",
+            "Only the owner can change roles",
+        ),
+        (
+            t.id,
+            t.owner,
+            stranger,
+            "admin",
+            404,
+            "NOT_FOUND",
+            "Participant not found",
+        ),
+        (
+            t.id,
+            t.owner,
+            former,
+            "member",
+            404,
+            "NOT_FOUND",
+            "Participant not found",
+        ),
+        (
+            t.id,
+            t.owner,
+            t.owner,
+            "admin",
+            400,
+            "BAD_REQUEST",
+            "Transfer ownership before changing the owner's role",
+        ),
+        (
+            t.id,
+            t.owner,
+            t.owner,
+            "member",
+            400,
+            "BAD_REQUEST",
+            "Transfer ownership before changing the owner's role",
+        ),
     ];
     let mut events = AllEvents::subscribe(&app).await;
     for (conv, who, target, role, status, code, message) in cases {
@@ -799,7 +1065,12 @@ async fn naming_someone_else_owner_transfers_ownership() {
     change_role(&app, t.id, t.owner, t.admin, "member")
         .await
         .assert_error(403, "FORBIDDEN", "Only the owner can change roles");
-    assert_eq!(change_role(&app, t.id, t.member, t.owner, "member").await.status, 200);
+    assert_eq!(
+        change_role(&app, t.id, t.member, t.owner, "member")
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -813,7 +1084,13 @@ async fn concurrent_transfers_leave_exactly_one_owner() {
         );
         let mut statuses = [to_admin.status, to_member.status];
         statuses.sort();
-        assert_eq!(statuses, [200, 403], "{} / {}", to_admin.text, to_member.text);
+        assert_eq!(
+            statuses,
+            [200, 403],
+            "{} / {}",
+            to_admin.text,
+            to_member.text
+        );
         let (winner, loser) = if to_admin.status == 200 {
             (t.admin, &to_member)
         } else {
@@ -862,7 +1139,11 @@ async fn leaving_is_a_soft_delete_announced_to_the_room_then_to_the_user() {
     // gone from everything, and cannot leave twice
     app.get_as(&format!("/conversations/{}", t.id), As::User(t.member))
         .await
-        .assert_error(403, "FORBIDDEN", "You are not a participant of this conversation");
+        .assert_error(
+            403,
+            "FORBIDDEN",
+            "You are not a participant of this conversation",
+        );
     let r = app.get_as("/conversations", As::User(t.member)).await;
     assert_eq!(r.json()["pagination"]["total"], 0);
     remove(&app, t.id, t.member, t.member)
@@ -880,11 +1161,36 @@ async fn remove_and_leave_check_ids_then_the_header_then_the_conversation() {
     let u = Uuid::new_v4();
     let unknown = Uuid::new_v4();
     let cases: Vec<(String, As, u16, &str)> = vec![
-        ("/conversations/nope/participants/nope".into(), As::Nobody, 400, "Invalid conversation ID format, expected UUID"),
-        (format!("/conversations/{unknown}/participants/nope"), As::Nobody, 400, "Invalid user ID format, expected UUID"),
-        (participant_path(unknown, u), As::Nobody, 400, "Missing or invalid X-User-ID header"),
-        (participant_path(unknown, u), As::Header(u), 404, "Conversation not found"),
-        (participant_path(unknown, Uuid::new_v4()), As::Header(u), 404, "Conversation not found"),
+        (
+            "/conversations/nope/participants/nope".into(),
+            As::Nobody,
+            400,
+            "Invalid conversation ID format, expected UUID",
+        ),
+        (
+            format!("/conversations/{unknown}/participants/nope"),
+            As::Nobody,
+            400,
+            "Invalid user ID format, expected UUID",
+        ),
+        (
+            participant_path(unknown, u),
+            As::Nobody,
+            400,
+            "Missing or invalid X-User-ID header",
+        ),
+        (
+            participant_path(unknown, u),
+            As::Header(u),
+            404,
+            "Conversation not found",
+        ),
+        (
+            participant_path(unknown, Uuid::new_v4()),
+            As::Header(u),
+            404,
+            "Conversation not found",
+        ),
     ];
     for (path, who, status, message) in cases {
         let r = app.delete_as(&path, who).await;
@@ -897,7 +1203,12 @@ async fn remove_and_leave_check_ids_then_the_header_then_the_conversation() {
 async fn removal_rights_follow_the_matrix_and_the_documented_check_order() {
     let app = spawn_app().await;
     let t = team(&app, "group").await;
-    let (admin2, member2, former, stranger) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (admin2, member2, former, stranger) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
     add(&app, t.id, t.owner, &[admin2, member2, former]).await;
     set_role(&app, t.id, admin2, "admin").await;
     assert_no_content(&remove(&app, t.id, former, former).await);
@@ -905,9 +1216,30 @@ async fn removal_rights_follow_the_matrix_and_the_documented_check_order() {
     let dm = app.create_conversation(a, "direct", &[b]).await;
 
     let cases: Vec<(Uuid, Uuid, Uuid, u16, &str, &str)> = vec![
-        (Uuid::new_v4(), t.owner, t.member, 404, "NOT_FOUND", "Conversation not found"),
-        (dm, a, b, 400, "BAD_REQUEST", "Cannot remove participants from a direct conversation"),
-        (dm, stranger, b, 400, "BAD_REQUEST", "Cannot remove participants from a direct conversation"),
+        (
+            Uuid::new_v4(),
+            t.owner,
+            t.member,
+            404,
+            "NOT_FOUND",
+            "Conversation not found",
+        ),
+        (
+            dm,
+            a,
+            b,
+            400,
+            "BAD_REQUEST",
+            "Cannot remove participants from a direct conversation",
+        ),
+        (
+            dm,
+            stranger,
+            b,
+            400,
+            "BAD_REQUEST",
+            "Cannot remove participants from a direct conversation",
+        ),
         (t.id, stranger, t.member, 403, "FORBIDDEN", NOT_PARTICIPANT),
         (t.id, former, t.member, 403, "FORBIDDEN", NOT_PARTICIPANT),
         (t.id, t.member, member2, 403, "FORBIDDEN", CANNOT_REMOVE),
@@ -956,7 +1288,11 @@ async fn when_the_owner_leaves_the_longest_standing_admin_becomes_owner() {
     let conv = app
         .create_conversation(owner, "channel", &[late_admin, early_admin, old_member])
         .await;
-    for (user, role, hours) in [(old_member, "member", 3), (early_admin, "admin", 2), (late_admin, "admin", 1)] {
+    for (user, role, hours) in [
+        (old_member, "member", 3),
+        (early_admin, "admin", 2),
+        (late_admin, "admin", 1),
+    ] {
         sqlx::query(
             "update conversation_participants set role = $3, joined_at = now() - make_interval(hours => $4)
              where conversation_id = $1 and user_id = $2",
@@ -1056,7 +1392,11 @@ async fn either_user_of_a_direct_conversation_may_leave_which_frees_the_pair() {
     assert!(roster(&app, dm).await.is_empty());
     // the pair may talk again, in a new conversation
     let r = app
-        .post_json("/conversations", As::User(a), json!({"type": "direct", "participant_ids": [b]}))
+        .post_json(
+            "/conversations",
+            As::User(a),
+            json!({"type": "direct", "participant_ids": [b]}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
 }
@@ -1106,7 +1446,10 @@ async fn anyone_joins_a_channel_as_a_member_even_an_archived_one() {
     assert_eq!(data["user_id"], joiner.to_string());
     assert_eq!(data["conversation_id"], t.id.to_string());
     assert_eq!(data["role"], "member");
-    assert_eq!(data["id"], row(&app, t.id, joiner).await.unwrap().0.to_string());
+    assert_eq!(
+        data["id"],
+        row(&app, t.id, joiner).await.unwrap().0.to_string()
+    );
 
     let (subject, joined) = events.next().await;
     assert_eq!(subject, format!("user.{joiner}"));
@@ -1121,7 +1464,12 @@ async fn anyone_joins_a_channel_as_a_member_even_an_archived_one() {
     );
     events.assert_quiet(200).await;
 
-    assert_eq!(app.delete_as(&format!("/conversations/{}", t.id), As::User(t.owner)).await.status, 200);
+    assert_eq!(
+        app.delete_as(&format!("/conversations/{}", t.id), As::User(t.owner))
+            .await
+            .status,
+        200
+    );
     let late = Uuid::new_v4();
     assert_eq!(join(&app, t.id, late).await.status, 201);
 }
@@ -1137,7 +1485,9 @@ async fn join_checks_the_id_header_conversation_type_and_membership_in_order() {
             if kind != "direct" {
                 body["name"] = json!("n");
             }
-            let r = app.post_json("/conversations", As::Header(owner), body).await;
+            let r = app
+                .post_json("/conversations", As::Header(owner), body)
+                .await;
             r.data()["id"].as_str().unwrap().parse::<Uuid>().unwrap()
         }
     };
@@ -1145,17 +1495,30 @@ async fn join_checks_the_id_header_conversation_type_and_membership_in_order() {
     let stranger = Uuid::new_v4();
     let post = |path: String, who: As| {
         let app = &app;
-        async move { app.send("POST", &path, who, Some(b"{not json".to_vec())).await }
+        async move {
+            app.send("POST", &path, who, Some(b"{not json".to_vec()))
+                .await
+        }
     };
     post("/conversations/nope/join".into(), As::Nobody)
         .await
-        .assert_error(400, "BAD_REQUEST", "Invalid conversation ID format, expected UUID");
-    post(format!("/conversations/{}/join", Uuid::new_v4()), As::Nobody)
-        .await
-        .assert_error(400, "BAD_REQUEST", "Missing or invalid X-User-ID header");
-    post(format!("/conversations/{}/join", Uuid::new_v4()), As::Header(stranger))
-        .await
-        .assert_error(404, "NOT_FOUND", "Conversation not found");
+        .assert_error(
+            400,
+            "BAD_REQUEST",
+            "Invalid conversation ID format, expected UUID",
+        );
+    post(
+        format!("/conversations/{}/join", Uuid::new_v4()),
+        As::Nobody,
+    )
+    .await
+    .assert_error(400, "BAD_REQUEST", "Missing or invalid X-User-ID header");
+    post(
+        format!("/conversations/{}/join", Uuid::new_v4()),
+        As::Header(stranger),
+    )
+    .await
+    .assert_error(404, "NOT_FOUND", "Conversation not found");
     for conv in [group, dm] {
         for who in [stranger, owner] {
             post(format!("/conversations/{conv}/join"), As::Header(who))
@@ -1169,7 +1532,11 @@ async fn join_checks_the_id_header_conversation_type_and_membership_in_order() {
         assert!(!r.text.contains("\"data\""));
     }
     // the body is ignored
-    let r = post(format!("/conversations/{channel}/join"), As::Header(stranger)).await;
+    let r = post(
+        format!("/conversations/{channel}/join"),
+        As::Header(stranger),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
 }
 
@@ -1198,8 +1565,7 @@ async fn concurrent_joins_give_one_201_and_409s_for_the_rest() {
         if rejoin {
             assert_no_content(&remove(&app, t.id, user, user).await);
         }
-        let replies =
-            futures_util::future::join_all((0..6).map(|_| join(&app, t.id, user))).await;
+        let replies = futures_util::future::join_all((0..6).map(|_| join(&app, t.id, user))).await;
         let created = replies.iter().filter(|r| r.status == 201).count();
         assert_eq!(created, 1, "rejoin: {rejoin}");
         for r in replies.iter().filter(|r| r.status != 201) {

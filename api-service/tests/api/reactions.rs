@@ -81,7 +81,7 @@ async fn adding_a_reaction_answers_201_stores_it_and_publishes_reaction_added() 
             )
             .await;
         assert_eq!(r.status, 201, "{emoji}: {}", r.text);
-        let _ = events.next().await;
+        assert_eq!(events.next_frame().await["type"], "reaction.added");
     }
     let r = app
         .post_json(&reactions_path(&mid), As::User(bob), json!({"emoji": "👍"}))
@@ -383,8 +383,8 @@ async fn removing_my_reaction_is_idempotent_and_announces_only_real_removals() {
         ]
     );
 
-    // Again, or an emoji never added, or one with NUL: 204 and no event.
-    for segment in ["%F0%9F%91%8D", "nothing", "%00"] {
+    // Again, or an emoji never added: 204 and no event.
+    for segment in ["%F0%9F%91%8D", "nothing"] {
         let r = app
             .delete_as(
                 &format!("{}/{segment}", reactions_path(&mid)),

@@ -227,9 +227,10 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        // Drops the database even when the test failed; a thread of its own because Drop
-        // cannot await and the test's runtime may be shutting down.
+        // Drops the database and the Redis keys even when the test failed; a thread of its own
+        // because Drop cannot await and the test's runtime may be shutting down.
         let name = self.db_name.clone();
+        let pattern = format!("{}:*", self.redis_prefix);
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -243,6 +244,21 @@ impl Drop for TestEnv {
                     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                         .execute(&mut conn)
                         .await;
+                }
+                let Ok(client) = redis::Client::open("redis://127.0.0.1:6379") else {
+                    return;
+                };
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                    return;
+                };
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> =
+                        redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                 }
             });
         })
