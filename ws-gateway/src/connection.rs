@@ -105,7 +105,7 @@ impl Handler {
     /// Steps 1–3 of websocket.md §3. `Err` carries how the socket ended when setup failed.
     async fn setup(
         &mut self,
-        user_subscription: Option<tokio::sync::oneshot::Receiver<()>>,
+        user_subscription: Option<crate::fanout::Readiness>,
     ) -> Result<(), Ending> {
         let state = Arc::clone(&self.state);
         let loaded = match tokio::time::timeout(
@@ -126,7 +126,11 @@ impl Handler {
         };
         let peers = membership::presence_peers(self.user, &loaded);
         let mut readies: Vec<_> = user_subscription.into_iter().collect();
-        readies.extend(state.fanout.add_conversations(self.user, loaded));
+        readies.extend(
+            state
+                .fanout
+                .add_conversations(self.user, self.socket, loaded),
+        );
         state.fanout.settle(readies).await;
 
         state.presence.connect(self.user).await;

@@ -52,7 +52,7 @@ use shared_proto::{
     prost::Message as _,
     subjects,
 };
-use tokio::sync::{Notify, mpsc, mpsc::error::TrySendError, oneshot};
+use tokio::sync::{Notify, mpsc, mpsc::error::TrySendError, watch};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::{Utf8Bytes, protocol::frame::coding::CloseCode};
 use uuid::Uuid;
@@ -105,6 +105,62 @@ impl SocketSignal {
     }
 }
 
+/// Where a subscription stands: readiness is shared by everyone who needs the subject, so a
+/// socket or join that finds a subscription another one created still waits until the NATS
+/// server has it (websocket.md §3: subscribed before the snapshot; §8: before
+/// `conversation.joined` is delivered).
+#[derive(Clone)]
+pub struct Readiness(Arc<watch::Sender<u8>>);
+
+impl Readiness {
+    /// The subscribe call has not returned yet.
+    const PENDING: u8 = 0;
+    /// `SUB` is on its way to the server; a flush confirms it.
+    const SUBSCRIBED: u8 = 1;
+    /// A flush after `SUB` completed: the server delivers everything published from then on.
+    const CONFIRMED: u8 = 2;
+    /// The subscribe call failed: nothing to wait for.
+    const FAILED: u8 = 3;
+
+    fn new() -> Self {
+        Self(Arc::new(watch::channel(Self::PENDING).0))
+    }
+
+    fn set(&self, state: u8) {
+        self.0.send_replace(state);
+    }
+
+    fn is_confirmed(&self) -> bool {
+        matches!(*self.0.borrow(), Self::CONFIRMED | Self::FAILED)
+    }
+
+    fn is_subscribed(&self) -> bool {
+        *self.0.borrow() == Self::SUBSCRIBED
+    }
+
+    /// This, unless nobody needs to wait for it any more.
+    fn if_unconfirmed(&self) -> Option<Self> {
+        (!self.is_confirmed()).then(|| self.clone())
+    }
+
+    /// Resolves once the subscribe call has returned (or failed).
+    async fn subscribed(&self) {
+        let mut state = self.0.subscribe();
+        let _ = state.wait_for(|s| *s != Self::PENDING).await;
+    }
+
+    /// Marks a subscribed subscription confirmed (after a flush that followed its `SUB`).
+    fn confirm(&self) {
+        self.0.send_if_modified(|s| {
+            let subscribed = *s == Self::SUBSCRIBED;
+            if subscribed {
+                *s = Self::CONFIRMED;
+            }
+            subscribed
+        });
+    }
+}
+
 /// What the registry keeps of one socket.
 struct SocketHandle {
     id: SocketId,
@@ -115,6 +171,9 @@ struct SocketHandle {
     signal: Arc<SocketSignal>,
     /// Counted in the Redis presence store (after setup's presence step).
     present: bool,
+    /// Still between registration and [`Fanout::add_conversations`]: its conversation list is
+    /// being loaded from PostgreSQL and may predate removals processed meanwhile.
+    loading: bool,
 }
 
 /// A user with at least one socket on this gateway.
@@ -124,8 +183,20 @@ struct LocalUser {
     conversations: HashSet<Uuid>,
     /// The task reading `<prefix>.user.<id>`; aborting it unsubscribes.
     subscription: AbortHandle,
+    /// Whether that subscription is confirmed; the task holds a clone to report it.
+    ready: Readiness,
     /// Typing rate limit per conversation (websocket.md §6 rule 7); full buckets are forgotten.
     typing: HashMap<Uuid, TokenBucket>,
+    /// Conversations the user left while one of their sockets was loading its list (websocket.md
+    /// §8): that list may still name them, and must not re-subscribe the user. Cleared once no
+    /// socket of the user is loading.
+    left_while_loading: HashSet<Uuid>,
+}
+
+impl LocalUser {
+    fn loading(&self) -> bool {
+        self.sockets.iter().any(|s| s.loading)
+    }
 }
 
 /// A conversation with at least one local member.
@@ -138,6 +209,8 @@ struct LocalConversation {
     direct: bool,
     /// The task reading `<prefix>.conv.<id>`; aborting it unsubscribes.
     subscription: AbortHandle,
+    /// Whether that subscription is confirmed; the task holds a clone to report it.
+    ready: Readiness,
 }
 
 #[derive(Default)]
@@ -166,8 +239,9 @@ pub struct Registration {
     pub queue: mpsc::Receiver<Utf8Bytes>,
     /// Close requests for this socket; the registry holds the other `Arc`.
     pub signal: Arc<SocketSignal>,
-    /// Resolves when the user's personal subscription is in place (first local socket only).
-    pub ready: Option<oneshot::Receiver<()>>,
+    /// The user's personal subscription, while it is not confirmed yet (whichever socket of the
+    /// user created it).
+    pub ready: Option<Readiness>,
 }
 
 /// Which subject a subscription task reads.
@@ -240,24 +314,26 @@ impl Fanout {
         let socket = self.next_socket.fetch_add(1, Ordering::Relaxed);
         let (tx, queue) = mpsc::channel(queue_size);
         let signal = Arc::new(SocketSignal::default());
-        let mut ready = None;
         let mut state = self.lock();
         let local = state.users.entry(user).or_insert_with(|| {
-            let (subscription, ready_rx) =
+            let (subscription, ready) =
                 self.spawn_subscription(subjects::user(&self.prefix, &user), Target::User(user));
-            ready = Some(ready_rx);
             LocalUser {
                 sockets: Vec::with_capacity(1),
                 conversations: HashSet::new(),
                 subscription,
+                ready,
                 typing: HashMap::new(),
+                left_while_loading: HashSet::new(),
             }
         });
+        let ready = local.ready.if_unconfirmed();
         local.sockets.push(SocketHandle {
             id: socket,
             tx,
             signal: Arc::clone(&signal),
             present: false,
+            loading: true,
         });
         Registration {
             socket,
@@ -267,32 +343,56 @@ impl Fanout {
         }
     }
 
-    /// Makes `user` a member of `conversations` (subscribing where needed). Returns the new
-    /// subscriptions to wait for with [`settle`](Self::settle).
+    /// Makes `user` a member of `conversations` (subscribing where needed). Returns the
+    /// subscriptions not confirmed yet — new or created by another socket — to wait for with
+    /// [`settle`](Self::settle).
+    ///
+    /// `conversations` was loaded for `socket`; conversations the user left while it was being
+    /// loaded are skipped, so a removal is never undone by a stale list.
     pub fn add_conversations(
         self: &Arc<Self>,
         user: Uuid,
+        socket: SocketId,
         conversations: Vec<LoadedConversation>,
-    ) -> Vec<oneshot::Receiver<()>> {
+    ) -> Vec<Readiness> {
         let mut state = self.lock();
+        let Some(local) = state.users.get_mut(&user) else {
+            return Vec::new();
+        };
+        let left = std::mem::take(&mut local.left_while_loading);
+        if let Some(handle) = local.sockets.iter_mut().find(|s| s.id == socket) {
+            handle.loading = false;
+        }
+        if local.loading() {
+            // Another socket's list may be as stale: keep the record for it.
+            local.left_while_loading.clone_from(&left);
+        }
         conversations
             .into_iter()
+            .filter(|conversation| !left.contains(&conversation.id))
             .filter_map(|conversation| self.join_locked(&mut state, user, conversation))
             .collect()
     }
 
     /// Waits (bounded) until the given subscriptions exist, then flushes NATS so the server has
     /// processed them: what is published afterwards reaches this gateway.
-    pub async fn settle(&self, readies: Vec<oneshot::Receiver<()>>) {
+    pub async fn settle(&self, readies: Vec<Readiness>) {
         if readies.is_empty() {
             return;
         }
-        let _ = tokio::time::timeout(SETTLE_TIMEOUT, futures_util::future::join_all(readies)).await;
+        let subscribed = futures_util::future::join_all(readies.iter().map(Readiness::subscribed));
+        let _ = tokio::time::timeout(SETTLE_TIMEOUT, subscribed).await;
+        // Only a `SUB` sent before the flush is confirmed by it.
+        let sent: Vec<_> = readies.iter().filter(|r| r.is_subscribed()).collect();
         if tokio::time::timeout(SETTLE_TIMEOUT, self.nats.flush())
             .await
             .is_err()
         {
             tracing::warn!("NATS flush timed out; new subscriptions may miss early events");
+            return;
+        }
+        for ready in sent {
+            ready.confirm();
         }
     }
 
@@ -303,6 +403,9 @@ impl Fanout {
             return;
         };
         local.sockets.retain(|s| s.id != socket);
+        if !local.loading() {
+            local.left_while_loading.clear();
+        }
         if !local.sockets.is_empty() {
             return;
         }
@@ -383,8 +486,9 @@ impl Fanout {
         self: &Arc<Self>,
         subject: String,
         target: Target,
-    ) -> (AbortHandle, oneshot::Receiver<()>) {
-        let (ready_tx, ready_rx) = oneshot::channel();
+    ) -> (AbortHandle, Readiness) {
+        let ready = Readiness::new();
+        let task_ready = ready.clone();
         let fanout = Arc::clone(self);
         self.metrics
             .nats_subscriptions
@@ -395,27 +499,28 @@ impl Fanout {
                 Ok(subscriber) => subscriber,
                 Err(error) => {
                     tracing::error!(error = %error, "NATS subscribe failed");
+                    task_ready.set(Readiness::FAILED);
                     return;
                 }
             };
-            let _ = ready_tx.send(());
+            task_ready.set(Readiness::SUBSCRIBED);
             while let Some(message) = subscriber.next().await {
                 fanout
                     .handle(target, &message.subject, message.payload)
                     .await;
             }
         });
-        (task.abort_handle(), ready_rx)
+        (task.abort_handle(), ready)
     }
 
-    /// Joins `user` to a conversation under the lock; returns the readiness of a new
-    /// subscription, if one was needed.
+    /// Joins `user` to a conversation under the lock; returns the readiness of its
+    /// subscription while that is not confirmed (new, or still settling for someone else).
     fn join_locked(
         self: &Arc<Self>,
         state: &mut State,
         user: Uuid,
         conversation: LoadedConversation,
-    ) -> Option<oneshot::Receiver<()>> {
+    ) -> Option<Readiness> {
         let State {
             users,
             conversations,
@@ -423,21 +528,23 @@ impl Fanout {
             ..
         } = state;
         let local = users.get_mut(&user)?;
+        // Joined again: an earlier departure no longer says anything about this conversation.
+        local.left_while_loading.remove(&conversation.id);
         let newly_member = local.conversations.insert(conversation.id);
-        let mut ready = None;
         let entry = conversations.entry(conversation.id).or_insert_with(|| {
-            let (subscription, ready_rx) = self.spawn_subscription(
+            let (subscription, ready) = self.spawn_subscription(
                 subjects::conversation(&self.prefix, &conversation.id),
                 Target::Conversation(conversation.id),
             );
-            ready = Some(ready_rx);
             LocalConversation {
                 local_members: Vec::with_capacity(1),
                 presence_members: None,
                 direct: conversation.direct,
                 subscription,
+                ready,
             }
         });
+        let ready = entry.ready.if_unconfirmed();
         if newly_member && !entry.local_members.contains(&user) {
             entry.local_members.push(user);
         }
@@ -477,6 +584,9 @@ impl Fanout {
         if let Some(local) = state.users.get_mut(&user) {
             local.conversations.remove(&conversation);
             local.typing.remove(&conversation);
+            if local.loading() {
+                local.left_while_loading.insert(conversation);
+            }
         }
         self.remove_local_member(state, conversation, user);
     }

@@ -476,8 +476,9 @@ pub async fn response_head(port: u16, request: &[u8]) -> String {
 /// A WebSocket client of the tests.
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// Events already received but not yet consumed (a frame may hold several).
-    pending: VecDeque<Value>,
+    /// Events already received but not yet consumed (a frame may hold several), as the exact
+    /// lines the gateway sent.
+    pending: VecDeque<String>,
 }
 
 /// Connects `user` with a bearer token and waits for `presence.snapshot`; returns the client
@@ -536,7 +537,23 @@ impl Client {
         }
     }
 
+    /// The next event as the exact line the gateway sent, and parsed, skipping events of the
+    /// types in `skip`.
+    pub async fn next_raw_event_skipping(&mut self, skip: &[&str]) -> (String, Value) {
+        loop {
+            let raw = within("an event", self.read_raw_event()).await;
+            let event: Value = serde_json::from_str(&raw).expect("event is JSON");
+            if !skip.contains(&event["type"].as_str().unwrap_or_default()) {
+                return (raw, event);
+            }
+        }
+    }
+
     async fn read_event(&mut self) -> Value {
+        serde_json::from_str(&self.read_raw_event().await).expect("event is JSON")
+    }
+
+    async fn read_raw_event(&mut self) -> String {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return event;
@@ -544,8 +561,7 @@ impl Client {
             match self.ws.next().await {
                 Some(Ok(Message::Text(text))) => {
                     for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
-                        self.pending
-                            .push_back(serde_json::from_str(line).expect("event is JSON"));
+                        self.pending.push_back(line.to_owned());
                     }
                 }
                 Some(Ok(Message::Close(frame))) => panic!("socket closed: {frame:?}"),
@@ -568,6 +584,11 @@ impl Client {
         within("a send", self.ws.send(Message::Text(text.into().into())))
             .await
             .expect("send");
+    }
+
+    /// Sends any message (or a raw frame, for fragmented messages).
+    pub async fn send(&mut self, message: Message) {
+        within("a send", self.ws.send(message)).await.expect("send");
     }
 
     /// Sends a typing frame.

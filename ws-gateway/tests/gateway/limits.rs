@@ -114,3 +114,49 @@ async fn events_arriving_while_a_socket_is_set_up_are_queued_behind_the_snapshot
     publisher.abort();
     let _ = bob_ws.next_event().await;
 }
+
+#[tokio::test]
+async fn the_4096_byte_limit_holds_for_binary_and_fragmented_messages_and_4096_itself_passes() {
+    use tokio_tungstenite::tungstenite::{
+        Message,
+        protocol::frame::{
+            Frame,
+            coding::{Data, OpCode},
+        },
+    };
+    let env = TestEnv::new().await;
+    let gateway = InProcessGateway::start(&env, &[]).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let room = env.conversation("group", &[alice, bob]).await;
+    let (mut bob_ws, _) = connect(&env, gateway.port, bob).await;
+
+    // Exactly 4096 bytes (padded with JSON whitespace), as one binary message: relayed.
+    let frame = serde_json::json!({"type": "typing.start", "conversation_id": room}).to_string();
+    let padded = format!("{frame}{}", " ".repeat(4096 - frame.len()));
+    assert_eq!(padded.len(), 4096);
+    let (mut alice_ws, _) = connect(&env, gateway.port, alice).await;
+    alice_ws
+        .send(Message::Binary(padded.into_bytes().into()))
+        .await;
+    let typing = bob_ws
+        .next_event_skipping(&["presence.online", "presence.offline"])
+        .await;
+    assert_eq!(typing["type"], "typing.start");
+
+    // One byte more in a binary message: 1009.
+    alice_ws
+        .send(Message::Binary(vec![b' '; 4097].into()))
+        .await;
+    assert_eq!(alice_ws.close_code().await, 1009);
+
+    // A text message in three fragments of 2000 bytes, each under the limit: 1009 as well.
+    let (mut fragmented, _) = connect(&env, gateway.port, alice).await;
+    for (index, opcode) in [Data::Text, Data::Continue, Data::Continue]
+        .into_iter()
+        .enumerate()
+    {
+        let frame = Frame::message(vec![b' '; 2000], OpCode::Data(opcode), index == 2);
+        fragmented.send(Message::Frame(frame)).await;
+    }
+    assert_eq!(fragmented.close_code().await, 1009);
+}

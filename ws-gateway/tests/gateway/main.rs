@@ -4,6 +4,7 @@
 
 mod delivery;
 mod drain;
+mod end_to_end;
 mod handshake;
 mod helpers;
 mod limits;

@@ -67,3 +67,120 @@ async fn sockets_sharing_a_conversation_share_one_subscription_and_none_remain_a
         "the presence.* subscription lives as long as the gateway"
     );
 }
+
+/// websocket.md §3 (subscribe, then snapshot) and §8: a socket's setup, or a join, that finds
+/// the subscription already created by another socket but not yet confirmed by the NATS server
+/// must wait for it too — otherwise the snapshot (or `conversation.joined`) goes out before the
+/// gateway receives the conversation, and what is published meanwhile is lost without a gap.
+#[tokio::test]
+async fn a_second_socket_finding_a_pending_subscription_waits_until_it_is_confirmed() {
+    use std::sync::Arc;
+    use ws_gateway::{
+        fanout::{Fanout, LoadedConversation},
+        metrics::Metrics,
+    };
+
+    let env = TestEnv::new().await;
+    let nats = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("NATS");
+    let fanout = Fanout::new(
+        nats,
+        env.subject_prefix.clone(),
+        Arc::new(Metrics::new()),
+        100,
+        2.0,
+        4,
+    );
+    for round in 0..3 {
+        let (alice, bob, room) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let loaded = || LoadedConversation {
+            id: room,
+            direct: false,
+            presence_members: None,
+        };
+        let alice_socket = fanout.register(alice, 16);
+        let mut bob_socket = fanout.register(bob, 16);
+        // Alice's socket created the subscription; her setup has not settled yet.
+        let _pending = fanout.add_conversations(alice, alice_socket.socket, vec![loaded()]);
+        // Bob's socket finds it and settles: from now on the room's events must reach him.
+        let readies = fanout.add_conversations(bob, bob_socket.socket, vec![loaded()]);
+        fanout.settle(readies).await;
+        env.publish_to_conversation(room, message_new(room, alice, 1, "published after setup"))
+            .await;
+        let frame = within(
+            &format!("round {round}: the event"),
+            bob_socket.queue.recv(),
+        )
+        .await
+        .expect("queue open");
+        assert!(frame.as_str().contains("published after setup"), "{frame}");
+    }
+}
+
+/// websocket.md §8: a removal processed while a new socket of the user is still loading its
+/// conversation list from PostgreSQL must not be undone by that (now stale) list — otherwise
+/// the removed user would receive the conversation's events again until they reconnect.
+#[tokio::test]
+async fn a_removal_processed_while_a_socket_loads_its_list_is_not_undone_by_that_list() {
+    use std::sync::Arc;
+    use ws_gateway::{
+        fanout::{Fanout, LoadedConversation},
+        metrics::Metrics,
+    };
+
+    let env = TestEnv::new().await;
+    let nats = async_nats::connect("nats://127.0.0.1:4222")
+        .await
+        .expect("NATS");
+    let fanout = Fanout::new(
+        nats,
+        env.subject_prefix.clone(),
+        Arc::new(Metrics::new()),
+        100,
+        2.0,
+        4,
+    );
+    let (alice, owner, room, other) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let loaded = |id| LoadedConversation {
+        id,
+        direct: false,
+        presence_members: None,
+    };
+    // The socket registers (its personal subscription settles); its list is being loaded.
+    let mut socket = fanout.register(alice, 16);
+    fanout
+        .settle(socket.ready.take().into_iter().collect())
+        .await;
+    // Meanwhile Alice is removed from `room`: the gateway processes conversation.left.
+    env.publish_to_user(alice, conversation_left(room, owner, alice))
+        .await;
+    let frame = within("conversation.left reaches the queue", socket.queue.recv())
+        .await
+        .expect("queue open");
+    assert!(frame.as_str().contains("conversation.left"), "{frame}");
+    // The list, read before the removal committed, still names `room`.
+    let readies = fanout.add_conversations(alice, socket.socket, vec![loaded(room), loaded(other)]);
+    fanout.settle(readies).await;
+    assert!(
+        fanout.typing_allowed(alice, room).is_err(),
+        "the stale list re-subscribed a removed participant"
+    );
+    assert!(
+        fanout.typing_allowed(alice, other).is_ok(),
+        "other conversations are joined"
+    );
+    // The record is dropped once nothing is loading: a later genuine re-add works.
+    let second = fanout.register(alice, 16);
+    let readies = fanout.add_conversations(alice, second.socket, vec![loaded(room)]);
+    fanout.settle(readies).await;
+    assert!(
+        fanout.typing_allowed(alice, room).is_ok(),
+        "a fresh list is trusted again"
+    );
+}
