@@ -278,11 +278,7 @@ impl Handler {
                 return;
             }
         };
-        if let Err(reason) = self
-            .state
-            .fanout
-            .typing_allowed(self.user, frame.conversation_id)
-        {
+        let ignored = |reason: Ignored| {
             metrics
                 .client_frames_ignored
                 .with_label_values(&[reason.label()])
@@ -293,7 +289,26 @@ impl Handler {
                 "not_member"
             };
             metrics.typing_ops.with_label_values(&[op]).inc();
-            return;
+        };
+        if let Err(reason) = self
+            .state
+            .fanout
+            .typing_member(self.user, frame.conversation_id)
+        {
+            return ignored(reason);
+        }
+        // Rule 7 is fleet-wide: the bucket lives in Redis with the typing entry. Without Redis,
+        // this gateway's own bucket still bounds what the user relays through it.
+        let allowed = match self.state.typing.record(self.user, &frame).await {
+            Some(allowed) => allowed,
+            None => self
+                .state
+                .fanout
+                .typing_local_bucket(self.user, frame.conversation_id)
+                .is_ok(),
+        };
+        if !allowed {
+            return ignored(Ignored::RateLimited);
         }
         self.state.typing.relay(self.user, frame).await;
     }

@@ -422,14 +422,20 @@ impl Fanout {
         }
     }
 
-    /// Rules 5 and 7 of websocket.md §6: `user` is a live member of `conversation` here, and the
-    /// (user, conversation) token bucket has a token.
-    pub fn typing_allowed(&self, user: Uuid, conversation: Uuid) -> Result<(), Ignored> {
+    /// Rule 5 of websocket.md §6: `user` is a live member of `conversation` here.
+    pub fn typing_member(&self, user: Uuid, conversation: Uuid) -> Result<(), Ignored> {
+        let state = self.lock();
+        match state.users.get(&user) {
+            Some(local) if local.conversations.contains(&conversation) => Ok(()),
+            _ => Err(Ignored::NotMember),
+        }
+    }
+
+    /// Rule 7 on this gateway alone: the fallback used while Redis (which holds the fleet-wide
+    /// bucket) does not answer. Takes a token of the local (user, conversation) bucket.
+    pub fn typing_local_bucket(&self, user: Uuid, conversation: Uuid) -> Result<(), Ignored> {
         let mut state = self.lock();
         let local = state.users.get_mut(&user).ok_or(Ignored::NotMember)?;
-        if !local.conversations.contains(&conversation) {
-            return Err(Ignored::NotMember);
-        }
         let (rate, burst) = (self.typing_rate_per_sec, self.typing_burst);
         if local.typing.len() >= 16 {
             local

@@ -140,6 +140,8 @@ impl Application {
             settings.subject_prefix.clone(),
             &settings.redis_prefix,
             Arc::clone(&metrics),
+            settings.typing_rate_per_sec,
+            settings.typing_burst,
         ));
         let verifier = shared_auth::Verifier::new(settings.jwt.clone());
         match settings.auth_mode {

@@ -5,6 +5,7 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `<p>:typing:<conversation_id>` | ZSET | member = user id (lowercase canonical UUID), score = when the entry expires, unix **milliseconds** of the Redis clock (`typing.start` time + 6000). The key itself has a 6 s `PEXPIRE`, refreshed by every start. |
+//! | `<p>:typing:rate:<conversation_id>:<user_id>` | HASH | the fleet-wide relay limit of §6 rule 7: `tokens` (float) and `ts` (ms, Redis clock); expires once it would be full again |
 //! | `<p>:typing:deadlines` | ZSET | member = `<conversation_id>:<user_id>`, score = when the automatic `typing.stop` is due (start + 5000 ms) |
 //!
 //! `GET /conversations/{id}/typing` lists the live typists with one command:
@@ -41,9 +42,25 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Deadlines claimed per sweep run.
 const SWEEP_BATCH: usize = 500;
 
-const START: &str = r"
+/// The fleet-wide token bucket of websocket.md §6 rule 7, shared by START and STOP: one bucket
+/// per (user, conversation) in the hash KEYS[3] {tokens, ts}, refilled at ARGV[5] tokens per
+/// millisecond up to ARGV[6], timed by the Redis clock so every gateway agrees. Returns 0 from
+/// the script (nothing recorded) when no token is left.
+const BUCKET: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate, burst = tonumber(ARGV[5]), tonumber(ARGV[6])
+local b = redis.call('HMGET', KEYS[3], 'tokens', 'ts')
+local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = tokens >= 1
+if allowed then tokens = tokens - 1 end
+redis.call('HSET', KEYS[3], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[3], math.ceil(burst / rate) + 1000)
+if not allowed then return 0 end
+";
+
+const START: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
@@ -53,7 +70,7 @@ return 1
 
 const STOP: &str = r"
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[4])
 return 1
 ";
 
@@ -78,6 +95,9 @@ pub struct TypingStore {
     /// `<p>:typing:`
     key_prefix: String,
     metrics: Arc<Metrics>,
+    /// Typing relay limit: tokens per millisecond and burst (`TYPING_RATE_PER_SEC`, `TYPING_BURST`).
+    rate_per_ms: f64,
+    burst: u32,
     start: Script,
     stop: Script,
     sweep: Script,
@@ -90,6 +110,8 @@ impl TypingStore {
         subject_prefix: String,
         key_prefix: &str,
         metrics: Arc<Metrics>,
+        rate_per_sec: f64,
+        burst: u32,
     ) -> Self {
         Self {
             redis,
@@ -97,8 +119,10 @@ impl TypingStore {
             subject_prefix,
             key_prefix: format!("{key_prefix}:typing:"),
             metrics,
-            start: Script::new(START),
-            stop: Script::new(STOP),
+            rate_per_ms: rate_per_sec / 1000.0,
+            burst,
+            start: Script::new(&format!("{BUCKET}{START}")),
+            stop: Script::new(&format!("{BUCKET}{STOP}")),
             sweep: Script::new(SWEEP),
         }
     }
@@ -112,35 +136,34 @@ impl TypingStore {
         format!("{}deadlines", self.key_prefix)
     }
 
-    /// Records a validated typing frame of `user` in Redis, then relays it to the conversation's
-    /// subject (every gateway delivers it to the room minus the typist's sockets).
-    pub async fn relay(&self, user: Uuid, frame: TypingFrame) {
+    /// Takes a token of the fleet-wide (user, conversation) bucket and records a validated typing
+    /// frame in Redis, in one script. `Some(true)`: recorded, relay it; `Some(false)`: over the
+    /// limit, drop it; `None`: Redis did not answer (the caller falls back to its local bucket).
+    pub async fn record(&self, user: Uuid, frame: &TypingFrame) -> Option<bool> {
         let (key, deadlines) = (
             self.conversation_key(&frame.conversation_id),
             self.deadlines_key(),
         );
+        let rate_key = format!("{}rate:{}:{user}", self.key_prefix, frame.conversation_id);
         let member = format!("{}:{user}", frame.conversation_id);
-        let start = frame.kind == EventKind::TypingStart;
+        let script = if frame.kind == EventKind::TypingStart {
+            &self.start
+        } else {
+            &self.stop
+        };
         let recorded: Option<i64> = redis_conn::run(&self.redis, "typing", |mut c| async move {
-            if start {
-                self.start
-                    .key(&key)
-                    .key(&deadlines)
-                    .arg(user.to_string())
-                    .arg(ENTRY_TTL.as_millis() as u64)
-                    .arg(STOP_AFTER.as_millis() as u64)
-                    .arg(&member)
-                    .invoke_async(&mut c)
-                    .await
-            } else {
-                self.stop
-                    .key(&key)
-                    .key(&deadlines)
-                    .arg(user.to_string())
-                    .arg(&member)
-                    .invoke_async(&mut c)
-                    .await
-            }
+            script
+                .key(&key)
+                .key(&deadlines)
+                .key(&rate_key)
+                .arg(user.to_string())
+                .arg(ENTRY_TTL.as_millis() as u64)
+                .arg(STOP_AFTER.as_millis() as u64)
+                .arg(&member)
+                .arg(self.rate_per_ms)
+                .arg(self.burst)
+                .invoke_async(&mut c)
+                .await
         })
         .await;
         if recorded.is_none() {
@@ -149,6 +172,12 @@ impl TypingStore {
                 .with_label_values(&["redis_error"])
                 .inc();
         }
+        recorded.map(|r| r == 1)
+    }
+
+    /// Relays a typing frame to the conversation's subject (every gateway delivers it to the room
+    /// minus the typist's sockets).
+    pub async fn relay(&self, user: Uuid, frame: TypingFrame) {
         self.metrics
             .typing_ops
             .with_label_values(&["relayed"])

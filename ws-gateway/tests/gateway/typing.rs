@@ -169,6 +169,81 @@ async fn typing_frames_beyond_the_rate_limit_are_dropped() {
     );
 }
 
+/// Rule 7 is per user, fleet-wide: a typist with one socket on each of two gateways shares one
+/// (user, conversation) bucket, held in Redis with the typing entry.
+#[tokio::test]
+async fn the_typing_rate_limit_is_shared_by_a_typists_sockets_on_every_gateway() {
+    let env = TestEnv::new().await;
+    let (g1, g2) = tokio::join!(
+        ProcessGateway::start(&env, &[]),
+        ProcessGateway::start(&env, &[])
+    );
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let room = env.conversation("group", &[alice, bob]).await;
+    let other = env.conversation("group", &[alice, bob]).await;
+    let (mut alice_1, _) = connect(&env, g1.port, alice).await;
+    let (mut alice_2, _) = connect(&env, g2.port, alice).await;
+    let (mut bob_ws, _) = connect(&env, g1.port, bob).await;
+
+    // Twelve frames, alternating gateways: per-gateway buckets would relay 8 or more.
+    for n in 0..6 {
+        alice_1
+            .send_typing("typing.start", room, json!({"n": 2 * n}))
+            .await;
+        alice_2
+            .send_typing("typing.start", room, json!({"n": 2 * n + 1}))
+            .await;
+    }
+    // Sentinels on another conversation, one through each gateway, mark the end of both streams.
+    alice_1
+        .send_typing("typing.start", other, json!({"sentinel": 1}))
+        .await;
+    alice_2
+        .send_typing("typing.start", other, json!({"sentinel": 2}))
+        .await;
+    let (mut relayed, mut sentinels) = (0, 0);
+    while sentinels < 2 {
+        let event = bob_ws.next_event_skipping(&SKIP).await;
+        if event["conversation_id"] == other.to_string() {
+            sentinels += 1;
+        } else {
+            relayed += 1;
+        }
+    }
+    bob_ws.assert_quiet().await;
+    // One burst of 4 for the whole fleet, plus what refilled at 2/s while the frames were sent.
+    assert!((4..=6).contains(&relayed), "{relayed} frames relayed");
+}
+
+/// Without Redis the gateway still bounds what a typist relays through it, with its own bucket.
+#[tokio::test]
+async fn without_redis_each_gateway_still_limits_typing_on_its_own() {
+    let env = TestEnv::new().await;
+    let gateway = InProcessGateway::start(&env, &[("REDIS_URL", "redis://127.0.0.1:1")]).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let room = env.conversation("group", &[alice, bob]).await;
+    let other = env.conversation("group", &[alice, bob]).await;
+    let (mut alice_ws, _) = connect(&env, gateway.port, alice).await;
+    let (mut bob_ws, _) = connect(&env, gateway.port, bob).await;
+    for n in 0..12 {
+        alice_ws
+            .send_typing("typing.start", room, json!({"n": n}))
+            .await;
+    }
+    alice_ws
+        .send_typing("typing.start", other, json!({"sentinel": true}))
+        .await;
+    let mut relayed = 0;
+    loop {
+        let event = bob_ws.next_event_skipping(&SKIP).await;
+        if event["conversation_id"] == other.to_string() {
+            break;
+        }
+        relayed += 1;
+    }
+    assert!((4..=6).contains(&relayed), "{relayed} frames relayed");
+}
+
 #[tokio::test]
 async fn a_silent_typist_gets_one_automatic_typing_stop_across_two_gateways() {
     let env = TestEnv::new().await;
