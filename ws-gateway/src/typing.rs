@@ -21,7 +21,8 @@
 //!   the fleet, 5–5.25 s after the last start. Closing the last socket changes nothing: the
 //!   entry expires the same way.
 //!
-//! Redis down: frames are still relayed; the entries and the automatic stop are lost (counted as
+//! Redis down: frames are still relayed, limited by each gateway's own bucket instead of the
+//! fleet-wide one; the entries and the automatic stop are lost (counted as
 //! `typing_operations_total{op="redis_error"}`).
 
 use std::{sync::Arc, time::Duration};
