@@ -790,3 +790,48 @@ pub fn reaction_removed(conversation: Uuid, actor: Uuid) -> Event {
         }),
     )
 }
+
+/// A loopback TCP proxy in front of a real server, which a test can cut to simulate that server
+/// going away (the real PostgreSQL / NATS / Redis are shared by the whole suite and stay up).
+pub struct CuttableProxy {
+    pub port: u16,
+    /// Aborting it stops accepting and drops every proxied connection.
+    tasks: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    /// Proxies `127.0.0.1:<port>` to `127.0.0.1:<upstream>`.
+    pub async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let tasks = tokio::spawn(async move {
+            let mut set = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                set.spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self { port, tasks }
+    }
+
+    /// Stops the proxy: open connections are dropped and new ones refused.
+    pub fn cut(&self) {
+        self.tasks.abort();
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.tasks.abort();
+    }
+}

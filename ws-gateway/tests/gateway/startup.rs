@@ -89,3 +89,53 @@ async fn the_healthcheck_subcommand_exits_0_when_health_answers() {
         .unwrap();
     assert!(!status.success());
 }
+
+#[tokio::test]
+async fn ready_turns_503_when_nats_goes_away_and_back_to_200_when_it_returns() {
+    let env = TestEnv::new().await;
+    let proxy = CuttableProxy::start(4222).await;
+    let nats_url = format!("nats://127.0.0.1:{}", proxy.port);
+    let gateway = InProcessGateway::start(&env, &[("NATS_URL", nats_url.as_str())]).await;
+    assert_eq!(http_get(gateway.port, "/ready").await.0, 200);
+    proxy.cut();
+    let mut status = 200;
+    for _ in 0..100 {
+        status = http_get(gateway.port, "/ready").await.0;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 503, "/ready still 200 after NATS went away");
+    let (_, body) = http_get(gateway.port, "/ready").await;
+    assert!(body.contains(r#""nats":"fail""#), "{body}");
+    // Service is restored on the same address: the client reconnects and /ready recovers.
+    let port = proxy.port;
+    drop(proxy);
+    let listener = loop {
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    };
+    let _restored = tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", 4222)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    for _ in 0..150 {
+        status = http_get(gateway.port, "/ready").await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "/ready did not recover after NATS came back");
+}
