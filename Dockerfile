@@ -34,6 +34,8 @@ COPY shared-proto ./shared-proto
 COPY shared-auth ./shared-auth
 COPY api-service ./api-service
 COPY ws-gateway ./ws-gateway
+# Every workspace member must be present for cargo to load the workspace, even with -p.
+COPY bench ./bench
 # The cargo registry and the target directory live in BuildKit cache mounts: a rebuild after a
 # code change recompiles only the workspace crates, not the ~400 dependencies. The binaries are
 # copied out of the cache mount, which is not part of the layer.

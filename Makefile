@@ -1,5 +1,5 @@
 # ReTiCh Messaging. `make dev` runs the whole stack from nothing; `make test` runs every test.
-.PHONY: dev dev-stop services test lint fmt build migrate token validate-deploy
+.PHONY: dev dev-stop services test lint fmt build migrate token validate-deploy bench
 
 CARGO ?= cargo
 
@@ -33,3 +33,6 @@ token: ## print a development token (JWT_SECRET must match the running services)
 
 validate-deploy: ## validate Dockerfile, compose, k8s manifests, dashboards (no cluster/engine needed)
 	scripts/validate-deploy.sh
+
+bench: ## short run of every retich-bench scenario on services it starts and stops; bench/results/latest.json
+	scripts/bench.sh

@@ -213,46 +213,91 @@ impl<T> JsonBody<T> {
             Some(Ok(Value::Null)) => Map::new(),
             _ => return Err(ApiError::BadRequest(error::INVALID_JSON)),
         };
-        // PostgreSQL text and jsonb cannot hold U+0000, so a body carrying one (`"\u0000"`, valid
-        // JSON) could never be stored as sent: it is refused here rather than failing later.
-        if contains_nul(&object) {
-            return Err(ApiError::BadRequest(error::INVALID_JSON));
-        }
-        Ok(JsonObject(object))
+        Ok(JsonObject {
+            map: object,
+            raw: bytes.clone(),
+        })
     }
 }
 
-/// Whether any key or string value, at any depth, contains U+0000.
-fn contains_nul(map: &Map<String, Value>) -> bool {
-    fn value(v: &Value) -> bool {
-        match v {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().any(value),
-            Value::Object(map) => contains_nul(map),
-            _ => false,
-        }
+/// Whether a JSON value holds U+0000 in any key or string, at any depth.
+fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
     }
-    map.iter().any(|(k, v)| k.contains('\0') || value(v))
 }
 
-/// The URI rules that apply before routing: a path with an empty segment (`//`, or a trailing
-/// `/`) matches no route — path variables are non-empty — so it is the plain 404 of §2.3; a
-/// percent-encoded NUL anywhere in the path or query is refused with 400, since no id, emoji or
-/// search term containing U+0000 can exist or be stored.
+/// The URI rule that applies before routing: a path with an empty segment (`//`, or a trailing
+/// `/`) matches no route — path variables are non-empty — so it is the plain 404 of §2.3.
+///
+/// Values that PostgreSQL cannot hold (U+0000, in a path segment or a query value) are not
+/// refused here: the credential check comes first (§2.1), and then each route judges them like
+/// any other value — an id containing one is not a UUID, an emoji or search term containing one
+/// matches nothing stored (see [`has_nul`]).
 pub fn guard_uri(uri: &poem::http::Uri) -> Option<Response> {
     let path = uri.path();
     if path.len() > 1 && (path.contains("//") || path.ends_with('/')) {
         return Some(not_found());
     }
-    let nul = |s: &str| {
-        s.as_bytes()
-            .windows(3)
-            .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
-    };
-    if nul(path) || uri.query().is_some_and(nul) {
-        return Some(ApiError::BadRequest("Invalid request parameters").into_response());
-    }
     None
+}
+
+/// The router drops a path variable whose percent-decoding is not UTF-8, and the operation then
+/// fails with a plain-text 400 before the credential check. Such a segment can be no id, object
+/// name or stored emoji, so it is replaced by `%00` (U+0000, which is equally none of them) and
+/// the request takes the route's ordinary check order. `None` when nothing needs replacing.
+pub fn sanitize_path(uri: &poem::http::Uri) -> Option<poem::http::Uri> {
+    let path = uri.path();
+    let bad = |seg: &str| seg.contains('%') && std::str::from_utf8(&percent_decode(seg)).is_err();
+    if !path.split('/').any(bad) {
+        return None;
+    }
+    let fixed: Vec<&str> = path
+        .split('/')
+        .map(|seg| if bad(seg) { "%00" } else { seg })
+        .collect();
+    let mut path_and_query = fixed.join("/");
+    if let Some(q) = uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    poem::http::Uri::from_parts(parts).ok()
+}
+
+/// The bytes of a percent-encoded path segment (`%` not followed by two hex digits is kept).
+fn percent_decode(seg: &str) -> Vec<u8> {
+    let bytes = seg.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Whether a value taken from the path or query holds U+0000, which no stored text can contain
+/// (PostgreSQL refuses it): such an emoji or search term matches nothing.
+pub fn has_nul(s: &str) -> bool {
+    s.contains('\0')
 }
 
 /// The plain-text 404 of an unknown path (§2.3).
@@ -331,7 +376,11 @@ impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {
 
 /// A parsed JSON object with the typed getters of §2.4: a present value of the wrong JSON type
 /// is `Invalid JSON body`; `null` is the same as absent.
-pub struct JsonObject(Map<String, Value>);
+pub struct JsonObject {
+    map: Map<String, Value>,
+    /// The body as received, for values that must keep their exact text ([`Self::opt_raw`]).
+    raw: Vec<u8>,
+}
 
 fn bad_json() -> ApiError {
     ApiError::BadRequest(error::INVALID_JSON)
@@ -339,10 +388,14 @@ fn bad_json() -> ApiError {
 
 impl JsonObject {
     /// An optional string (`null`/absent → `None`).
+    ///
+    /// PostgreSQL text and jsonb cannot hold U+0000, so a field carrying one (`"\u0000"`, valid
+    /// JSON) could never be stored as sent: it is refused as `Invalid JSON body`, like a value of
+    /// the wrong type. Only the fields a route reads are judged; unknown keys are ignored (§2.4).
     pub fn opt_str(&self, key: &str) -> Result<Option<String>, ApiError> {
-        match self.0.get(key) {
+        match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::String(s)) if !s.contains('\0') => Ok(Some(s.clone())),
             Some(_) => Err(bad_json()),
         }
     }
@@ -354,20 +407,45 @@ impl JsonObject {
 
     /// An optional array of strings (`null`/absent → `None`); any non-string entry is bad JSON.
     pub fn opt_str_array(&self, key: &str) -> Result<Option<Vec<String>>, ApiError> {
-        match self.0.get(key) {
+        match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad_json))
+                .map(|v| match v {
+                    Value::String(s) if !s.contains('\0') => Ok(s.clone()),
+                    _ => Err(bad_json()),
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
             Some(_) => Err(bad_json()),
         }
     }
 
-    /// Any JSON value (`null`/absent → `None`).
-    pub fn opt_value(&self, key: &str) -> Option<&Value> {
-        self.0.get(key).filter(|v| !v.is_null())
+    /// Any JSON value (`null`/absent → `None`); U+0000 in any of its keys or strings is refused
+    /// as in [`Self::opt_str`].
+    /// Any JSON value as the client wrote it, white space outside strings removed
+    /// (`null`/absent → `None`). Numbers keep their exact text (`1.50`, 30-digit integers): the
+    /// value goes to PostgreSQL as JSON text, never through f64. Duplicate keys: the last wins,
+    /// as in [`Self::opt_value`].
+    pub fn opt_raw(&self, key: &str) -> Result<Option<String>, ApiError> {
+        if self.opt_value(key)?.is_none() {
+            return Ok(None);
+        }
+        let mut stream = serde_json::Deserializer::from_slice(&self.raw)
+            .into_iter::<std::collections::HashMap<String, Box<serde_json::value::RawValue>>>();
+        match stream.next() {
+            Some(Ok(mut fields)) => Ok(fields
+                .remove(key)
+                .map(|raw| shared_proto::json::compact_json(raw.get()))),
+            _ => Err(bad_json()),
+        }
+    }
+
+    pub fn opt_value(&self, key: &str) -> Result<Option<&Value>, ApiError> {
+        match self.map.get(key).filter(|v| !v.is_null()) {
+            Some(v) if contains_nul(v) => Err(bad_json()),
+            other => Ok(other),
+        }
     }
 }
 
@@ -437,6 +515,18 @@ pub struct Page<T> {
     pub total: i64,
     pub limit: i64,
     pub offset: i64,
+}
+
+impl<T> Page<T> {
+    /// A page of a result set known to be empty.
+    pub fn empty(limit: i64, offset: i64) -> Self {
+        Self {
+            data: Vec::new(),
+            total: 0,
+            limit,
+            offset,
+        }
+    }
 }
 
 #[derive(Serialize, poem_openapi::Object)]
@@ -629,6 +719,20 @@ mod tests {
             serde_json::to_string(&d).unwrap(),
             r#"{"limit":"limit must not exceed 100","offset":"offset must not exceed 2147483647"}"#
         );
+    }
+
+    #[test]
+    fn path_segments_that_do_not_decode_to_utf8_become_nul() {
+        let fix = |s: &str| sanitize_path(&s.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(fix("/conversations/abc"), None);
+        assert_eq!(fix("/messages/x/reactions/%F0%9F%91%8D"), None);
+        assert_eq!(fix("/messages/x/reactions/100%"), None);
+        assert_eq!(fix("/conversations/%FF"), Some("/conversations/%00".into()));
+        assert_eq!(
+            fix("/conversations/%e9x/messages?limit=%FF"),
+            Some("/conversations/%00/messages?limit=%FF".into())
+        );
+        assert_eq!(fix("/uploads/a%F0%9F"), Some("/uploads/%00".into()));
     }
 
     #[test]

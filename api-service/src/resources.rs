@@ -4,8 +4,9 @@
 //! [`Timestamp`] (RFC 3339 UTC, microseconds, trailing zeros removed).
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{NewType, Object};
+use poem_openapi::{NewType, Object, types::Any};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use shared_proto::events as pb;
 use uuid::Uuid;
 
@@ -15,6 +16,14 @@ use uuid::Uuid;
 #[oai(to_header = false, from_multipart = false)]
 #[serde(transparent)]
 pub struct Timestamp(pub String);
+
+/// Metadata as PostgreSQL's jsonb text made compact: white space outside strings removed,
+/// nothing else changed. `None` for JSON `null` (or text that is not JSON, which jsonb never
+/// produces).
+pub fn raw_json(text: &str) -> Option<Any<Box<RawValue>>> {
+    let raw = RawValue::from_string(shared_proto::json::compact_json(text)).ok()?;
+    (raw.get() != "null").then_some(Any(raw))
+}
 
 /// Microseconds since the Unix epoch (what PostgreSQL stores).
 pub fn micros(t: DateTime<Utc>) -> i64 {
@@ -99,10 +108,10 @@ pub struct Message {
     #[oai(rename = "type")]
     pub kind: String,
     pub content: Option<String>,
-    /// Any JSON value; omitted when null.
+    /// Any JSON value in PostgreSQL jsonb normal form (numbers as stored); omitted when null.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[oai(skip_serializing_if_is_none)]
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Option<Any<Box<RawValue>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[oai(skip_serializing_if_is_none)]
     pub reply_to_id: Option<Uuid>,
@@ -253,7 +262,7 @@ impl From<&Message> for pb::Message {
             seq: m.seq,
             r#type: m.kind.clone(),
             content: m.content.clone(),
-            metadata_json: m.metadata.as_ref().map(|v| v.to_string()),
+            metadata_json: m.metadata.as_ref().map(|v| v.0.get().to_owned()),
             reply_to_id: m.reply_to_id.map(|u| u.to_string()),
             client_msg_id: m.client_msg_id.clone(),
             is_edited: m.is_edited,

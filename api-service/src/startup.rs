@@ -233,11 +233,14 @@ pub fn build_routes(state: AppState) -> impl poem::Endpoint {
         .catch_error(|_: poem_openapi::error::ParseParamError| async {
             ApiError::BadRequest("Invalid request parameters").into_response()
         })
-        .around(|ep, req| async move {
-            match crate::http::guard_uri(req.uri()) {
-                Some(resp) => Ok(resp),
-                None => ep.call(req).await.map(IntoResponse::into_response),
+        .around(|ep, mut req| async move {
+            if let Some(resp) = crate::http::guard_uri(req.uri()) {
+                return Ok(resp);
             }
+            if let Some(uri) = crate::http::sanitize_path(req.uri()) {
+                *req.uri_mut() = uri;
+            }
+            ep.call(req).await.map(IntoResponse::into_response)
         })
         .with(HttpMetrics(metrics))
 }

@@ -205,6 +205,32 @@ pub fn presence_snapshot_frame(online_user_ids: &[Uuid]) -> Vec<u8> {
     out
 }
 
+/// Removes the white space outside strings from JSON text, changing nothing else: key order,
+/// duplicate keys and numbers are kept exactly as written (`{"a": 1.50}` → `{"a":1.50}`).
+/// Invalid JSON stays invalid (callers validate).
+pub fn compact_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for ch in text.chars() {
+        if in_string {
+            out.push(ch);
+            if escaped {
+                escaped = false;
+            } else if ch == '\\' {
+                escaped = true;
+            } else if ch == '"' {
+                in_string = false;
+            }
+        } else if ch == '"' {
+            in_string = true;
+            out.push(ch);
+        } else if !matches!(ch, ' ' | '\t' | '\n' | '\r') {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 /// A time in unix microseconds as http-api.md §2.5 writes it: RFC 3339 in UTC with `Z`,
 /// microsecond precision, trailing fractional zeros removed (`2026-11-24T15:00:44.1166Z`,
 /// `2026-11-24T15:00:44Z`).
@@ -341,7 +367,7 @@ struct MessageView<'a> {
     message_type: &'a str,
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<serde_json::Value>,
+    metadata: Option<Box<serde_json::value::RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -356,14 +382,16 @@ struct MessageView<'a> {
 
 impl<'a> MessageView<'a> {
     fn new(message: &'a Message) -> Result<Self, RenderError> {
-        // Parsed (not embedded raw) so that PostgreSQL's spaced jsonb text comes out compact;
-        // `preserve_order` keeps its key order. A JSON `null` is the same as no metadata.
+        // Embedded as written, only its insignificant white space removed: PostgreSQL's jsonb
+        // text (`{"a": 1.50}`) comes out compact with every number exactly as stored (no trip
+        // through f64). A JSON `null` is the same as no metadata.
         let metadata = match message.metadata_json.as_deref() {
             None => None,
-            Some(text) => match serde_json::from_str(text).map_err(RenderError::InvalidMetadata)? {
-                serde_json::Value::Null => None,
-                value => Some(value),
-            },
+            Some(text) => {
+                let raw = serde_json::value::RawValue::from_string(compact_json(text))
+                    .map_err(RenderError::InvalidMetadata)?;
+                (raw.get() != "null").then_some(raw)
+            }
         };
         Ok(Self {
             id: &message.id,

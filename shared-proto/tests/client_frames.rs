@@ -541,3 +541,28 @@ fn every_frame_is_valid_json_with_the_three_envelope_keys() {
         Uuid::nil().to_string()
     );
 }
+
+#[test]
+fn metadata_numbers_and_strings_are_kept_exactly_as_postgresql_wrote_them() {
+    let message = Message {
+        metadata_json: Some(
+            r#"{"n": 1.50, "big": 123456789012345678901234567890, "e": 1e400, "s": "a \"b\"  c\n", "arr": [ -0 , 2 ]}"#.into(),
+        ),
+        ..bare_message()
+    };
+    let frame = render(&event(EventKind::MessageNew, CONV, Body::Message(message)));
+    assert!(
+        frame.contains(r#""metadata":{"n":1.50,"big":123456789012345678901234567890,"e":1e400,"s":"a \"b\"  c\n","arr":[-0,2]}"#),
+        "{frame}"
+    );
+}
+
+#[test]
+fn compact_json_only_removes_white_space_outside_strings() {
+    use shared_proto::json::compact_json;
+    assert_eq!(
+        compact_json("{ \"a b\" : [ 1 , 2.50 ] ,\n\t\"c\": \"x \\\" y\" }"),
+        r#"{"a b":[1,2.50],"c":"x \" y"}"#
+    );
+    assert_eq!(compact_json(r#""\\" "#), r#""\\""#);
+}

@@ -19,16 +19,25 @@ pub struct NewAttachment<'a> {
     pub height: Option<i32>,
 }
 
-/// Attaches a file to `message`.
+/// Attaches a file to `message`, provided the message is still not deleted and `uploader` still
+/// an active participant of its conversation (both were checked before the body was read, which
+/// may have taken a while). `None` when either no longer holds.
 pub async fn insert(
     conn: &mut PgConnection,
     message: &MessageRow,
+    uploader: Uuid,
     new: &NewAttachment<'_>,
-) -> sqlx::Result<Attachment> {
-    let row: AttachmentRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+) -> sqlx::Result<Option<Attachment>> {
+    let row: Option<AttachmentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into attachments as a
              (message_id, message_created_at, file_name, file_type, file_size, file_url, width, height)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         select m.id, m.created_at, $3, $4, $5, $6, $7, $8
+         from messages m
+         where m.id = $1 and m.created_at = $2 and m.is_deleted is not true
+           and exists (
+                 select 1 from conversation_participants p
+                 where p.conversation_id = m.conversation_id and p.user_id = $9
+                   and p.left_at is null)
          returning {ATTACHMENT_COLUMNS}"
     )))
     .bind(message.id)
@@ -39,9 +48,10 @@ pub async fn insert(
     .bind(new.file_url)
     .bind(new.width)
     .bind(new.height)
-    .fetch_one(conn)
+    .bind(uploader)
+    .fetch_optional(conn)
     .await?;
-    Ok(row.into())
+    Ok(row.map(Into::into))
 }
 
 /// The media gallery of a conversation (§11.3): attachments of its non-deleted messages, newest

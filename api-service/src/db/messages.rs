@@ -23,7 +23,8 @@ pub struct MessageRow {
     pub seq: i64,
     pub kind: String,
     pub content: Option<String>,
-    pub metadata: Option<sqlx::types::Json<serde_json::Value>>,
+    /// jsonb as PostgreSQL writes it (`{"a": 1.50}`); numbers are never parsed.
+    pub metadata: Option<String>,
     pub reply_to_id: Option<Uuid>,
     pub client_msg_id: Option<String>,
     pub is_edited: bool,
@@ -33,7 +34,7 @@ pub struct MessageRow {
 }
 
 /// Columns of [`MessageRow`] for a `messages` alias `m`.
-pub const COLUMNS: &str = "m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as kind, m.content, m.metadata, \
+pub const COLUMNS: &str = "m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as kind, m.content, m.metadata::text as metadata, \
      m.reply_to_id, m.client_msg_id, coalesce(m.is_edited, false) as is_edited, m.edited_at, \
      coalesce(m.is_deleted, false) as is_deleted, m.created_at";
 
@@ -146,7 +147,10 @@ impl MessageRow {
             seq: self.seq,
             kind: self.kind,
             content: self.content,
-            metadata: self.metadata.map(|j| j.0).filter(|v| !v.is_null()),
+            metadata: self
+                .metadata
+                .as_deref()
+                .and_then(crate::resources::raw_json),
             reply_to_id: self.reply_to_id,
             client_msg_id: self.client_msg_id,
             is_edited: self.is_edited,
@@ -221,7 +225,8 @@ pub struct NewMessage<'a> {
     /// One of the `message_type` values.
     pub kind: &'a str,
     pub content: Option<&'a str>,
-    pub metadata: Option<&'a serde_json::Value>,
+    /// Compact JSON text, stored as `jsonb`.
+    pub metadata: Option<&'a str>,
     pub reply_to_id: Option<Uuid>,
     pub client_msg_id: Option<&'a str>,
 }
@@ -250,7 +255,7 @@ pub async fn insert(
          )
          insert into messages as m
              (id, created_at, conversation_id, sender_id, seq, type, content, metadata, reply_to_id, client_msg_id)
-         select $1, $2, $3, $4, c.last_seq, $5::message_type, $6, $7, $8, $9
+         select $1, $2, $3, $4, c.last_seq, $5::message_type, $6, $7::jsonb, $8, $9
          from c
          returning {COLUMNS}"
     )))
@@ -260,7 +265,7 @@ pub async fn insert(
     .bind(new.sender_id)
     .bind(new.kind)
     .bind(new.content)
-    .bind(new.metadata.map(sqlx::types::Json))
+    .bind(new.metadata)
     .bind(new.reply_to_id)
     .bind(new.client_msg_id)
     .fetch_optional(conn)

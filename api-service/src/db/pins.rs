@@ -43,22 +43,26 @@ pub enum PinError {
     Database(#[from] sqlx::Error),
 }
 
-/// Pins `message` in its conversation.
+/// Pins `message` in its conversation, provided it is still not deleted (it was checked before,
+/// in another statement). `None` when it was deleted since.
 pub async fn insert(
     conn: &mut PgConnection,
     message: &MessageRow,
     pinned_by: Uuid,
-) -> Result<PinRow, PinError> {
+) -> Result<Option<PinRow>, PinError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into pinned_messages as p (conversation_id, message_id, message_created_at, pinned_by)
-         values ($1, $2, $3, $4)
+         select m.conversation_id, m.id, m.created_at, $4
+         from messages m
+         where m.conversation_id = $1 and m.id = $2 and m.created_at = $3
+           and m.is_deleted is not true
          returning {COLUMNS}"
     )))
     .bind(message.conversation_id)
     .bind(message.id)
     .bind(message.created_at)
     .bind(pinned_by)
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
     .map_err(|e| {
         if super::is_unique_violation(&e, "unique_pin") {

@@ -31,7 +31,7 @@ use crate::{
     events::Audience,
     http::{Caller, Data, Page, conv_id, msg_id, pagination},
     resources::Attachment,
-    routes::{ApiTags, require_member},
+    routes::{ApiTags, messages::live_message, require_member},
     sniff::{self, FileKind, TEXT_WINDOW},
     startup::AppState,
     storage::{ByteRange, ObjectName},
@@ -338,10 +338,7 @@ impl AttachmentsApi {
         let user = caller.user()?;
         let message = {
             let mut conn = state.pool.acquire().await?;
-            let message = db::messages::find(&mut conn, id)
-                .await?
-                .filter(|m| !m.is_deleted)
-                .ok_or(ApiError::NotFound(error::MESSAGE_NOT_FOUND))?;
+            let message = live_message(&mut conn, id).await?;
             require_member(&mut conn, message.conversation_id, user).await?;
             message
         };
@@ -361,9 +358,17 @@ impl AttachmentsApi {
             width,
             height,
         };
-        let inserted = async {
+        let inserted: Result<Attachment, ApiError> = async {
             let mut conn = state.pool.acquire().await?;
-            db::attachments::insert(&mut conn, &message, &new).await
+            match db::attachments::insert(&mut conn, &message, user, &new).await? {
+                Some(a) => Ok(a),
+                // The message was deleted, or the uploader left, while the file streamed in:
+                // the answer steps 3–4 would give now (§2.8).
+                None => Err(match live_message(&mut conn, id).await {
+                    Ok(_) => ApiError::Forbidden(error::NOT_A_PARTICIPANT),
+                    Err(e) => e,
+                }),
+            }
         }
         .await;
         let attachment = match inserted {
@@ -372,7 +377,7 @@ impl AttachmentsApi {
                 if let Err(cleanup) = state.storage.delete(&name).await {
                     tracing::error!(error = format!("{cleanup:#}"), "orphaned attachment object");
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         tracing::info!(
@@ -384,7 +389,11 @@ impl AttachmentsApi {
         );
 
         let mut conn = state.pool.acquire().await?;
-        if let Some(row) = db::messages::find(&mut conn, id).await? {
+        // A deleted message is never sent out, not even in an event (http-api.md §3).
+        if let Some(row) = db::messages::find(&mut conn, id)
+            .await?
+            .filter(|m| !m.is_deleted)
+        {
             let updated = db::messages::embed_one(&mut conn, row).await?;
             state
                 .events

@@ -9,7 +9,7 @@ use crate::{
     db::{self, conversations::NewConversation},
     error::{self, ApiError, Details},
     events::Audience,
-    http::{Caller, Data, JsonBody, Page, conv_id, pagination},
+    http::{Caller, Data, JsonBody, Page, conv_id, has_nul, pagination},
     resources::{ChannelSummary, Conversation, ConversationDetail},
     routes::{ApiTags, require_member},
     startup::AppState,
@@ -282,6 +282,10 @@ impl ConversationsApi {
                 "search must not exceed 100 characters",
             ));
         }
+        if search.as_deref().is_some_and(has_nul) {
+            // No name or nickname can hold U+0000 (nor can it be sent to PostgreSQL).
+            return Ok(Page::empty(limit, offset));
+        }
         let pattern = search.as_deref().map(like_pattern);
         let mut conn = state.pool.acquire().await?;
         let (total, rows) =
@@ -319,6 +323,9 @@ impl ConversationsApi {
                 "search",
                 "search must not exceed 100 characters",
             ));
+        }
+        if search.as_deref().is_some_and(has_nul) {
+            return Ok(Page::empty(limit, offset));
         }
         let pattern = search.as_deref().map(like_pattern);
         let mut conn = state.pool.acquire().await?;

@@ -20,7 +20,7 @@ use crate::{
     error::{self, ApiError, Details},
     events::Audience,
     http::{
-        Caller, Data, JsonBody, JsonObject, NoContent, Page, conv_id, msg_id, pagination,
+        Caller, Data, JsonBody, JsonObject, NoContent, Page, conv_id, has_nul, msg_id, pagination,
         parse_decimal,
     },
     rate_limit,
@@ -99,7 +99,8 @@ impl ApiResponse for Sent {
 struct SendFields {
     kind: Option<String>,
     content: Option<String>,
-    metadata: Option<Value>,
+    /// Compact JSON text, exactly as sent.
+    metadata: Option<String>,
     reply_to_id: Option<String>,
     client_msg_id: Option<String>,
 }
@@ -108,7 +109,8 @@ struct SendFields {
 struct SendInput {
     kind: String,
     content: Option<String>,
-    metadata: Option<Value>,
+    /// Compact JSON text, exactly as sent.
+    metadata: Option<String>,
     reply_to_id: Option<Uuid>,
     client_msg_id: Option<String>,
 }
@@ -118,7 +120,7 @@ impl SendFields {
         Ok(Self {
             kind: body.opt_str("type")?,
             content: body.opt_str("content")?,
-            metadata: body.opt_value("metadata").cloned(),
+            metadata: body.opt_raw("metadata")?,
             reply_to_id: body.opt_str("reply_to_id")?,
             client_msg_id: body.opt_str("client_msg_id")?,
         })
@@ -143,7 +145,7 @@ impl SendFields {
         if self
             .metadata
             .as_ref()
-            .is_some_and(|m| serde_json::to_vec(m).map_or(true, |b| b.len() > MAX_METADATA))
+            .is_some_and(|m| m.len() > MAX_METADATA)
         {
             d.set("metadata", "metadata must not exceed 16384 bytes");
         }
@@ -188,7 +190,10 @@ async fn replay(conn: &mut PgConnection, stored: MessageRow) -> Result<Sent, Api
 }
 
 /// The `MSG` step: the message, unless it is missing or deleted.
-async fn live_message(conn: &mut PgConnection, id: Uuid) -> Result<MessageRow, ApiError> {
+pub(crate) async fn live_message(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<MessageRow, ApiError> {
     db::messages::find(conn, id)
         .await?
         .filter(|m| !m.is_deleted)
@@ -315,7 +320,7 @@ impl MessagesApi {
             sender_id: user,
             kind: &input.kind,
             content: input.content.as_deref(),
-            metadata: input.metadata.as_ref(),
+            metadata: input.metadata.as_deref(),
             reply_to_id: input.reply_to_id,
             client_msg_id: input.client_msg_id.as_deref(),
         };
@@ -465,6 +470,10 @@ impl MessagesApi {
         let mut conn = state.pool.acquire().await?;
         require_conversation(&mut conn, conversation).await?;
         require_member(&mut conn, conversation, user).await?;
+        if has_nul(&q) {
+            // No stored content holds U+0000 (nor can it be sent to PostgreSQL).
+            return Ok(Page::empty(limit, offset));
+        }
         let (total, rows) =
             db::messages::search(&mut conn, conversation, &q, limit, offset).await?;
         let data = db::messages::embed(&mut conn, rows).await?;

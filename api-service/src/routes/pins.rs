@@ -64,7 +64,9 @@ impl PinsApi {
             ));
         }
         let pin = match db::pins::insert(&mut conn, &message, user).await {
-            Ok(row) => PinnedMessage::from(row),
+            Ok(Some(row)) => PinnedMessage::from(row),
+            // Deleted since step 3 (§2.8: the answer that check would give now).
+            Ok(None) => return Err(ApiError::NotFound(error::MESSAGE_NOT_FOUND)),
             Err(PinError::AlreadyPinned) => {
                 return Err(ApiError::Conflict("Message is already pinned"));
             }

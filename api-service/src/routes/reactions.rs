@@ -9,7 +9,7 @@ use crate::{
     db::{self, reactions::Added},
     error::{self, ApiError, Details},
     events::Audience,
-    http::{Caller, Data, JsonBody, NoContent, msg_id},
+    http::{Caller, Data, JsonBody, NoContent, has_nul, msg_id},
     resources::Reaction,
     routes::{ApiTags, require_member},
     startup::AppState,
@@ -97,7 +97,9 @@ impl ReactionsApi {
             .await?
             .ok_or(ApiError::NotFound(error::MESSAGE_NOT_FOUND))?;
         require_member(&mut conn, message.conversation_id, user).await?;
-        let removed = db::reactions::remove(&mut conn, message.id, user, &emoji).await?;
+        // No stored emoji holds U+0000 (nor can it be sent to PostgreSQL): nothing to remove.
+        let removed =
+            !has_nul(&emoji) && db::reactions::remove(&mut conn, message.id, user, &emoji).await?;
         drop(conn);
         if removed {
             state

@@ -862,6 +862,81 @@ async fn the_file_is_judged_as_it_streams_in_and_reading_stops_at_the_first_fail
 }
 
 #[tokio::test]
+async fn a_message_deleted_or_a_membership_ended_while_the_file_streams_in_gets_the_step_answer() {
+    // §2.8: a row that disappears between check and write yields the answer the check would
+    // have given; nothing is stored and no event goes out (a deleted message is never sent).
+    let s = setup().await;
+    let mut events = s.app.conversation_events(s.conv).await;
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n"
+    );
+    // 1. the message is deleted (by its sender) while the member uploads to it.
+    // 2. the uploader leaves while uploading to another message.
+    let other = send(&s.app, s.conv, As::User(s.owner)).await;
+    let cases: [(Uuid, &str, u16, &str); 2] = [
+        (s.message, "delete", 404, "Message not found"),
+        (
+            other,
+            "leave",
+            403,
+            "You are not a participant of this conversation",
+        ),
+    ];
+    for (message, what, status, text) in cases {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Vec<u8>, std::io::Error>>();
+        let mut first = head.clone().into_bytes();
+        first.extend_from_slice(&png(1, 1));
+        tx.send(Ok(first)).unwrap();
+        let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        }));
+        let app = &s.app;
+        let path = format!("/messages/{message}/attachments");
+        let content_type = multipart_type();
+        let request = post_raw(app, &path, As::User(s.member), Some(&content_type), body);
+        let interfere = async {
+            // The message and membership checks run before the body is read.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let r = match what {
+                "delete" => {
+                    app.delete_as(&format!("/messages/{message}"), As::User(s.owner))
+                        .await
+                }
+                _ => {
+                    app.delete_as(
+                        &format!("/conversations/{}/participants/{}", s.conv, s.member),
+                        As::User(s.member),
+                    )
+                    .await
+                }
+            };
+            assert_eq!(r.status, 204, "{what}: {}", r.text);
+            tx.send(Ok(format!("\r\n--{BOUNDARY}--\r\n").into_bytes()))
+                .unwrap();
+            drop(tx);
+        };
+        let (r, ()) = tokio::join!(request, interfere);
+        r.assert_error(
+            status,
+            if status == 404 {
+                "NOT_FOUND"
+            } else {
+                "FORBIDDEN"
+            },
+            text,
+        );
+    }
+    assert_nothing_stored(&s).await;
+    // Only the events of the interference itself: no message.updated.
+    let kinds = [events.next_frame().await, events.next_frame().await];
+    let types: Vec<&str> = kinds.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["message.new", "message.deleted"]);
+    let frame = events.next_frame().await;
+    assert_eq!(frame["type"], "participant.removed");
+    events.assert_quiet(300).await;
+}
+
+#[tokio::test]
 async fn in_header_mode_the_user_header_is_checked_after_the_path_id_and_before_the_message() {
     let dir = UploadDir::new();
     let app = spawn_app_with(&[

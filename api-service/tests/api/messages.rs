@@ -1373,14 +1373,19 @@ async fn search_matches_french_words_newest_first_without_deleted_messages() {
             "{q}"
         );
     }
-    // A NUL can be in no stored content: refused before routing (http.rs `guard_uri`).
+    // A NUL can be in no stored content: such a query matches nothing.
     let r = app
         .get_as(
             &format!("/conversations/{conv}/messages/search?q=%00"),
             As::User(bob),
         )
         .await;
-    r.assert_error(400, "BAD_REQUEST", "Invalid request parameters");
+    assert_eq!(
+        r.json(),
+        json!({"data": [], "pagination": {"total": 0, "limit": 20, "offset": 0}}),
+        "{}",
+        r.text
+    );
 }
 
 #[tokio::test]
@@ -2213,4 +2218,31 @@ async fn messages_from_before_joining_do_not_count_and_counts_are_capped_at_1000
     send_text(&app, conv, alice, "welcome").await;
     assert_eq!(unread(&app, conv, late).await, 1);
     assert_eq!(unread(&app, conv, bob).await, 1000);
+}
+
+#[tokio::test]
+async fn metadata_numbers_come_back_exactly_as_postgresql_stores_them() {
+    let app = spawn_app().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let conv = app.create_group(alice, &[bob]).await;
+    let mut events = app.conversation_events(conv).await;
+    let raw = r#"{"type":"text","content":"n","metadata":{"big": 123456789012345678901234567890, "n": 1.50, "s": "a  b"}}"#;
+    let r = app
+        .send(
+            "POST",
+            &messages_path(conv),
+            As::User(alice),
+            Some(raw.as_bytes().to_vec()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // jsonb normal form (shorter keys first), compact, numbers untouched by any float.
+    let expected = r#""metadata":{"n":1.50,"s":"a  b","big":123456789012345678901234567890}"#;
+    assert!(r.text.contains(expected), "{}", r.text);
+    let id = r.data()["id"].as_str().unwrap().to_owned();
+    let frame = shared_proto::json::client_frame(&events.next().await).unwrap();
+    let frame = String::from_utf8(frame).unwrap();
+    assert!(frame.contains(expected), "event payload: {frame}");
+    let got = app.get_as(&format!("/messages/{id}"), As::User(bob)).await;
+    assert!(got.text.contains(expected), "{}", got.text);
 }

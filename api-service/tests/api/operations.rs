@@ -3,7 +3,9 @@
 
 use std::{process::Stdio, time::Duration};
 
-use crate::helpers::{TestDb, spawn_app, spawn_app_with};
+use uuid::Uuid;
+
+use crate::helpers::{As, TestDb, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn health_and_test_answer_healthy_with_a_whole_second_timestamp() {
@@ -72,6 +74,53 @@ async fn metrics_are_prometheus_text_labelled_by_route_pattern() {
         "{text}"
     );
     assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
+}
+
+#[tokio::test]
+async fn a_nats_outage_never_fails_or_rolls_back_a_committed_write() {
+    // http-api.md §2.8, architecture.md "Delivery": NATS is fan-out, not storage.
+    let app = spawn_app_with(&[("NATS_URL", "nats://127.0.0.1:1")]).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let conv = app.create_group(alice, &[bob]).await;
+    let started = std::time::Instant::now();
+    let r = app
+        .post_json(
+            &format!("/conversations/{conv}/messages"),
+            As::User(alice),
+            serde_json::json!({"content": "still stored"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id: Uuid = r.data()["id"].as_str().unwrap().parse().unwrap();
+    let (content, seq): (Option<String>, i64) =
+        sqlx::query_as("select content, seq from messages where id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("the message is in PostgreSQL");
+    assert_eq!((content.as_deref(), seq), (Some("still stored"), 1));
+    // A removal flushes NATS before answering: that wait is bounded too.
+    let r = app
+        .delete_as(
+            &format!("/conversations/{conv}/participants/{bob}"),
+            As::User(bob),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a NATS outage stalled the API: {:?}",
+        started.elapsed()
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"event_publish_failures_total{type="message.new"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"event_publish_failures_total{type="participant.removed"} 1"#),
+        "{metrics}"
+    );
 }
 
 fn binary() -> tokio::process::Command {

@@ -126,6 +126,38 @@ async fn concurrent_pins_of_one_message_give_one_201_and_409s() {
 }
 
 #[tokio::test]
+async fn a_message_deleted_between_the_check_and_the_pin_is_not_found() {
+    // §2.8: the write re-checks what step 3 checked, so the race answers 404, never a pin of a
+    // deleted message.
+    let app = spawn_app().await;
+    let owner = Uuid::new_v4();
+    let conv = app.create_group(owner, &[Uuid::new_v4()]).await;
+    let message = send(&app, conv, As::User(owner)).await;
+    // Hold the pin's insert (not the checks before it) until the message has been deleted.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("lock table pinned_messages in exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let pinning = pin(&app, conv, As::User(owner), json!(message.to_string()));
+    let interfere = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let r = app
+            .delete_as(&format!("/messages/{message}"), As::User(owner))
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        blocker.commit().await.unwrap();
+    };
+    let (r, ()) = tokio::join!(pinning, interfere);
+    r.assert_error(404, "NOT_FOUND", "Message not found");
+    let pins: i64 = sqlx::query_scalar("select count(*) from pinned_messages")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(pins, 0);
+}
+
+#[tokio::test]
 async fn pin_checks_run_in_the_documented_order() {
     let app = spawn_app().await;
     let (owner, member, outsider) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());

@@ -340,19 +340,97 @@ async fn a_nul_character_which_postgresql_cannot_store_is_refused_not_a_500() {
     for body in [
         json!({"type": "group", "name": "a\u{0}b", "participant_ids": [other]}),
         json!({"type": "group", "name": "ok", "description": "\u{0}", "participant_ids": [other]}),
-        json!({"type": "group", "name": "ok", "participant_ids": [other], "extra": {"k\u{0}": 1}}),
+        json!({"type": "group", "name": "ok", "participant_ids": [other, "\u{0}"]}),
     ] {
         let r = app.post_json("/conversations", me, body).await;
         r.assert_error(400, "BAD_REQUEST", "Invalid JSON body");
     }
+    // Unknown keys are ignored (§2.4), whatever they hold.
+    let r = app
+        .post_json(
+            "/conversations",
+            me,
+            json!({"type": "group", "name": "ok", "participant_ids": [other], "extra": {"k\u{0}": 1}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // In the path or query a NUL is an ordinary value: no search term holding one matches…
     for path in [
         "/conversations?search=%00",
         "/conversations/discover?search=a%00b",
-        "/conversations/%00",
     ] {
         let r = app.get_as(path, me).await;
-        r.assert_error(400, "BAD_REQUEST", "Invalid request parameters");
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        assert_eq!(
+            r.json(),
+            json!({"data": [], "pagination": {"total": 0, "limit": 20, "offset": 0}}),
+            "{path}"
+        );
     }
+    // … an id holding one is not a UUID (PATH-C), and the credential check still comes first.
+    let r = app.get_as("/conversations/%00", me).await;
+    r.assert_error(
+        400,
+        "BAD_REQUEST",
+        "Invalid conversation ID format, expected UUID",
+    );
+    for path in ["/conversations/%00", "/conversations?token=%00"] {
+        let r = app.get_as(path, As::Nobody).await;
+        r.assert_error(401, "UNAUTHORIZED", "Missing or invalid credentials");
+    }
+}
+
+#[tokio::test]
+async fn path_segments_that_are_not_utf8_get_the_routes_own_answers() {
+    let app = spawn_app().await;
+    let me = Uuid::new_v4();
+    let conv = app.create_group(me, &[Uuid::new_v4()]).await;
+    let r = app
+        .post_json(
+            &format!("/conversations/{conv}/messages"),
+            As::User(me),
+            json!({"content": "x"}),
+        )
+        .await;
+    let message = r.data()["id"].as_str().unwrap().to_owned();
+    // jwt: the credential check first (§2.1), never a plain-text "invalid path params".
+    let r = app.get_as("/conversations/%FF", As::Nobody).await;
+    r.assert_error(401, "UNAUTHORIZED", "Missing or invalid credentials");
+    for (path, message_text) in [
+        (
+            "/conversations/%FF".to_owned(),
+            "Invalid conversation ID format, expected UUID",
+        ),
+        (
+            format!("/conversations/{conv}/participants/%C3"),
+            "Invalid user ID format, expected UUID",
+        ),
+        (
+            format!("/conversations/{conv}/pins/%FE%FF"),
+            "Invalid message ID format, expected UUID",
+        ),
+    ] {
+        let method = if path.contains("/pins/") || path.contains("/participants/") {
+            "DELETE"
+        } else {
+            "GET"
+        };
+        let r = app.send(method, &path, As::User(me), None).await;
+        r.assert_error(400, "BAD_REQUEST", message_text);
+    }
+    // An emoji that is no text (or holds a NUL) was never stored: removing it is the no-op 204.
+    for emoji in ["%FF", "%00", "a%F0%9F"] {
+        let r = app
+            .delete_as(
+                &format!("/messages/{message}/reactions/{emoji}"),
+                As::User(me),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{emoji}: {}", r.text);
+    }
+    // Not a name this service produces: the plain 404.
+    let r = app.get_as("/uploads/%FF", As::Nobody).await;
+    assert_eq!((r.status, r.text.as_str()), (404, "404 page not found"));
 }
 
 #[tokio::test]

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# `make bench`: a SHORT run of every retich-bench scenario against services this script starts
+# itself, then stops (trap on exit). Writes bench/results/latest.json and latest.md.
+#
+# It starts, on free loopback ports and against its own scratch database (retich_bench, dropped
+# and re-created), with its own NATS subject prefix and Redis key prefix:
+#   - api-service, AUTH_MODE=jwt, AUTO_MIGRATE=true, rate limit raised out of the way;
+#   - BENCH_GATEWAYS ws-gateway processes (default 3), AUTH_MODE=jwt;
+#   - one api-service + one ws-gateway with AUTH_MODE=header (the header-mode checks).
+# The full-size runs recorded in BENCHMARKS.md use the same tool with larger arguments.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/ensure-services.sh
+if ! command -v pgbench >/dev/null 2>&1; then
+  echo "bench: installing pgbench (postgresql-contrib)"
+  SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql-contrib >/dev/null
+fi
+
+echo "bench: building release binaries"
+cargo build --release --locked -p api-service -p ws-gateway -p retich-bench
+bin=target/release
+ulimit -n "$(ulimit -Hn)" || true
+
+GATEWAYS=${BENCH_GATEWAYS:-3}
+ADMIN_URL=${BENCH_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}
+DB=retich_bench
+DB_URL="${ADMIN_URL%/*}/$DB"
+run_id=$(cat /proc/sys/kernel/random/uuid | tr -d - | cut -c1-12)
+export JWT_SECRET="bench-secret-$run_id"
+out=bench/results
+work=.bench
+mkdir -p "$out" "$work"
+rm -f "$work"/*.json
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  psql -X -q "$ADMIN_URL" -c "drop database if exists $DB with (force)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+  while :; do
+    port=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
+  done
+}
+
+wait_ready() { # name port log
+  for _ in $(seq 1 300); do
+    if curl -fsS "http://127.0.0.1:$2/ready" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "bench: $1 did not become ready; see $3" >&2; tail -n 20 "$3" >&2; exit 1
+}
+
+common_env=(
+  HOST=127.0.0.1 LOG_LEVEL=warn LOG_FORMAT=text DATABASE_URL="$DB_URL"
+  NATS_SUBJECT_PREFIX="bench$run_id" REDIS_KEY_PREFIX="bench:$run_id"
+  JWT_SECRET="$JWT_SECRET"
+)
+psql -X -q "$ADMIN_URL" -c "drop database if exists $DB with (force)" >/dev/null
+
+start_api() { # port auth-mode log
+  env "${common_env[@]}" PORT="$1" AUTH_MODE="$2" AUTO_MIGRATE=true \
+    RATE_LIMIT_MESSAGES_PER_SEC=1000000 RATE_LIMIT_MESSAGES_BURST=1000000 \
+    UPLOAD_DIR="$work/uploads" "$bin/api-service" serve >"$3" 2>&1 &
+  pids+=($!)
+  wait_ready api-service "$1" "$3"
+}
+start_gateway() { # port auth-mode log
+  env "${common_env[@]}" PORT="$1" AUTH_MODE="$2" GATEWAY_ID="bench-gw-$1" WS_DRAIN_SECONDS=2 \
+    "$bin/ws-gateway" serve >"$3" 2>&1 &
+  pids+=($!)
+  gw_pid=$!
+  wait_ready ws-gateway "$1" "$3"
+}
+
+api_port=$(free_port)
+start_api "$api_port" jwt "$work/api-service.log"
+API="http://127.0.0.1:$api_port"
+gw_args=(); gw_pid_args=(); first_gw=""; first_pid=""
+for i in $(seq 1 "$GATEWAYS"); do
+  port=$(free_port)
+  start_gateway "$port" jwt "$work/ws-gateway-$i.log"
+  gw_args+=(--gateway "ws://127.0.0.1:$port/ws"); gw_pid_args+=(--gateway-pid "$gw_pid")
+  if [ -z "$first_gw" ]; then first_gw="ws://127.0.0.1:$port/ws"; first_pid=$gw_pid; fi
+done
+hapi_port=$(free_port)
+start_api "$hapi_port" header "$work/api-service-header.log"
+hgw_port=$(free_port)
+start_gateway "$hgw_port" header "$work/ws-gateway-header.log"
+echo "bench: api-service $API, gateways ${gw_args[*]}, header mode :$hapi_port / :$hgw_port"
+
+B="$bin/retich-bench"
+set -x
+# Sockets first: the gateway memory per socket is measured on a fresh gateway.
+"$B" idle --gateway "$first_gw" --gateway-pid "$first_pid" --sockets 15000 --hold 15 --first-source 127.0.0.2 \
+  --json-out "$work/08-idle.json"
+"$B" storm --gateway "$first_gw" --sockets 15000 --hold 2 --first-source 127.0.0.10 --json-out "$work/09-storm.json"
+"$B" pg-baseline --admin-url "$ADMIN_URL" --clients 32 --seconds 5 --json-out "$work/01-pg.json"
+"$B" send --api "$API" --clients 32 --conversations 32 --duration 8 --json-out "$work/02-send.json"
+"$B" send --api "http://127.0.0.1:$hapi_port" --auth header --clients 8 --conversations 8 \
+  --duration 3 --json-out "$work/03-send-header.json"
+"$B" fanout --api "$API" --gateway "$first_gw" --groups 100 --members 10 --rate 500 \
+  --duration 8 --grace 5 --json-out "$work/04-fanout-500.json"
+"$B" fanout --api "$API" --gateway "$first_gw" --groups 100 --members 10 --rate 0 \
+  --publishers 64 --duration 8 --grace 10 --json-out "$work/05-fanout-max.json"
+"$B" fanout --api "$API" --gateway "$first_gw" --groups 10 --members 1000 --rate 0 \
+  --publishers 16 --duration 5 --grace 15 --json-out "$work/06-fanout-10x1000.json"
+"$B" fanout --api "http://127.0.0.1:$hapi_port" --gateway "ws://127.0.0.1:$hgw_port/ws" \
+  --auth header --groups 10 --members 5 --rate 100 --duration 3 --grace 3 \
+  --json-out "$work/07-fanout-header.json"
+"$B" fleet --api "$API" "${gw_args[@]}" "${gw_pid_args[@]}" --sockets 30000 --first-source 127.0.0.20 \
+  --groups 30 --members 10 --rate 200 --duration 8 --grace 5 --json-out "$work/10-fleet.json"
+set +x
+
+"$B" report --label "make bench (short)" --json-out "$out/latest.json" \
+  --markdown-out "$out/latest.md" "$work"/[0-9]*.json
+echo "bench: wrote $out/latest.json and $out/latest.md"
+
