@@ -147,6 +147,41 @@ fn validate_create(fields: CreateFields, caller: Uuid) -> Result<CreateInput, Ap
     })
 }
 
+/// What a `search` parameter asks for.
+enum Search {
+    /// No search (absent or empty).
+    All,
+    /// An escaped `ILIKE` pattern.
+    Like(String),
+    /// A term that no name or nickname can contain (U+0000, which PostgreSQL cannot even
+    /// receive): the result is empty.
+    Nothing,
+}
+
+/// The shared steps of `GET /conversations` and `/conversations/discover` after `HDR`:
+/// `PAGE`, then `search` at most 100 bytes.
+fn list_params(
+    limit: &Query<Option<String>>,
+    offset: &Query<Option<String>>,
+    search: Option<String>,
+) -> Result<(i64, i64, Search), ApiError> {
+    let mut d = Details::new();
+    let (limit, offset) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
+    d.into_result()?;
+    let search = match search.filter(|s| !s.is_empty()) {
+        None => Search::All,
+        Some(s) if s.len() > 100 => {
+            return Err(Details::one(
+                "search",
+                "search must not exceed 100 characters",
+            ));
+        }
+        Some(s) if has_nul(&s) => Search::Nothing,
+        Some(s) => Search::Like(like_pattern(&s)),
+    };
+    Ok((limit, offset, search))
+}
+
 /// Search terms match literally inside `ILIKE '%…%'`.
 pub fn like_pattern(term: &str) -> String {
     let mut out = String::with_capacity(term.len() + 2);
@@ -272,21 +307,12 @@ impl ConversationsApi {
         search: Query<Option<String>>,
     ) -> Result<Page<Conversation>, ApiError> {
         let user = caller.user()?;
-        let mut d = Details::new();
-        let (limit, offset) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
-        d.into_result()?;
-        let search = search.0.filter(|s| !s.is_empty());
-        if search.as_ref().is_some_and(|s| s.len() > 100) {
-            return Err(Details::one(
-                "search",
-                "search must not exceed 100 characters",
-            ));
-        }
-        if search.as_deref().is_some_and(has_nul) {
-            // No name or nickname can hold U+0000 (nor can it be sent to PostgreSQL).
-            return Ok(Page::empty(limit, offset));
-        }
-        let pattern = search.as_deref().map(like_pattern);
+        let (limit, offset, search) = list_params(&limit, &offset, search.0)?;
+        let pattern = match search {
+            Search::Nothing => return Ok(Page::empty(limit, offset)),
+            Search::All => None,
+            Search::Like(p) => Some(p),
+        };
         let mut conn = state.pool.acquire().await?;
         let (total, rows) =
             db::conversations::list_for_user(&mut conn, user, pattern.as_deref(), limit, offset)
@@ -314,20 +340,12 @@ impl ConversationsApi {
         offset: Query<Option<String>>,
     ) -> Result<Page<ChannelSummary>, ApiError> {
         let user = caller.user()?;
-        let mut d = Details::new();
-        let (limit, offset) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
-        d.into_result()?;
-        let search = search.0.filter(|s| !s.is_empty());
-        if search.as_ref().is_some_and(|s| s.len() > 100) {
-            return Err(Details::one(
-                "search",
-                "search must not exceed 100 characters",
-            ));
-        }
-        if search.as_deref().is_some_and(has_nul) {
-            return Ok(Page::empty(limit, offset));
-        }
-        let pattern = search.as_deref().map(like_pattern);
+        let (limit, offset, search) = list_params(&limit, &offset, search.0)?;
+        let pattern = match search {
+            Search::Nothing => return Ok(Page::empty(limit, offset)),
+            Search::All => None,
+            Search::Like(p) => Some(p),
+        };
         let mut conn = state.pool.acquire().await?;
         let (total, rows) =
             db::conversations::discover(&mut conn, user, pattern.as_deref(), limit, offset).await?;
