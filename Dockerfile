@@ -32,6 +32,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY migrations ./migrations
 COPY shared-proto ./shared-proto
 COPY shared-auth ./shared-auth
+COPY shared-redis ./shared-redis
 COPY api-service ./api-service
 COPY ws-gateway ./ws-gateway
 # Every workspace member must be present for cargo to load the workspace, even with -p.

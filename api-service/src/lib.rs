@@ -10,7 +10,6 @@
 //! - [`events`]: publishing protobuf events on NATS after commit.
 //! - [`user_service`]: optional existence checks against the user service.
 //! - [`metrics`]: Prometheus counters and the request middleware.
-//! - [`redis_conn`]: a lazily connected Redis handle (Redis is optional at run time).
 //! - [`telemetry`]: structured logging.
 
 pub mod config;
@@ -22,7 +21,6 @@ pub mod metrics;
 pub mod migrate;
 pub mod partitions;
 pub mod rate_limit;
-pub mod redis_conn;
 pub mod resources;
 pub mod routes;
 pub mod sniff;

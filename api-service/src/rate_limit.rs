@@ -15,12 +15,9 @@ use std::sync::LazyLock;
 use redis::Script;
 use uuid::Uuid;
 
-use crate::{
-    config::Settings,
-    error::ApiError,
-    metrics::Metrics,
-    redis_conn::{COMMAND_TIMEOUT, RedisConn},
-};
+use shared_redis::RedisConn;
+
+use crate::{config::Settings, error::ApiError, metrics::Metrics};
 
 /// KEYS[1] = bucket; ARGV = rate (tokens/s), burst. Returns `{1, 0}` when a token was taken,
 /// else `{0, ms until one is available}`.
@@ -77,7 +74,7 @@ pub async fn check_send(
         .arg(settings.rate_limit_per_sec)
         .arg(settings.rate_limit_burst);
     let verdict = tokio::time::timeout(
-        COMMAND_TIMEOUT,
+        redis.command_timeout(),
         invocation.invoke_async::<(i64, i64)>(&mut conn),
     )
     .await;

@@ -11,6 +11,7 @@ use poem::{
     http::StatusCode,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
+use shared_redis::RedisConn;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -19,12 +20,14 @@ use crate::{
     error::ApiError,
     events::Publisher,
     metrics::{HttpMetrics, Metrics},
-    migrate, partitions,
-    redis_conn::RedisConn,
-    routes,
+    migrate, partitions, routes,
     storage::Storage,
     user_service::UserService,
 };
+
+/// Longest a Redis command may take on a request path before the request goes on without it
+/// (rate limiting fails open, typing lists are empty).
+const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Everything a request handler may need. Cloned per request (all fields are handles).
 #[derive(Clone)]
@@ -115,7 +118,10 @@ impl Application {
             .connect(&settings.nats_url)
             .await
             .context("invalid NATS_URL")?;
-        let redis = Arc::new(RedisConn::new(&settings.redis_url).context("invalid REDIS_URL")?);
+        let redis = Arc::new(
+            RedisConn::new(&settings.redis_url, REDIS_COMMAND_TIMEOUT)
+                .context("invalid REDIS_URL")?,
+        );
         let verifier = shared_auth::Verifier::new(shared_auth::JwtConfig {
             secret: settings.auth.jwt_secret.clone(),
             jwks_url: settings.auth.jwks_url.clone(),

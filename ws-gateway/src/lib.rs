@@ -12,7 +12,7 @@
 //! - [`membership`]: the one SQL query (a user's conversations at connect);
 //! - [`presence`] / [`typing`]: the fleet-wide state in Redis and the events it emits (the Redis
 //!   key layouts are documented there — api-service reads the typing one);
-//! - [`config`], [`metrics`], [`telemetry`], [`redis_conn`]: settings, Prometheus, logs, Redis.
+//! - [`config`], [`metrics`], [`telemetry`]: settings, Prometheus, logs (Redis: the `shared-redis` crate).
 
 pub mod config;
 pub mod connection;
@@ -22,7 +22,6 @@ pub mod membership;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
-pub mod redis_conn;
 pub mod server;
 pub mod telemetry;
 pub mod typing;

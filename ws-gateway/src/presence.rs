@@ -49,7 +49,9 @@ use redis::Script;
 use shared_proto::events::{Event, EventKind, Presence, event::Body};
 use uuid::Uuid;
 
-use crate::{fanout::Fanout, metrics::Metrics, redis_conn, redis_conn::RedisConn};
+use shared_redis::{self as redis_conn, RedisConn};
+
+use crate::{fanout::Fanout, metrics::Metrics};
 
 /// Users reaped per script run (bounds how long one run blocks Redis).
 const REAP_CHUNK: usize = 500;

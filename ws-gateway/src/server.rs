@@ -35,13 +35,14 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use shared_redis::RedisConn;
+
 use crate::{
     config::{AuthMode, Settings},
     fanout::Fanout,
     metrics::Metrics,
     presence::PresenceStore,
     protocol::close,
-    redis_conn::RedisConn,
     typing::TypingStore,
 };
 
@@ -50,6 +51,8 @@ use crate::{
 const RESERVED_FILES: u64 = 256;
 /// How long the end of a drain waits for connection tasks.
 const FINAL_WAIT: Duration = Duration::from_secs(10);
+/// Longest a Redis command (presence, typing) may take before the gateway goes on without it.
+const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every connection and background task shares.
 pub struct AppState {
@@ -113,7 +116,9 @@ impl Application {
         )
         .await
         .context("cannot start the NATS client (NATS_URL)")?;
-        let redis = Arc::new(RedisConn::new(&settings.redis_url).context("REDIS_URL")?);
+        let redis = Arc::new(
+            RedisConn::new(&settings.redis_url, REDIS_COMMAND_TIMEOUT).context("REDIS_URL")?,
+        );
 
         let metrics = Arc::new(Metrics::new());
         let fanout = Fanout::new(

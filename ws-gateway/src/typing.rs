@@ -32,7 +32,9 @@ use shared_proto::events::{Event, EventKind, Typing, event::Body};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{metrics::Metrics, protocol::TypingFrame, redis_conn, redis_conn::RedisConn};
+use shared_redis::{self as redis_conn, RedisConn};
+
+use crate::{metrics::Metrics, protocol::TypingFrame};
 
 /// Lifetime of a typing entry (websocket.md §6: "about 6 s").
 pub const ENTRY_TTL: Duration = Duration::from_secs(6);

@@ -24,7 +24,6 @@ use crate::{
         parse_decimal,
     },
     rate_limit,
-    redis_conn::COMMAND_TIMEOUT,
     resources::{Message, TypingState},
     routes::{ApiTags, require_member},
     startup::AppState,
@@ -238,7 +237,7 @@ async fn typists(state: &AppState, conversation: Uuid) -> Vec<Uuid> {
     let key = format!("{}:typing:{conversation}", state.settings.redis_key_prefix);
     let invocation = LIVE_TYPISTS_SCRIPT.key(&key);
     match tokio::time::timeout(
-        COMMAND_TIMEOUT,
+        state.redis.command_timeout(),
         invocation.invoke_async::<Vec<String>>(&mut conn),
     )
     .await
