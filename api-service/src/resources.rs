@@ -4,18 +4,81 @@
 //! [`Timestamp`] (RFC 3339 UTC, microseconds, trailing zeros removed).
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{NewType, Object, types::Any};
+use std::borrow::Cow;
+
+use poem_openapi::{
+    Object,
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{Any, ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use shared_proto::events as pb;
 use uuid::Uuid;
 
 /// An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-/// (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, NewType)]
-#[oai(to_header = false, from_multipart = false)]
-#[serde(transparent)]
-pub struct Timestamp(pub String);
+/// (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`. Held as unix microseconds and formatted
+/// only when written, so the protobuf events (which carry microseconds) take the value as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub i64);
+
+const TIMESTAMP_DOC: &str = "An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed\n(http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.";
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&shared_proto::json::format_timestamp_us(self.0))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Type for Timestamp {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "string_date-time".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            format: Some("date-time"),
+            title: Some(TIMESTAMP_DOC.to_owned()),
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl ToJSON for Timestamp {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.to_string()))
+    }
+}
+
+impl ParseFromJSON for Timestamp {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        let text = value
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| ParseError::expected_type(value.clone().unwrap_or_default()))?;
+        DateTime::parse_from_rfc3339(text)
+            .map(|d| Self(d.timestamp_micros()))
+            .map_err(ParseError::custom)
+    }
+}
 
 /// Metadata as PostgreSQL's jsonb text made compact: white space outside strings removed,
 /// nothing else changed. `None` for JSON `null` (or text that is not JSON, which jsonb never
@@ -32,7 +95,7 @@ pub fn micros(t: DateTime<Utc>) -> i64 {
 
 impl From<DateTime<Utc>> for Timestamp {
     fn from(t: DateTime<Utc>) -> Self {
-        Self(shared_proto::json::format_timestamp_us(micros(t)))
+        Self(micros(t))
     }
 }
 
@@ -187,17 +250,6 @@ pub struct TypingState {
 // The proto types carry raw microseconds; the gateway formats them with the same function as
 // `Timestamp`, so both sides render identical text.
 
-fn us(t: &Timestamp) -> i64 {
-    parse_ts(&t.0)
-}
-
-/// Parses a [`Timestamp`] back to microseconds (always one we produced).
-fn parse_ts(s: &str) -> i64 {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.timestamp_micros())
-        .unwrap_or_default()
-}
-
 impl From<&Conversation> for pb::Conversation {
     fn from(c: &Conversation) -> Self {
         Self {
@@ -208,9 +260,9 @@ impl From<&Conversation> for pb::Conversation {
             avatar_url: c.avatar_url.clone(),
             creator_id: c.creator_id.map(|u| u.to_string()),
             is_archived: c.is_archived,
-            last_message_at_us: c.last_message_at.as_ref().map(us),
-            created_at_us: us(&c.created_at),
-            updated_at_us: us(&c.updated_at),
+            last_message_at_us: c.last_message_at.map(|t| t.0),
+            created_at_us: c.created_at.0,
+            updated_at_us: c.updated_at.0,
         }
     }
 }
@@ -223,7 +275,7 @@ impl From<&Participant> for pb::Participant {
             user_id: p.user_id.to_string(),
             role: p.role.clone(),
             nickname: p.nickname.clone(),
-            joined_at_us: us(&p.joined_at),
+            joined_at_us: p.joined_at.0,
         }
     }
 }
@@ -248,7 +300,7 @@ impl From<&Attachment> for pb::Attachment {
             file_url: a.file_url.clone(),
             width: a.width,
             height: a.height,
-            created_at_us: us(&a.created_at),
+            created_at_us: a.created_at.0,
         }
     }
 }
@@ -266,8 +318,8 @@ impl From<&Message> for pb::Message {
             reply_to_id: m.reply_to_id.map(|u| u.to_string()),
             client_msg_id: m.client_msg_id.clone(),
             is_edited: m.is_edited,
-            edited_at_us: m.edited_at.as_ref().map(us),
-            created_at_us: us(&m.created_at),
+            edited_at_us: m.edited_at.map(|t| t.0),
+            created_at_us: m.created_at.0,
             reactions: m
                 .reactions
                 .iter()
@@ -288,7 +340,7 @@ impl From<&Reaction> for pb::Reaction {
             message_id: r.message_id.to_string(),
             user_id: r.user_id.to_string(),
             emoji: r.emoji.clone(),
-            created_at_us: us(&r.created_at),
+            created_at_us: r.created_at.0,
         }
     }
 }
@@ -300,7 +352,7 @@ impl From<&ReadReceipt> for pb::ReadReceipt {
             conversation_id: r.conversation_id.to_string(),
             user_id: r.user_id.to_string(),
             last_read_message_id: r.last_read_message_id.to_string(),
-            last_read_at_us: us(&r.last_read_at),
+            last_read_at_us: r.last_read_at.0,
         }
     }
 }
@@ -312,7 +364,7 @@ impl From<&PinnedMessage> for pb::PinnedMessage {
             conversation_id: p.conversation_id.to_string(),
             message_id: p.message_id.to_string(),
             pinned_by: p.pinned_by.to_string(),
-            pinned_at_us: us(&p.pinned_at),
+            pinned_at_us: p.pinned_at.0,
         }
     }
 }
@@ -326,11 +378,11 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2026-11-24T15:00:44.116600Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(Timestamp::from(t).0, "2026-11-24T15:00:44.1166Z");
+        assert_eq!(Timestamp::from(t).to_string(), "2026-11-24T15:00:44.1166Z");
         let whole = DateTime::parse_from_rfc3339("2026-11-24T15:00:44Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(Timestamp::from(whole).0, "2026-11-24T15:00:44Z");
-        assert_eq!(us(&Timestamp::from(t)), t.timestamp_micros());
+        assert_eq!(Timestamp::from(whole).to_string(), "2026-11-24T15:00:44Z");
+        assert_eq!(Timestamp::from(t).0, t.timestamp_micros());
     }
 }
