@@ -8,7 +8,12 @@
 #   - BENCH_GATEWAYS ws-gateway processes (default 3), AUTH_MODE=jwt;
 #   - one api-service + one ws-gateway with AUTH_MODE=header (the header-mode checks).
 # The full-size runs recorded in BENCHMARKS.md use the same tool with larger arguments.
+#
+# `scripts/bench.sh serve` starts the same services, writes their addresses, PIDs and the JWT
+# secret to .bench/env (shell syntax, for `source`), and keeps them running until interrupted:
+# for full-size runs of single scenarios and for profiling.
 set -euo pipefail
+MODE=${1:-run}
 cd "$(dirname "$0")/.."
 
 scripts/ensure-services.sh
@@ -26,12 +31,12 @@ ulimit -n "$(ulimit -Hn)" || true
 
 GATEWAYS=${BENCH_GATEWAYS:-3}
 ADMIN_URL=${BENCH_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}
-DB=retich_bench
+DB=${BENCH_DB:-retich_bench}
 DB_URL="${ADMIN_URL%/*}/$DB"
 run_id=$(cat /proc/sys/kernel/random/uuid | tr -d - | cut -c1-12)
 export JWT_SECRET="bench-secret-$run_id"
 out=bench/results
-work=.bench
+work=${BENCH_WORK:-.bench}
 mkdir -p "$out" "$work"
 rm -f "$work"/*.json
 
@@ -100,6 +105,18 @@ start_gateway "$hgw_port" header "$work/ws-gateway-header.log"
 echo "bench: api-service $API, gateways ${gw_args[*]}, header mode :$hapi_port / :$hgw_port"
 
 B="$bin/retich-bench"
+if [ "$MODE" = serve ]; then
+  {
+    echo "export JWT_SECRET=$JWT_SECRET"
+    echo "API=$API; API_PID=${pids[0]}"
+    echo "GATEWAYS=(${gw_args[*]}); GATEWAY_PIDS=(${gw_pid_args[*]})"
+    echo "FIRST_GW=$first_gw; FIRST_GW_PID=$first_pid"
+    echo "HEADER_API=http://127.0.0.1:$hapi_port; HEADER_GW=ws://127.0.0.1:$hgw_port/ws"
+    echo "ADMIN_URL=$ADMIN_URL; DB_URL=$DB_URL"
+  } >"$work/env"
+  echo "bench: serving; source $work/env for the addresses; Ctrl-C stops everything"
+  while :; do sleep 3600; done
+fi
 set -x
 # Sockets first: the gateway memory per socket is measured on a fresh gateway.
 "$B" idle --gateway "$first_gw" --gateway-pid "$first_pid" --sockets 15000 --hold 15 --first-source 127.0.0.2 \
