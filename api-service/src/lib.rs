@@ -17,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod migrate;
 pub mod partitions;

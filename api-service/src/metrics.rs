@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use poem::{Endpoint, IntoResponse, Middleware, PathPattern, Request, Response, Result};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The counters and histograms of one api-service process.
@@ -22,6 +23,7 @@ pub struct Metrics {
     pub event_publish_failures: IntCounterVec,
     pub rate_limited: IntCounter,
     pub rate_limiter_errors: IntCounter,
+    pub send_batch_size: Histogram,
 }
 
 impl Metrics {
@@ -75,6 +77,14 @@ impl Metrics {
             "Rate-limit checks that failed open because Redis did not answer",
         )
         .expect("metric");
+        let send_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "message_send_batch_size",
+                "Sends checked and written together by one ingest batch",
+            )
+            .buckets(crate::ingest::BATCH_BUCKETS.to_vec()),
+        )
+        .expect("metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -83,6 +93,7 @@ impl Metrics {
             Box::new(event_publish_failures.clone()),
             Box::new(rate_limited.clone()),
             Box::new(rate_limiter_errors.clone()),
+            Box::new(send_batch_size.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -95,6 +106,7 @@ impl Metrics {
             event_publish_failures,
             rate_limited,
             rate_limiter_errors,
+            send_batch_size,
         }
     }
 

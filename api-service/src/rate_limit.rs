@@ -10,7 +10,13 @@
 //! Redis is not essential (http-api.md §4): when it is down, slow or answers with an error the
 //! request is allowed ("fails open") and `rate_limiter_errors_total` counts it.
 
-use std::sync::LazyLock;
+//!
+//! Requests are decided in batches (see `ingest`): one script call takes a token for each
+//! bucket in `KEYS`, in order, and a key may repeat (two sends of one user in one batch). A
+//! multi-key script needs all its keys on one node, like the gateway's presence scripts: one
+//! Redis (or a replicated primary), not Redis Cluster.
+
+use std::sync::{Arc, LazyLock};
 
 use redis::Script;
 use uuid::Uuid;
@@ -19,83 +25,121 @@ use shared_redis::RedisConn;
 
 use crate::{config::Settings, error::ApiError, metrics::Metrics};
 
-/// KEYS[1] = bucket; ARGV = rate (tokens/s), burst. Returns `{1, 0}` when a token was taken,
-/// else `{0, ms until one is available}`.
-const TOKEN_BUCKET: &str = r"
+/// KEYS = buckets (repeats allowed); ARGV = rate (tokens/s), burst. Returns, per key in order,
+/// `1, 0` when a token was taken, else `0, ms until one is available`.
+const TOKEN_BUCKETS: &str = r"
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
+local out = {}
+for i, key in ipairs(KEYS) do
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if tokens == nil or ts == nil then
+    tokens = burst
+    ts = now
+  end
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+  local allowed = 0
+  local wait_ms = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+  else
+    wait_ms = math.ceil((1 - tokens) / rate * 1000)
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  -- idle buckets go away once they would be full again (capped at 30 days)
+  local ttl_ms = math.min(math.ceil((burst - tokens) / rate * 1000) + 1000, 2592000000)
+  redis.call('PEXPIRE', key, string.format('%d', ttl_ms))
+  out[2 * i - 1] = allowed
+  out[2 * i] = wait_ms
 end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-local wait_ms = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
-  wait_ms = math.ceil((1 - tokens) / rate * 1000)
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
--- idle buckets go away once they would be full again (capped at 30 days)
-local ttl_ms = math.min(math.ceil((burst - tokens) / rate * 1000) + 1000, 2592000000)
-redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl_ms))
-return {allowed, wait_ms}
+return out
 ";
 
-static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TOKEN_BUCKET));
+static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TOKEN_BUCKETS));
 
 /// The Redis key of `user`'s send bucket.
 pub fn send_bucket_key(settings: &Settings, user: Uuid) -> String {
     format!("{}:ratelimit:send:{user}", settings.redis_key_prefix)
 }
 
-/// Takes one send token for `user`: `Ok` when allowed (or when Redis cannot answer), else 429
-/// `RATE_LIMITED` with the whole seconds until a token is available (at least 1).
-pub async fn check_send(
-    redis: &RedisConn,
-    settings: &Settings,
-    metrics: &Metrics,
-    user: Uuid,
-) -> Result<(), ApiError> {
-    let Some(mut conn) = redis.get().await else {
-        metrics.rate_limiter_errors.inc();
-        return Ok(());
-    };
-    let key = send_bucket_key(settings, user);
-    let mut invocation = SCRIPT.key(&key);
-    invocation
-        .arg(settings.rate_limit_per_sec)
-        .arg(settings.rate_limit_burst);
-    let verdict = tokio::time::timeout(
-        redis.command_timeout(),
-        invocation.invoke_async::<(i64, i64)>(&mut conn),
-    )
-    .await;
-    match verdict {
-        Ok(Ok((1, _))) => Ok(()),
-        Ok(Ok((_, wait_ms))) => {
-            metrics.rate_limited.inc();
-            let secs = (wait_ms.max(0) as u64).div_ceil(1000).max(1);
-            Err(ApiError::RateLimited {
-                retry_after_secs: secs,
-            })
+/// The send limiter of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct RateLimiter {
+    redis: Arc<RedisConn>,
+    settings: Arc<Settings>,
+    metrics: Metrics,
+}
+
+impl RateLimiter {
+    pub fn new(redis: Arc<RedisConn>, settings: Arc<Settings>, metrics: Metrics) -> Self {
+        Self {
+            redis,
+            settings,
+            metrics,
         }
-        Ok(Err(e)) => {
-            metrics.rate_limiter_errors.inc();
-            tracing::warn!(error = %e, "rate limiter failed open");
-            Ok(())
+    }
+
+    /// Takes one send token per entry of `users`, in order (a user may appear more than once):
+    /// `Ok` when allowed (or when Redis cannot answer), else 429 `RATE_LIMITED` with the whole
+    /// seconds until a token is available (at least 1).
+    pub async fn take(&self, users: &[Uuid]) -> Vec<Result<(), ApiError>> {
+        if users.is_empty() {
+            return Vec::new();
         }
-        Err(_) => {
-            metrics.rate_limiter_errors.inc();
-            tracing::warn!("rate limiter timed out; failed open");
-            Ok(())
+        let allow_all = |metrics: &Metrics| {
+            metrics.rate_limiter_errors.inc_by(users.len() as u64);
+            users.iter().map(|_| Ok(())).collect()
+        };
+        let Some(mut conn) = self.redis.get().await else {
+            return allow_all(&self.metrics);
+        };
+        let mut invocation = SCRIPT.prepare_invoke();
+        for user in users {
+            invocation.key(send_bucket_key(&self.settings, *user));
+        }
+        invocation
+            .arg(self.settings.rate_limit_per_sec)
+            .arg(self.settings.rate_limit_burst);
+        let verdicts = tokio::time::timeout(
+            self.redis.command_timeout(),
+            invocation.invoke_async::<Vec<i64>>(&mut conn),
+        )
+        .await;
+        match verdicts {
+            Ok(Ok(v)) if v.len() == 2 * users.len() => v
+                .chunks_exact(2)
+                .map(|pair| match *pair {
+                    [1, _] => Ok(()),
+                    [_, wait_ms] => {
+                        self.metrics.rate_limited.inc();
+                        let secs = (wait_ms.max(0) as u64).div_ceil(1000).max(1);
+                        Err(ApiError::RateLimited {
+                            retry_after_secs: secs,
+                        })
+                    }
+                    _ => unreachable!("chunks of two"),
+                })
+                .collect(),
+            Ok(Ok(v)) => {
+                tracing::warn!(
+                    answers = v.len(),
+                    "rate limiter answered oddly; failed open"
+                );
+                allow_all(&self.metrics)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "rate limiter failed open");
+                allow_all(&self.metrics)
+            }
+            Err(_) => {
+                tracing::warn!("rate limiter timed out; failed open");
+                allow_all(&self.metrics)
+            }
         }
     }
 }

@@ -19,8 +19,11 @@ use crate::{
     config::{AuthMode, Settings},
     error::ApiError,
     events::Publisher,
+    ingest::Ingest,
     metrics::{HttpMetrics, Metrics},
-    migrate, partitions, routes,
+    migrate, partitions,
+    rate_limit::RateLimiter,
+    routes,
     storage::Storage,
     user_service::UserService,
 };
@@ -41,6 +44,8 @@ pub struct AppState {
     pub events: Publisher,
     pub users: UserService,
     pub storage: Storage,
+    /// The send pipeline (checks, rate limit and write of message sends, batched).
+    pub ingest: Ingest,
 }
 
 /// A built application: bound to its port, connected, not yet serving.
@@ -151,8 +156,15 @@ impl Application {
         );
         let users = UserService::new(settings.user_service_url.clone());
         let storage = Storage::from_settings(&settings, port).context("attachment storage")?;
+        let settings = Arc::new(settings);
+        let ingest = Ingest::start(
+            pool.clone(),
+            RateLimiter::new(redis.clone(), settings.clone(), metrics.clone()),
+            events.clone(),
+            metrics.clone(),
+        );
         let state = AppState {
-            settings: Arc::new(settings),
+            settings,
             pool,
             nats,
             redis,
@@ -161,6 +173,7 @@ impl Application {
             events,
             users,
             storage,
+            ingest,
         };
         Ok(Self {
             acceptor,

@@ -6,9 +6,9 @@
 //! first frame — and only then start draining the queue, so events that arrived meanwhile follow
 //! the snapshot instead of being dropped.
 //!
-//! Then one `select!` over: the gateway's close request ([`SocketSignal`]: send-queue overflow or
-//! drain), the end-of-drain hard stop, the socket (typing frames, pings, close), the send queue,
-//! and the keep-alive timer. A problem of this socket closes this socket only, with a close frame
+//! Then one `select!` over: the end-of-drain hard stop, the socket (typing frames, pings, close),
+//! the [`Outbox`] (queued events, and the gateway's close requests: send-queue overflow or
+//! drain), and the keep-alive timer. A problem of this socket closes this socket only, with a close frame
 //! when the transport still allows one, then lingers briefly so the client can read it.
 
 use std::{sync::Arc, time::Duration};
@@ -17,7 +17,6 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::mpsc,
     time::Instant,
 };
 use tokio_tungstenite::{
@@ -30,7 +29,7 @@ use tokio_tungstenite::{
 use uuid::Uuid;
 
 use crate::{
-    fanout::{SocketId, SocketSignal},
+    fanout::{Outbox, SocketId},
     membership,
     protocol::{self, Ignored, close},
     server::AppState,
@@ -55,19 +54,28 @@ struct Handler {
     ws: WebSocketStream<TcpStream>,
     user: Uuid,
     socket: SocketId,
-    /// Events for this socket. The sender is in the fan-out registry; overflow there becomes a
-    /// 1013 request on [`Self::signal`].
-    queue: mpsc::Receiver<Utf8Bytes>,
-    /// Close requests from the gateway; the other `Arc` is in the fan-out registry (overflow)
-    /// and reached by the drain through it.
-    signal: Arc<SocketSignal>,
+    /// Events for this socket and close requests from the gateway (overflow becomes a 1013
+    /// request); the other `Arc` is in the fan-out registry, where the drain reaches it too.
+    outbox: Arc<Outbox>,
     state: Arc<AppState>,
     last_received: Instant,
 }
 
-/// Runs a freshly upgraded socket to its end. `leftover` holds bytes the client sent after its
-/// request head.
-pub async fn serve(stream: TcpStream, leftover: Vec<u8>, user: Uuid, state: Arc<AppState>) {
+/// A socket after its `101`, ready for [`serve`].
+pub struct Upgraded {
+    pub stream: TcpStream,
+    /// Bytes the client sent after its request head.
+    pub leftover: Vec<u8>,
+    pub user: Uuid,
+}
+
+/// Runs a freshly upgraded socket to its end.
+pub async fn serve(upgraded: Upgraded, state: Arc<AppState>) {
+    let Upgraded {
+        stream,
+        leftover,
+        user,
+    } = upgraded;
     let config = Some(protocol::websocket_config());
     let ws = if leftover.is_empty() {
         WebSocketStream::from_raw_socket(stream, Role::Server, config).await
@@ -82,12 +90,11 @@ pub async fn serve(stream: TcpStream, leftover: Vec<u8>, user: Uuid, state: Arc<
         ws,
         user,
         socket: registration.socket,
-        queue: registration.queue,
-        signal: registration.signal,
+        outbox: registration.outbox,
         state: Arc::clone(&state),
         last_received: Instant::now(),
     };
-    let (ending, presence_registered) = match Box::pin(handler.setup(registration.ready)).await {
+    let (ending, presence_registered) = match Box::pin(handler.setup()).await {
         Ok(()) => (handler.run().await, true),
         Err(ending) => (ending, false),
     };
@@ -103,10 +110,7 @@ pub async fn serve(stream: TcpStream, leftover: Vec<u8>, user: Uuid, state: Arc<
 
 impl Handler {
     /// Steps 1–3 of websocket.md §3. `Err` carries how the socket ended when setup failed.
-    async fn setup(
-        &mut self,
-        user_subscription: Option<crate::fanout::Readiness>,
-    ) -> Result<(), Ending> {
+    async fn setup(&mut self) -> Result<(), Ending> {
         let state = Arc::clone(&self.state);
         let loaded = match tokio::time::timeout(
             LOAD_TIMEOUT,
@@ -125,12 +129,9 @@ impl Handler {
             }
         };
         let peers = membership::presence_peers(self.user, &loaded);
-        let mut readies: Vec<_> = user_subscription.into_iter().collect();
-        readies.extend(
-            state
-                .fanout
-                .add_conversations(self.user, self.socket, loaded),
-        );
+        let readies = state
+            .fanout
+            .add_conversations(self.user, self.socket, loaded);
         state.fanout.settle(readies).await;
 
         state.presence.connect(self.user).await;
@@ -162,21 +163,19 @@ impl Handler {
         let timer = tokio::time::sleep_until(next_ping);
         tokio::pin!(timer);
         loop {
-            if let Some(code) = self.signal.requested() {
+            if let Some(code) = self.outbox.requested() {
                 return self.close(code, close_reason(code)).await;
             }
             let idle_deadline = self.last_received + idle_after;
             timer.as_mut().reset(next_ping.min(idle_deadline));
             let step = tokio::select! {
                 biased;
-                _ = self.signal.notified() => Step::Signal,
                 _ = shutdown.cancelled() => Step::Shutdown,
                 incoming = self.ws.next() => Step::Incoming(incoming),
-                frame = self.queue.recv() => Step::Outgoing(frame),
+                frame = self.outbox.next() => Step::Outgoing(frame),
                 _ = &mut timer => Step::Timer,
             };
             match step {
-                Step::Signal => continue,
                 Step::Shutdown => {
                     return self.close(close::RESTART, "Service restart").await;
                 }
@@ -204,8 +203,8 @@ impl Handler {
                         _ => None,
                     };
                 }
-                // The registry dropped our sender: only happens once we are unregistered.
-                Step::Outgoing(None) => return self.close(close::NORMAL, "").await,
+                // A close was requested: the top of the loop sends it.
+                Step::Outgoing(None) => continue,
                 Step::Outgoing(Some(frame)) => {
                     if let Err(ending) = self.write_batch(frame).await {
                         return ending;
@@ -234,7 +233,7 @@ impl Handler {
     /// text frame, within the write timeout; a blocked write closes with 1013.
     async fn write_batch(&mut self, first: Utf8Bytes) -> Result<(), Ending> {
         let metrics = Arc::clone(&self.state.metrics);
-        let (ws, queue) = (&mut self.ws, &mut self.queue);
+        let (ws, outbox) = (&mut self.ws, &self.outbox);
         let written = tokio::time::timeout(self.state.settings.write_timeout, async move {
             let mut frames = 0u64;
             let mut bytes = 0u64;
@@ -244,7 +243,7 @@ impl Handler {
                 frames += 1;
                 ws.feed(Message::Text(frame)).await?;
                 if frames < BATCH as u64 {
-                    next = queue.try_recv().ok();
+                    next = outbox.pop();
                 }
             }
             ws.flush().await?;
@@ -337,7 +336,6 @@ impl Handler {
 
 /// What woke the connection's `select!`.
 enum Step {
-    Signal,
     Shutdown,
     Incoming(Option<Result<Message, WsError>>),
     Outgoing(Option<Utf8Bytes>),

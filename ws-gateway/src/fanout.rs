@@ -4,8 +4,7 @@
 //! # What this gateway holds ([`State`], one mutex, never held across an `.await`)
 //!
 //! - per local **user** (at least one socket here): their sockets, their **live** conversations
-//!   (one set per user, shared by all their sockets), their typing token buckets, and the
-//!   subscription to `<prefix>.user.<id>` — one per user however many sockets;
+//!   (one set per user, shared by all their sockets) and their typing token buckets;
 //! - per **conversation** with at least one local member: the local members, the subscription to
 //!   `<prefix>.conv.<id>` — one per conversation however many local users — and, when the
 //!   conversation propagates presence (≤ `PRESENCE_MAX_MEMBERS` active participants, or direct),
@@ -13,17 +12,30 @@
 //! - the presence index: user → small conversations known here that contain them; the audience
 //!   of `presence.*` events.
 //!
-//! A subscription is a task that owns its `async_nats::Subscriber` and handles its messages in
-//! order, so the events of one conversation are delivered in the order NATS hands them over. It
-//! is created when the first local user needs the subject and aborted (dropping the subscriber
-//! sends `UNSUB`) when the last one goes.
+//! A conversation subscription is a task that owns its `async_nats::Subscriber` and handles its
+//! messages in order, so the events of one conversation are delivered in the order NATS hands
+//! them over. It is created when the first local user needs the subject and aborted (dropping
+//! the subscriber sends `UNSUB`) when the last one goes.
+//!
+//! # Personal events: one wildcard subscription
+//!
+//! `<prefix>.user.<id>` is read through one subscription to `<prefix>.user.*` for the gateway's
+//! whole life, filtered locally (events of users without a socket here are dropped before being
+//! decoded), as presence is. A subscription per user cost ~9 KiB per socket (the subscriber's
+//! channel block alone is 32 × `async_nats::Message`, ~6 KiB, plus its task) — more than the
+//! whole per-socket budget — and a `SUB`, a flush and an `UNSUB` per connect and disconnect, which
+//! dominated a reconnect storm. The price is that every gateway receives every personal event of
+//! the fleet; those are membership changes (`conversation.joined` / `left`), rare next to
+//! conversation traffic. Events are handed to [`PERSONAL_WORKERS`] tasks by user, so each user's
+//! events stay in order while a worker waiting for a new conversation's subscription (on
+//! `conversation.joined`) holds up only its share of the users.
 //!
 //! # Delivery
 //!
 //! Each event is decoded and rendered to its client JSON **once**
 //! ([`shared_proto::json::client_frame`]); the same [`Utf8Bytes`] (a reference-counted buffer)
-//! is then queued for every recipient socket. A full queue never drops silently: the socket is
-//! asked to close with 1013 (websocket.md §7).
+//! is then queued for every recipient socket ([`Outbox`]). A full queue never drops silently:
+//! the socket is asked to close with 1013 (websocket.md §7).
 //!
 //! # Live membership (§8)
 //!
@@ -37,7 +49,7 @@
 //!   for it are ignored from then on.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU16, AtomicU64, Ordering},
@@ -52,7 +64,7 @@ use shared_proto::{
     prost::Message as _,
     subjects,
 };
-use tokio::sync::{Notify, mpsc, mpsc::error::TrySendError, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::{Utf8Bytes, protocol::frame::coding::CloseCode};
 use uuid::Uuid;
@@ -64,21 +76,91 @@ use crate::{
 
 /// How long a new socket or membership waits for its subscriptions to be confirmed.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Tasks handling personal events (module docs); a user's events always go to the same one.
+const PERSONAL_WORKERS: usize = 8;
+/// Personal events waiting for one worker before the wildcard subscription waits for it.
+const PERSONAL_BACKLOG: usize = 1024;
+/// A send queue drained after a burst gives its buffer back when it holds more slots than this.
+const KEPT_QUEUE_SLOTS: usize = 16;
 
 /// Identifies one socket of this gateway.
 pub type SocketId = u64;
 
-/// Close requests from the gateway to one connection task (send-queue overflow, drain).
+/// What the registry and one connection task share: the socket's send queue and the gateway's
+/// close requests (send-queue overflow, drain).
 ///
-/// One `Arc` is held by the registry (inside the socket's handle), the other by the connection
-/// task, which selects on [`SocketSignal::notified`]. The first request wins.
-#[derive(Default)]
-pub struct SocketSignal {
+/// One `Arc` is held by the registry (inside the socket's handle; the drain reaches it through
+/// [`Fanout::outboxes`]), the other by the connection task, which waits on [`Outbox::next`].
+/// The queue is a plain deque rather than a channel: it allocates nothing until the first event
+/// and gives its buffer back once drained after a burst, so an idle socket holds no queue memory
+/// (a bounded tokio channel allocates a 32-slot block and a 512-byte header up front).
+pub struct Outbox {
+    /// Events not written yet, oldest first; at most `capacity` (`WS_SEND_QUEUE`).
+    events: Mutex<VecDeque<Utf8Bytes>>,
+    capacity: usize,
+    /// The close code requested first; 0 while none is.
     close_code: AtomicU16,
-    notify: Notify,
+    /// Wakes the connection task after an event was queued or a close requested.
+    wake: Notify,
 }
 
-impl SocketSignal {
+/// The send queue is full: the socket is asked to close with 1013.
+#[derive(Debug)]
+pub struct QueueFull;
+
+impl Outbox {
+    /// An empty outbox for at most `capacity` queued events.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            events: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            close_code: AtomicU16::new(0),
+            wake: Notify::new(),
+        }
+    }
+
+    fn events(&self) -> MutexGuard<'_, VecDeque<Utf8Bytes>> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `frame` for the socket, unless the queue is full.
+    pub fn push(&self, frame: Utf8Bytes) -> Result<(), QueueFull> {
+        {
+            let mut events = self.events();
+            if events.len() >= self.capacity {
+                return Err(QueueFull);
+            }
+            events.push_back(frame);
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// The oldest queued event, if any.
+    pub fn pop(&self) -> Option<Utf8Bytes> {
+        let mut events = self.events();
+        let frame = events.pop_front();
+        if events.is_empty() && events.capacity() > KEPT_QUEUE_SLOTS {
+            *events = VecDeque::new();
+        }
+        frame
+    }
+
+    /// The next queued event, waiting for one; `None` once a close has been requested.
+    pub async fn next(&self) -> Option<Utf8Bytes> {
+        loop {
+            if self.requested().is_some() {
+                return None;
+            }
+            if let Some(frame) = self.pop() {
+                return Some(frame);
+            }
+            // `notify_one` keeps a permit when nobody waits, so a push between `pop` and here
+            // is not missed.
+            self.wake.notified().await;
+        }
+    }
+
     /// Asks the connection to close with `code`; returns whether this was the first request.
     pub fn request_close(&self, code: CloseCode) -> bool {
         let first = self
@@ -86,7 +168,7 @@ impl SocketSignal {
             .compare_exchange(0, code.into(), Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if first {
-            self.notify.notify_one();
+            self.wake.notify_one();
         }
         first
     }
@@ -97,11 +179,6 @@ impl SocketSignal {
             0 => None,
             code => Some(CloseCode::from(code)),
         }
-    }
-
-    /// Resolves after a [`request_close`](Self::request_close) (at once if one is pending).
-    pub async fn notified(&self) {
-        self.notify.notified().await
     }
 }
 
@@ -164,11 +241,9 @@ impl Readiness {
 /// What the registry keeps of one socket.
 struct SocketHandle {
     id: SocketId,
-    /// The socket's bounded send queue (`WS_SEND_QUEUE` events). The receiver is held by the
-    /// connection task; dropping this sender (at unregistration) lets the task's queue run dry.
-    tx: mpsc::Sender<Utf8Bytes>,
-    /// Shared with the connection task; see [`SocketSignal`].
-    signal: Arc<SocketSignal>,
+    /// The socket's send queue and close requests, shared with the connection task; see
+    /// [`Outbox`].
+    outbox: Arc<Outbox>,
     /// Counted in the Redis presence store (after setup's presence step).
     present: bool,
     /// Still between registration and [`Fanout::add_conversations`]: its conversation list is
@@ -181,10 +256,6 @@ struct LocalUser {
     sockets: Vec<SocketHandle>,
     /// Conversations the user is currently an active participant of (live membership).
     conversations: HashSet<Uuid>,
-    /// The task reading `<prefix>.user.<id>`; aborting it unsubscribes.
-    subscription: AbortHandle,
-    /// Whether that subscription is confirmed; the task holds a clone to report it.
-    ready: Readiness,
     /// Typing rate limit per conversation (websocket.md §6 rule 7); full buckets are forgotten.
     typing: HashMap<Uuid, TokenBucket>,
     /// Conversations the user left while one of their sockets was loading its list (websocket.md
@@ -221,6 +292,9 @@ struct State {
     presence_index: HashMap<Uuid, Vec<Uuid>>,
     /// The task reading `<prefix>.presence.*`.
     presence_subscription: Option<AbortHandle>,
+    /// The task reading `<prefix>.user.*` and handing events to the personal workers; aborting
+    /// it drops the workers' senders, which ends them.
+    personal_subscription: Option<AbortHandle>,
 }
 
 /// A conversation of a user as loaded at connect (or learnt from `conversation.joined`).
@@ -235,13 +309,8 @@ pub struct LoadedConversation {
 /// A new socket's place in the registry.
 pub struct Registration {
     pub socket: SocketId,
-    /// The socket's send queue; the senders are in the registry.
-    pub queue: mpsc::Receiver<Utf8Bytes>,
-    /// Close requests for this socket; the registry holds the other `Arc`.
-    pub signal: Arc<SocketSignal>,
-    /// The user's personal subscription, while it is not confirmed yet (whichever socket of the
-    /// user created it).
-    pub ready: Option<Readiness>,
+    /// The socket's send queue and close requests; the registry holds the other `Arc`.
+    pub outbox: Arc<Outbox>,
 }
 
 /// Which subject a subscription task reads.
@@ -301,46 +370,39 @@ impl Fanout {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Subscribes to `<prefix>.presence.*` (once per gateway, for its whole life).
-    pub async fn start_presence(self: &Arc<Self>) {
-        let (abort, ready) =
+    /// Subscribes to `<prefix>.presence.*` and `<prefix>.user.*` (once per gateway, for its
+    /// whole life) and waits until the NATS server has both subscriptions. Before this, no
+    /// personal or presence event reaches a socket.
+    pub async fn start(self: &Arc<Self>) {
+        let (presence, presence_ready) =
             self.spawn_subscription(subjects::all_presence(&self.prefix), Target::Presence);
-        self.lock().presence_subscription = Some(abort);
-        self.settle(vec![ready]).await;
+        let (personal, personal_ready) = self.spawn_personal();
+        {
+            let mut state = self.lock();
+            state.presence_subscription = Some(presence);
+            state.personal_subscription = Some(personal);
+        }
+        self.settle(vec![presence_ready, personal_ready]).await;
     }
 
     /// Registers a new socket of `user` with a send queue of `queue_size` events.
     pub fn register(self: &Arc<Self>, user: Uuid, queue_size: usize) -> Registration {
         let socket = self.next_socket.fetch_add(1, Ordering::Relaxed);
-        let (tx, queue) = mpsc::channel(queue_size);
-        let signal = Arc::new(SocketSignal::default());
+        let outbox = Arc::new(Outbox::new(queue_size));
         let mut state = self.lock();
-        let local = state.users.entry(user).or_insert_with(|| {
-            let (subscription, ready) =
-                self.spawn_subscription(subjects::user(&self.prefix, &user), Target::User(user));
-            LocalUser {
-                sockets: Vec::with_capacity(1),
-                conversations: HashSet::new(),
-                subscription,
-                ready,
-                typing: HashMap::new(),
-                left_while_loading: HashSet::new(),
-            }
+        let local = state.users.entry(user).or_insert_with(|| LocalUser {
+            sockets: Vec::with_capacity(1),
+            conversations: HashSet::new(),
+            typing: HashMap::new(),
+            left_while_loading: HashSet::new(),
         });
-        let ready = local.ready.if_unconfirmed();
         local.sockets.push(SocketHandle {
             id: socket,
-            tx,
-            signal: Arc::clone(&signal),
+            outbox: Arc::clone(&outbox),
             present: false,
             loading: true,
         });
-        Registration {
-            socket,
-            queue,
-            signal,
-            ready,
-        }
+        Registration { socket, outbox }
     }
 
     /// Makes `user` a member of `conversations` (subscribing where needed). Returns the
@@ -412,11 +474,6 @@ impl Fanout {
         let Some(local) = state.users.remove(&user) else {
             return;
         };
-        local.subscription.abort();
-        self.metrics
-            .nats_subscriptions
-            .with_label_values(&["user"])
-            .dec();
         for conversation in local.conversations {
             self.remove_local_member(&mut state, conversation, user);
         }
@@ -453,14 +510,19 @@ impl Fanout {
         }
     }
 
-    /// The close signals of every socket (for the drain).
-    pub fn socket_signals(&self) -> Vec<Arc<SocketSignal>> {
+    /// The outbox of every socket (for the drain's close requests).
+    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
         let state = self.lock();
         state
             .users
             .values()
-            .flat_map(|u| u.sockets.iter().map(|s| Arc::clone(&s.signal)))
+            .flat_map(|u| u.sockets.iter().map(|s| Arc::clone(&s.outbox)))
             .collect()
+    }
+
+    /// Whether `user` has a socket here.
+    fn is_local(&self, user: &Uuid) -> bool {
+        self.lock().users.contains_key(user)
     }
 
     /// Records that `socket` is now counted in the presence store.
@@ -514,6 +576,65 @@ impl Fanout {
                 fanout
                     .handle(target, &message.subject, message.payload)
                     .await;
+            }
+        });
+        (task.abort_handle(), ready)
+    }
+
+    /// Spawns the `<prefix>.user.*` subscription and the [`PERSONAL_WORKERS`] tasks it feeds
+    /// (module docs): events of users without a socket here are dropped undecoded, the others go
+    /// to the worker of their user, which handles them in order.
+    fn spawn_personal(self: &Arc<Self>) -> (AbortHandle, Readiness) {
+        let ready = Readiness::new();
+        let task_ready = ready.clone();
+        let fanout = Arc::clone(self);
+        self.metrics
+            .nats_subscriptions
+            .with_label_values(&[Target::User(Uuid::nil()).label()])
+            .inc();
+        let task = tokio::spawn(async move {
+            let mut subscriber = match fanout
+                .nats
+                .subscribe(subjects::all_users(&fanout.prefix))
+                .await
+            {
+                Ok(subscriber) => subscriber,
+                Err(error) => {
+                    tracing::error!(error = %error, "NATS subscribe failed");
+                    task_ready.set(Readiness::FAILED);
+                    return;
+                }
+            };
+            task_ready.set(Readiness::SUBSCRIBED);
+            // Each worker ends when this task (holding every sender) ends or is aborted.
+            let workers: Vec<mpsc::Sender<(Uuid, async_nats::Message)>> = (0..PERSONAL_WORKERS)
+                .map(|_| {
+                    let (tx, mut rx) =
+                        mpsc::channel::<(Uuid, async_nats::Message)>(PERSONAL_BACKLOG);
+                    let fanout = Arc::clone(&fanout);
+                    tokio::spawn(async move {
+                        while let Some((user, message)) = rx.recv().await {
+                            fanout
+                                .handle(Target::User(user), &message.subject, message.payload)
+                                .await;
+                        }
+                    });
+                    tx
+                })
+                .collect();
+            while let Some(message) = subscriber.next().await {
+                let Some(subjects::Subject::User(user)) =
+                    subjects::parse(&fanout.prefix, &message.subject)
+                else {
+                    continue;
+                };
+                if !fanout.is_local(&user) {
+                    continue;
+                }
+                let worker = (user.as_u64_pair().1 % PERSONAL_WORKERS as u64) as usize;
+                if workers[worker].send((user, message)).await.is_err() {
+                    return;
+                }
             }
         });
         (task.abort_handle(), ready)
@@ -806,16 +927,11 @@ impl Fanout {
 
     fn send_to_user(&self, local: &LocalUser, frame: &Utf8Bytes) {
         for socket in &local.sockets {
-            match socket.tx.try_send(frame.clone()) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    if socket.signal.request_close(close::TRY_AGAIN) {
-                        self.metrics.queue_overflows.inc();
-                        tracing::warn!(socket.id = socket.id, "send queue full; closing with 1013");
-                    }
-                }
-                // The connection is ending; it unregisters itself.
-                Err(TrySendError::Closed(_)) => {}
+            if socket.outbox.push(frame.clone()).is_err()
+                && socket.outbox.request_close(close::TRY_AGAIN)
+            {
+                self.metrics.queue_overflows.inc();
+                tracing::warn!(socket.id = socket.id, "send queue full; closing with 1013");
             }
         }
     }

@@ -14,7 +14,7 @@ use tokio::{
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use uuid::Uuid;
 
-use crate::{config::AuthMode, server::AppState};
+use crate::{config::AuthMode, connection::Upgraded, server::AppState};
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
@@ -73,16 +73,20 @@ enum HeadError {
     TooLarge,
 }
 
-/// Serves one accepted TCP connection.
-pub async fn serve(mut stream: TcpStream, state: Arc<AppState>) {
+/// Serves one accepted TCP connection: answers it, or returns it upgraded to a WebSocket.
+///
+/// The upgraded socket is run by the caller, not from inside this future: this one (request
+/// head, handshake state) is then freed instead of staying alive for the socket's whole life.
+pub async fn serve(mut stream: TcpStream, state: Arc<AppState>) -> Option<Upgraded> {
     let _ = stream.set_nodelay(true);
     let (head, leftover) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(parsed)) => parsed,
         Ok(Err(HeadError::Malformed)) => {
-            return respond(&mut stream, 400, "Bad Request", &[], b"Bad Request").await;
+            respond(&mut stream, 400, "Bad Request", &[], b"Bad Request").await;
+            return None;
         }
         Ok(Err(HeadError::TooLarge)) => {
-            return respond(
+            respond(
                 &mut stream,
                 431,
                 "Request Header Fields Too Large",
@@ -90,8 +94,9 @@ pub async fn serve(mut stream: TcpStream, state: Arc<AppState>) {
                 b"Request Header Fields Too Large",
             )
             .await;
+            return None;
         }
-        Ok(Err(HeadError::Gone)) | Err(_) => return,
+        Ok(Err(HeadError::Gone)) | Err(_) => return None,
     };
     let path_label = match head.path.as_str() {
         "/health" | "/ready" | "/metrics" => head.path.clone(),
@@ -112,7 +117,7 @@ pub async fn serve(mut stream: TcpStream, state: Arc<AppState>) {
                     .http_requests
                     .with_label_values(&["/ws", "101"])
                     .inc();
-                return upgrade(stream, &key, leftover, user, state).await;
+                return upgrade(stream, &key, leftover, user).await;
             }
             Err(rejection) => {
                 rejection.send(&mut stream).await;
@@ -124,7 +129,7 @@ pub async fn serve(mut stream: TcpStream, state: Arc<AppState>) {
             .http_requests
             .with_label_values(&["/ws", &status.to_string()])
             .inc();
-        return;
+        return None;
     }
     let status = match head.path.as_str() {
         "/health" | "/ready" | "/metrics" if !matches!(head.method.as_str(), "GET" | "HEAD") => {
@@ -190,6 +195,7 @@ pub async fn serve(mut stream: TcpStream, state: Arc<AppState>) {
         .http_requests
         .with_label_values(&[path_label.as_str(), &status.to_string()])
         .inc();
+    None
 }
 
 /// A refused handshake: a plain-text response.
@@ -333,22 +339,23 @@ async fn handshake(head: &RequestHead, state: &AppState) -> Result<Uuid, Rejecti
     Ok(user)
 }
 
-/// 5. `101 Switching Protocols`, then the socket.
+/// 5. `101 Switching Protocols`; the socket is then the caller's to run.
 async fn upgrade(
     mut stream: TcpStream,
     key: &str,
     leftover: Vec<u8>,
     user: Uuid,
-    state: Arc<AppState>,
-) {
+) -> Option<Upgraded> {
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         derive_accept_key(key.as_bytes())
     );
-    if stream.write_all(response.as_bytes()).await.is_err() {
-        return;
-    }
-    Box::pin(crate::connection::serve(stream, leftover, user, state)).await;
+    stream.write_all(response.as_bytes()).await.ok()?;
+    Some(Upgraded {
+        stream,
+        leftover,
+        user,
+    })
 }
 
 /// Reads until a complete request head; returns it and any bytes read past it.

@@ -13,10 +13,17 @@ use uuid::Uuid;
 /// Largest client message (websocket.md §6 rule 1); larger ones close the socket with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
 
+/// Per-socket read buffer (see [`websocket_config`]).
+pub const READ_BUFFER: usize = 512;
+
 /// Socket buffers sized for ~100K sockets per process (architecture.md "Scale targets").
 ///
-/// - `read_buffer_size` 4 KiB instead of tungstenite's eager 128 KiB: one client message fits,
-///   and clients send little (typing frames only).
+/// - `read_buffer_size` 512 bytes instead of tungstenite's eager 128 KiB: it is allocated and
+///   zero-filled for every socket at the upgrade and kept for the socket's life, so it is a
+///   large share of an idle socket's memory (4 KiB here was ~4 KiB of the ~18 KiB an idle socket
+///   cost). Clients send little — pongs and typing frames of a few hundred bytes, which fit; a
+///   larger frame (up to 4096 bytes) still works: tungstenite reserves the frame's length from
+///   its header and reads it in 512-byte steps.
 /// - `write_buffer_size` 0: each frame is written to the kernel at once; no second user-space
 ///   copy waits for more data.
 /// - `max_message_size` / `max_frame_size` 4096: tungstenite rejects a larger frame from its
@@ -25,7 +32,7 @@ pub const MAX_CLIENT_MESSAGE: usize = 4096;
 ///   error with close 1009 itself (tungstenite does not send a close frame on its own).
 pub fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(Some(MAX_CLIENT_MESSAGE))
         .max_frame_size(Some(MAX_CLIENT_MESSAGE))

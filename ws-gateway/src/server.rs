@@ -178,7 +178,7 @@ impl Application {
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
         });
-        state.fanout.start_presence().await;
+        state.fanout.start().await;
         // A previous process with this GATEWAY_ID (a restarted pod) may have left users behind.
         state.presence.leave().await;
         tracing::info!(
@@ -252,18 +252,18 @@ impl Application {
 /// Steps 1–3 of the drain (module docs).
 async fn drain(state: &AppState) {
     state.draining.store(true, Ordering::Release);
-    let signals = state.fanout.socket_signals();
+    let outboxes = state.fanout.outboxes();
     let window = state.settings.drain_window;
     tracing::info!(
-        sockets = signals.len(),
+        sockets = outboxes.len(),
         window.seconds = window.as_secs(),
         "draining"
     );
     let start = tokio::time::Instant::now();
-    let count = signals.len() as u32;
-    for (index, signal) in signals.iter().enumerate() {
+    let count = outboxes.len() as u32;
+    for (index, outbox) in outboxes.iter().enumerate() {
         tokio::time::sleep_until(start + window * index as u32 / count.max(1)).await;
-        signal.request_close(close::RESTART);
+        outbox.request_close(close::RESTART);
     }
     state.shutdown.cancel();
 }
@@ -289,7 +289,11 @@ impl Listener {
             let stream = self.accept().await;
             let state = Arc::clone(&self.state);
             self.tracker.spawn(async move {
-                Box::pin(crate::http::serve(stream, state)).await;
+                // Two boxes in turn, so an open socket keeps only the second one.
+                let upgraded = Box::pin(crate::http::serve(stream, Arc::clone(&state))).await;
+                if let Some(upgraded) = upgraded {
+                    Box::pin(crate::connection::serve(upgraded, state)).await;
+                }
                 drop(permit);
             });
         }

@@ -231,69 +231,108 @@ pub struct NewMessage<'a> {
     pub client_msg_id: Option<&'a str>,
 }
 
-/// Inserts a message with the next `seq` of its conversation and moves the conversation's
-/// `last_message_at`, in one statement. The update takes the conversation's row lock, which
-/// serialises concurrent senders until their transaction ends: numbers are unique and gap-free,
-/// and a rolled-back send gives its number back. `last_message_at` never moves backwards (a
-/// sender that waited for the lock may carry an earlier `created_at`). `None` when the
-/// conversation does not exist or the sender is no longer an active participant of it (they
-/// left between the route's membership check and this statement).
-pub async fn insert(
+/// Inserts messages, each with the next `seq` of its conversation (in slice order) and its
+/// `client_msg_id` key, and moves each conversation's `last_message_at` — in one statement,
+/// which is its own transaction. Returns the inserted rows; a message is left out when its
+/// sender is not an active participant (they left since the route's checks), when its
+/// conversation is gone, or when its `client_msg_id` is already taken (a replay, a concurrent
+/// twin, or an earlier message of the same slice).
+///
+/// The `update` of each conversation takes its row lock, which serialises concurrent writers of
+/// that conversation until the statement commits: numbers are unique and gap-free, and a failed
+/// statement gives its numbers back. The rows are locked in id order first, so two such
+/// statements cannot deadlock on each other. `last_message_at` never moves backwards (a writer
+/// that waited for the lock may carry an earlier `created_at`).
+pub async fn insert_batch(
     conn: &mut PgConnection,
-    new: &NewMessage<'_>,
-) -> sqlx::Result<Option<MessageRow>> {
+    news: &[NewMessage<'_>],
+) -> sqlx::Result<Vec<MessageRow>> {
+    let mut ids = Vec::with_capacity(news.len());
+    let mut created = Vec::with_capacity(news.len());
+    let mut conversations = Vec::with_capacity(news.len());
+    let mut senders = Vec::with_capacity(news.len());
+    let mut kinds = Vec::with_capacity(news.len());
+    let mut contents = Vec::with_capacity(news.len());
+    let mut metadata = Vec::with_capacity(news.len());
+    let mut replies = Vec::with_capacity(news.len());
+    let mut client_ids = Vec::with_capacity(news.len());
+    for n in news {
+        ids.push(n.id);
+        created.push(n.created_at);
+        conversations.push(n.conversation_id);
+        senders.push(n.sender_id);
+        kinds.push(n.kind);
+        contents.push(n.content);
+        metadata.push(n.metadata);
+        replies.push(n.reply_to_id);
+        client_ids.push(n.client_msg_id);
+    }
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "with c as (
-             update conversations
-             set last_seq = last_seq + 1,
-                 last_message_at = greatest(last_message_at, $2)
-             where id = $3
-               and exists (
-                     select 1 from conversation_participants p
-                     where p.conversation_id = $3 and p.user_id = $4 and p.left_at is null)
-             returning last_seq
+        "with j as (
+             select *
+             from unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[],
+                         $6::text[], $7::text[], $8::uuid[], $9::text[])
+                  with ordinality as j(id, created_at, conv, sender, kind, content, metadata,
+                                       reply, client_id, ord)
+         ),
+         eligible as (
+             select j.* from j
+             where exists (select 1 from conversation_participants p
+                           where p.conversation_id = j.conv and p.user_id = j.sender
+                             and p.left_at is null)
+         ),
+         claimed as (
+             insert into message_client_ids
+                 (conversation_id, sender_id, client_msg_id, message_id, message_created_at)
+             select e.conv, e.sender, e.client_id, e.id, e.created_at
+             from eligible e where e.client_id is not null
+             order by e.ord
+             on conflict do nothing
+             returning message_id
+         ),
+         kept as (
+             select e.*,
+                    row_number() over (partition by e.conv order by e.ord) as n,
+                    count(*) over (partition by e.conv) as total
+             from eligible e
+             where e.client_id is null or e.id in (select message_id from claimed)
+         ),
+         locked as (
+             select c.id from conversations c
+             where c.id in (select conv from kept)
+             order by c.id
+             for no key update
+         ),
+         bumped as (
+             update conversations c
+             set last_seq = c.last_seq + t.total,
+                 last_message_at = greatest(c.last_message_at, t.latest)
+             from (select k.conv, max(k.total) as total, max(k.created_at) as latest
+                   from kept k group by k.conv) t
+             join locked l on l.id = t.conv
+             where c.id = t.conv
+             returning c.id, c.last_seq
          )
          insert into messages as m
-             (id, created_at, conversation_id, sender_id, seq, type, content, metadata, reply_to_id, client_msg_id)
-         select $1, $2, $3, $4, c.last_seq, $5::message_type, $6, $7::jsonb, $8, $9
-         from c
+             (id, created_at, conversation_id, sender_id, seq, type, content, metadata,
+              reply_to_id, client_msg_id)
+         select k.id, k.created_at, k.conv, k.sender, b.last_seq - k.total + k.n,
+                k.kind::message_type, k.content, k.metadata::jsonb, k.reply, k.client_id
+         from kept k join bumped b on b.id = k.conv
+         order by k.ord
          returning {COLUMNS}"
     )))
-    .bind(new.id)
-    .bind(new.created_at)
-    .bind(new.conversation_id)
-    .bind(new.sender_id)
-    .bind(new.kind)
-    .bind(new.content)
-    .bind(new.metadata)
-    .bind(new.reply_to_id)
-    .bind(new.client_msg_id)
-    .fetch_optional(conn)
+    .bind(&ids)
+    .bind(&created)
+    .bind(&conversations)
+    .bind(&senders)
+    .bind(&kinds)
+    .bind(&contents)
+    .bind(&metadata)
+    .bind(&replies)
+    .bind(&client_ids)
+    .fetch_all(conn)
     .await
-}
-
-/// Records `client_msg_id` for the message just inserted. `false` when the sender already used
-/// it in this conversation (a replay, or a concurrent twin that committed first): the caller
-/// rolls back and answers with the stored message.
-pub async fn claim_client_id(
-    conn: &mut PgConnection,
-    message: &MessageRow,
-    client_msg_id: &str,
-) -> sqlx::Result<bool> {
-    let claimed = sqlx::query(
-        "insert into message_client_ids
-             (conversation_id, sender_id, client_msg_id, message_id, message_created_at)
-         values ($1, $2, $3, $4, $5)
-         on conflict do nothing",
-    )
-    .bind(message.conversation_id)
-    .bind(message.sender_id)
-    .bind(client_msg_id)
-    .bind(message.id)
-    .bind(message.created_at)
-    .execute(conn)
-    .await?;
-    Ok(claimed.rows_affected() == 1)
 }
 
 /// The message a sender already stored under `client_msg_id` in a conversation, deleted or not.

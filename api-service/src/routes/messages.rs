@@ -9,13 +9,13 @@ use poem_openapi::{
 };
 use serde_json::Value;
 use shared_proto::events::{self as pb, EventKind, event::Body};
-use sqlx::{Acquire, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
     db::{
         self,
-        messages::{HistoryRange, MessageRow, NewMessage},
+        messages::{HistoryRange, MessageRow},
     },
     error::{self, ApiError, Details},
     events::Audience,
@@ -23,7 +23,7 @@ use crate::{
         Caller, Data, JsonBody, JsonObject, NoContent, Page, conv_id, has_nul, msg_id, pagination,
         parse_decimal,
     },
-    rate_limit,
+    ingest::{Outcome, SendRequest},
     resources::{Message, TypingState},
     routes::{ApiTags, require_member},
     startup::AppState,
@@ -280,94 +280,42 @@ impl MessagesApi {
         let fields = SendFields::read(&body.parse()?)?;
         let user = caller.user()?;
         let input = fields.validate()?;
-
-        let mut conn = state.pool.acquire().await?;
-        require_conversation(&mut conn, conversation).await?;
-        require_member(&mut conn, conversation, user).await?;
-        if input.kind == "system" {
-            return Err(ApiError::Forbidden(
-                "System messages cannot be sent by users",
-            ));
-        }
-        if let Some(reply_to) = input.reply_to_id {
-            let target = db::messages::find(&mut conn, reply_to).await?;
-            if !target.is_some_and(|m| m.conversation_id == conversation && !m.is_deleted) {
-                return Err(Details::one(
-                    "reply_to_id",
-                    "reply_to_id must reference a message in this conversation",
-                ));
-            }
-        }
-        if let Some(client_msg_id) = input.client_msg_id.as_deref() {
-            let stored =
-                db::messages::find_by_client_id(&mut conn, conversation, user, client_msg_id)
-                    .await?;
-            if let Some(stored) = stored {
-                return replay(&mut conn, stored).await;
-            }
-        }
-        // The database connection goes back to the pool while Redis is asked: a slow Redis must
-        // not hold connections other requests need.
-        drop(conn);
-        rate_limit::check_send(&state.redis, &state.settings, &state.metrics, user).await?;
-
-        let (message_id, created_at) = db::messages::new_identity();
-        let new = NewMessage {
-            id: message_id,
-            created_at,
-            conversation_id: conversation,
-            sender_id: user,
-            kind: &input.kind,
-            content: input.content.as_deref(),
-            metadata: input.metadata.as_deref(),
-            reply_to_id: input.reply_to_id,
-            client_msg_id: input.client_msg_id.as_deref(),
-        };
-        let mut conn = state.pool.acquire().await?;
-        let mut tx = conn.begin().await?;
-        let Some(row) = db::messages::insert(&mut tx, &new).await? else {
-            // The conversation or the sender's membership went away since they were checked:
-            // answer as those checks would now.
-            return Err(
-                match db::conversations::find(&mut tx, conversation).await? {
-                    Some(_) => ApiError::Forbidden(error::NOT_A_PARTICIPANT),
-                    None => ApiError::NotFound(error::CONVERSATION_NOT_FOUND),
-                },
-            );
-        };
-        if let Some(client_msg_id) = input.client_msg_id.as_deref() {
-            if !db::messages::claim_client_id(&mut tx, &row, client_msg_id).await? {
-                // A concurrent retry committed first: give the seq back, answer as a replay.
-                tx.rollback().await?;
-                return match db::messages::find_by_client_id(
-                    &mut conn,
-                    conversation,
-                    user,
-                    client_msg_id,
-                )
-                .await?
-                {
-                    Some(stored) => replay(&mut conn, stored).await,
-                    None => Err(ApiError::NotFound(error::MESSAGE_NOT_FOUND)),
-                };
-            }
-        }
-        tx.commit().await?;
-        drop(conn);
-        state.metrics.messages_persisted.inc();
-
-        let message = row.into_resource(Vec::new(), Vec::new());
-        state
-            .events
-            .publish(
-                EventKind::MessageNew,
-                Audience::Room,
+        let client_msg_id = input.client_msg_id.clone();
+        let outcome = state
+            .ingest
+            .send(SendRequest {
                 conversation,
-                user,
-                Body::Message(pb::Message::from(&message)),
-            )
+                sender: user,
+                kind: input.kind,
+                content: input.content,
+                metadata: input.metadata,
+                reply_to_id: input.reply_to_id,
+                client_msg_id: input.client_msg_id,
+            })
             .await;
-        Ok(Sent::Created(message))
+        match outcome {
+            Outcome::Created(message) => Ok(Sent::Created(message)),
+            Outcome::Rejected(e) => Err(e),
+            Outcome::Recheck => {
+                let mut conn = state.pool.acquire().await?;
+                if let Some(client_msg_id) = client_msg_id.as_deref() {
+                    let stored = db::messages::find_by_client_id(
+                        &mut conn,
+                        conversation,
+                        user,
+                        client_msg_id,
+                    )
+                    .await?;
+                    if let Some(stored) = stored {
+                        return replay(&mut conn, stored).await;
+                    }
+                }
+                // The conversation or the membership went away since the checks: answer as
+                // those checks would now.
+                require_conversation(&mut conn, conversation).await?;
+                Err(ApiError::Forbidden(error::NOT_A_PARTICIPANT))
+            }
+        }
     }
 
     /// History, newest first; or by `seq`: `after_seq` (oldest first, for catching up),

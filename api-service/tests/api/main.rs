@@ -6,6 +6,7 @@
 mod attachments;
 mod conversations;
 mod helpers;
+mod ingest;
 mod messages;
 mod migrations;
 mod openapi;
