@@ -9,6 +9,9 @@
 #   - one api-service + one ws-gateway with AUTH_MODE=header (the header-mode checks).
 # The full-size runs recorded in BENCHMARKS.md use the same tool with larger arguments.
 #
+# `scripts/bench.sh full` runs the same scenarios at the sizes and durations of issue 6 (about
+# ten minutes) and also writes bench/results/full.{json,md}.
+#
 # `scripts/bench.sh serve` starts the same services, writes their addresses, PIDs and the JWT
 # secret to .bench/env (shell syntax, for `source`), and keeps them running until interrupted:
 # for full-size runs of single scenarios and for profiling.
@@ -29,10 +32,13 @@ cargo build --release --locked -p api-service -p ws-gateway -p retich-bench
 bin=target/release
 ulimit -n "$(ulimit -Hn)" || true
 
-GATEWAYS=${BENCH_GATEWAYS:-3}
-ADMIN_URL=${BENCH_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}
+if [ "$MODE" = full ]; then GATEWAYS=${BENCH_GATEWAYS:-6}; else GATEWAYS=${BENCH_GATEWAYS:-3}; fi
+# Loopback without TLS, for the services and pgbench alike: encrypting a connection that never
+# leaves the machine only measures the cipher (a deployment sets sslmode in DATABASE_URL).
+ADMIN_URL=${BENCH_ADMIN_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable}
 DB=${BENCH_DB:-retich_bench}
-DB_URL="${ADMIN_URL%/*}/$DB"
+admin_base=${ADMIN_URL%%\?*}
+DB_URL="${admin_base%/*}/$DB${ADMIN_URL#"$admin_base"}"
 run_id=$(cat /proc/sys/kernel/random/uuid | tr -d - | cut -c1-12)
 export JWT_SECRET="bench-secret-$run_id"
 out=bench/results
@@ -115,31 +121,46 @@ if [ "$MODE" = serve ]; then
     echo "ADMIN_URL=$ADMIN_URL; DB_URL=$DB_URL"
   } >"$work/env"
   echo "bench: serving; source $work/env for the addresses; Ctrl-C stops everything"
-  while :; do sleep 3600; done
+  while :; do sleep 3600 & wait $!; done
+fi
+# Durations and sizes: the short run of `make bench`, or the full run recorded in BENCHMARKS.md
+# (`scripts/bench.sh full`, with BENCH_GATEWAYS=6 by default: the 100,000-socket fleet needs
+# six gateways, each process being limited to 20,000 open files here).
+if [ "$MODE" = full ]; then
+  LABEL="scripts/bench.sh full"; IDLE_HOLD=60; D=30; D_LONG=30; GRACE=15; PG_SECS=10
+  FLEET_SOCKETS=100000; FLEET_GROUPS=100; FLEET_RATE=500
+else
+  LABEL="make bench (short)"; IDLE_HOLD=15; D=8; D_LONG=5; GRACE=5; PG_SECS=5
+  FLEET_SOCKETS=30000; FLEET_GROUPS=30; FLEET_RATE=200
 fi
 set -x
 # Sockets first: the gateway memory per socket is measured on a fresh gateway.
-"$B" idle --gateway "$first_gw" --gateway-pid "$first_pid" --sockets 15000 --hold 15 --first-source 127.0.0.2 \
-  --json-out "$work/08-idle.json"
+"$B" idle --gateway "$first_gw" --gateway-pid "$first_pid" --sockets 15000 --hold "$IDLE_HOLD" \
+  --first-source 127.0.0.2 --json-out "$work/08-idle.json"
 "$B" storm --gateway "$first_gw" --sockets 15000 --hold 2 --first-source 127.0.0.10 --json-out "$work/09-storm.json"
-"$B" pg-baseline --admin-url "$ADMIN_URL" --clients 32 --seconds 5 --json-out "$work/01-pg.json"
-"$B" send --api "$API" --clients 32 --conversations 32 --duration 8 --json-out "$work/02-send.json"
+"$B" pg-baseline --admin-url "$ADMIN_URL" --clients 32 --seconds "$PG_SECS" --json-out "$work/01-pg.json"
+"$B" send --api "$API" --clients 32 --conversations 32 --duration "$D" --json-out "$work/02-send.json"
 "$B" send --api "http://127.0.0.1:$hapi_port" --auth header --clients 8 --conversations 8 \
   --duration 3 --json-out "$work/03-send-header.json"
 "$B" fanout --api "$API" --gateway "$first_gw" --groups 100 --members 10 --rate 500 \
-  --duration 8 --grace 5 --json-out "$work/04-fanout-500.json"
+  --duration "$D" --grace "$GRACE" --json-out "$work/04-fanout-500.json"
 "$B" fanout --api "$API" --gateway "$first_gw" --groups 100 --members 10 --rate 0 \
-  --publishers 64 --duration 8 --grace 10 --json-out "$work/05-fanout-max.json"
+  --publishers 64 --duration "$D" --grace "$GRACE" --json-out "$work/05-fanout-max.json"
 "$B" fanout --api "$API" --gateway "$first_gw" --groups 10 --members 1000 --rate 0 \
-  --publishers 16 --duration 5 --grace 15 --json-out "$work/06-fanout-10x1000.json"
+  --publishers 16 --duration "$D_LONG" --grace "$GRACE" --json-out "$work/06-fanout-10x1000.json"
 "$B" fanout --api "http://127.0.0.1:$hapi_port" --gateway "ws://127.0.0.1:$hgw_port/ws" \
   --auth header --groups 10 --members 5 --rate 100 --duration 3 --grace 3 \
   --json-out "$work/07-fanout-header.json"
-"$B" fleet --api "$API" "${gw_args[@]}" "${gw_pid_args[@]}" --sockets 30000 --first-source 127.0.0.20 \
-  --groups 30 --members 10 --rate 200 --duration 8 --grace 5 --json-out "$work/10-fleet.json"
+"$B" fleet --api "$API" "${gw_args[@]}" "${gw_pid_args[@]}" --sockets "$FLEET_SOCKETS" \
+  --first-source 127.0.0.20 --groups "$FLEET_GROUPS" --members 10 --rate "$FLEET_RATE" \
+  --duration "$D" --grace "$GRACE" --json-out "$work/10-fleet.json"
 set +x
 
-"$B" report --label "make bench (short)" --json-out "$out/latest.json" \
+"$B" report --label "$LABEL" --json-out "$out/latest.json" \
   --markdown-out "$out/latest.md" "$work"/[0-9]*.json
 echo "bench: wrote $out/latest.json and $out/latest.md"
+if [ "$MODE" = full ]; then
+  cp "$out/latest.json" "$out/full.json"; cp "$out/latest.md" "$out/full.md"
+  echo "bench: and $out/full.json, $out/full.md"
+fi
 

@@ -99,6 +99,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub database_url: String,
     pub database_max_connections: u32,
+    /// Message-send batch writers (`ingest`): each holds at most one pool connection at a time.
+    pub send_writers: usize,
     pub nats_url: String,
     /// First token of every NATS subject (`<prefix>.conv.<id>`); tests use their own.
     pub nats_subject_prefix: String,
@@ -266,6 +268,10 @@ impl Settings {
         if rate_limit_burst == 0 {
             return Err(bad("RATE_LIMIT_MESSAGES_BURST", "must be at least 1"));
         }
+        let send_writers: usize = env.parse("SEND_WRITERS", 2)?;
+        if !(1..=64).contains(&send_writers) {
+            return Err(bad("SEND_WRITERS", "must be between 1 and 64"));
+        }
         Ok(Self {
             port: env.parse("PORT", 8082)?,
             host: env.string("HOST", "0.0.0.0"),
@@ -273,6 +279,7 @@ impl Settings {
             log_format,
             database_url,
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 32)?,
+            send_writers,
             nats_url,
             nats_subject_prefix,
             redis_url,

@@ -16,7 +16,7 @@
 //! Then each new message's `message.new` event is published, in batch order (so each
 //! conversation's events leave in `seq` order), and each request gets its answer.
 //!
-//! Requests are sharded over [`SHARDS`] workers by conversation: each conversation's sends go
+//! Requests are sharded over `SEND_WRITERS` workers by conversation: each conversation's sends go
 //! through one queue (first come, first numbered) and two workers of this process never write
 //! the same conversation at once. Workers of other replicas may; the write locks conversation
 //! rows in id order, so two batches cannot deadlock on them (a deadlock with some other
@@ -45,8 +45,6 @@ use crate::{
     resources::Message,
 };
 
-/// Workers (and queues) per process.
-pub const SHARDS: usize = 4;
 /// Most requests one batch takes.
 pub const MAX_BATCH: usize = 256;
 /// Requests waiting per queue before senders wait for room.
@@ -93,16 +91,22 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Starts the workers. They stop once every clone of the returned handle is dropped and
+    /// Starts `writers` workers (`SEND_WRITERS`). They stop once every clone of the returned handle is dropped and
     /// their queues are empty.
-    pub fn start(pool: PgPool, limiter: RateLimiter, events: Publisher, metrics: Metrics) -> Self {
+    pub fn start(
+        writers: usize,
+        pool: PgPool,
+        limiter: RateLimiter,
+        events: Publisher,
+        metrics: Metrics,
+    ) -> Self {
         let worker = Arc::new(Worker {
             pool,
             limiter,
             events,
             metrics,
         });
-        let queues = (0..SHARDS)
+        let queues = (0..writers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 tokio::spawn(Arc::clone(&worker).run(rx));
@@ -235,24 +239,42 @@ impl Worker {
             replies.push(r.reply_to_id);
             client_ids.push(r.client_msg_id.as_deref());
         }
-        let rows: Vec<(bool, bool, bool, bool)> = sqlx::query_as(
-            "select
-                 exists (select 1 from conversations c where c.id = j.conv),
-                 exists (select 1 from conversation_participants p
-                         where p.conversation_id = j.conv and p.user_id = j.sender
-                           and p.left_at is null),
-                 j.reply is null or exists (
-                     select 1 from messages m
-                     where m.id = j.reply and m.conversation_id = j.conv
-                       and not coalesce(m.is_deleted, false)),
-                 j.client_id is not null and exists (
-                     select 1 from message_client_ids k
-                     where k.conversation_id = j.conv and k.sender_id = j.sender
-                       and k.client_msg_id = j.client_id)
+        // One lateral lookup per key (`limit 1` keeps each a probe with the request's values).
+        // The reply lookup, which plans every partition of `messages`, is only there when some
+        // request has a reply target.
+        let reply_lookup = if replies.iter().any(Option::is_some) {
+            "left join lateral (
+                 select m.conversation_id, m.is_deleted from messages m
+                 where m.id = j.reply limit 1
+             ) r on true"
+        } else {
+            "left join lateral (select null::uuid as conversation_id, null::bool as is_deleted) r
+             on true"
+        };
+        let rows: Vec<(bool, bool, bool, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select c.found is not null, p.found is not null,
+                    j.reply is null
+                      or (r.conversation_id = j.conv and not coalesce(r.is_deleted, false)),
+                    k.found is not null
              from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
                   with ordinality as j(conv, sender, reply, client_id, ord)
-             order by j.ord",
-        )
+             left join lateral (
+                 select true as found from conversations c where c.id = j.conv limit 1
+             ) c on true
+             left join lateral (
+                 select true as found from conversation_participants p
+                 where p.conversation_id = j.conv and p.user_id = j.sender and p.left_at is null
+                 limit 1
+             ) p on true
+             left join lateral (
+                 select true as found from message_client_ids k
+                 where k.conversation_id = j.conv and k.sender_id = j.sender
+                   and k.client_msg_id = j.client_id
+                 limit 1
+             ) k on true
+             {reply_lookup}
+             order by j.ord"
+        )))
         .bind(&conversations)
         .bind(&senders)
         .bind(&replies)

@@ -158,6 +158,7 @@ impl Application {
         let storage = Storage::from_settings(&settings, port).context("attachment storage")?;
         let settings = Arc::new(settings);
         let ingest = Ingest::start(
+            settings.send_writers,
             pool.clone(),
             RateLimiter::new(redis.clone(), settings.clone(), metrics.clone()),
             events.clone(),

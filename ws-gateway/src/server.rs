@@ -30,7 +30,7 @@ use std::{
 use anyhow::Context;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpSocket, TcpStream},
     sync::Semaphore,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -51,6 +51,14 @@ use crate::{
 const RESERVED_FILES: u64 = 256;
 /// How long the end of a drain waits for connection tasks.
 const FINAL_WAIT: Duration = Duration::from_secs(10);
+/// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 by default on
+/// current kernels).
+///
+/// `TcpListener::bind` asks for 128. In a reconnect storm thousands of SYNs arrive within
+/// milliseconds, far more than the accept loop takes in that time: with 128, most of them
+/// overflowed the accept queue and were dropped, and the clients' SYN retransmissions (after 1,
+/// 3, 7 s) — not the gateway's work — set how long the storm took.
+const LISTEN_BACKLOG: u32 = 65_535;
 /// Longest a Redis command (presence, typing) may take before the gateway goes on without it.
 const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -160,7 +168,7 @@ impl Application {
             AuthMode::Jwt => {}
         }
 
-        let listener = TcpListener::bind(settings.bind_address())
+        let listener = listen(&settings.bind_address())
             .await
             .with_context(|| format!("cannot listen on {}", settings.bind_address()))?;
         let port = listener.local_addr()?.port();
@@ -314,6 +322,24 @@ impl Listener {
             }
         }
     }
+}
+
+/// Binds `address` (`host:port`, the host may be a name) with a [`LISTEN_BACKLOG`] backlog.
+async fn listen(address: &str) -> anyhow::Result<TcpListener> {
+    let address = tokio::net::lookup_host(address)
+        .await?
+        .next()
+        .context("the address resolves to nothing")?;
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As std's `TcpListener::bind` does on Unix: a restarted gateway rebinds at once even
+    // while its old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    Ok(socket.listen(LISTEN_BACKLOG)?)
 }
 
 /// Raises the open-files soft limit to the hard limit (issue 4 point 7); returns the limit in

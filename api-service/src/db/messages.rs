@@ -277,9 +277,8 @@ pub async fn insert_batch(
          ),
          eligible as (
              select j.* from j
-             where exists (select 1 from conversation_participants p
-                           where p.conversation_id = j.conv and p.user_id = j.sender
-                             and p.left_at is null)
+             join conversation_participants p
+               on p.conversation_id = j.conv and p.user_id = j.sender and p.left_at is null
          ),
          claimed as (
              insert into message_client_ids
@@ -295,13 +294,15 @@ pub async fn insert_batch(
                     row_number() over (partition by e.conv order by e.ord) as n,
                     count(*) over (partition by e.conv) as total
              from eligible e
-             where e.client_id is null or e.id in (select message_id from claimed)
+             left join claimed k on k.message_id = e.id
+             where e.client_id is null or k.message_id is not null
          ),
          locked as (
-             select c.id from conversations c
-             where c.id in (select conv from kept)
+             select c.id
+             from (select distinct conv from kept) k
+             join conversations c on c.id = k.conv
              order by c.id
-             for no key update
+             for no key update of c
          ),
          bumped as (
              update conversations c

@@ -95,7 +95,7 @@ pub fn run(args: PgArgs) -> Result<Report> {
     }
     let mut report = Report::new(
         "pg-baseline",
-        json!({"clients": args.clients, "threads": args.threads, "seconds": args.seconds,
+        json!({"protocol": "prepared", "clients": args.clients, "threads": args.threads, "seconds": args.seconds,
                "statement": INSERT_SCRIPT.trim()}),
     );
     let started = Instant::now();
@@ -113,6 +113,9 @@ pub fn run(args: PgArgs) -> Result<Report> {
         let out = Command::new("pgbench")
             .args([
                 "-n",
+                // Prepared statements, as the services use them (sqlx).
+                "-M",
+                "prepared",
                 "-c",
                 &args.clients.to_string(),
                 "-j",
