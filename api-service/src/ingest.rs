@@ -253,8 +253,8 @@ impl Worker {
         };
         let rows: Vec<(bool, bool, bool, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select c.found is not null, p.found is not null,
-                    j.reply is null
-                      or (r.conversation_id = j.conv and not coalesce(r.is_deleted, false)),
+                    j.reply is null or coalesce(
+                        r.conversation_id = j.conv and not coalesce(r.is_deleted, false), false),
                     k.found is not null
              from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
                   with ordinality as j(conv, sender, reply, client_id, ord)
