@@ -202,6 +202,9 @@ async fn partition_maintenance_moves_rows_of_a_future_month_out_of_the_default_p
           ('00000000-0000-4000-8000-000000000101', '2031-06-03T10:00:00Z', '00000000-0000-4000-8000-0000000000aa', '🎉');
         insert into attachments (message_id, message_created_at, file_name, file_type, file_size, file_url) values
           ('00000000-0000-4000-8000-000000000102', '2031-06-20T10:00:00Z', 'a.png', 'image/png', 1, 'http://x/a.png');
+        insert into message_client_ids (conversation_id, sender_id, client_msg_id, message_id, message_created_at) values
+          ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000000aa', 'k1', '00000000-0000-4000-8000-000000000101', '2031-06-03T10:00:00Z'),
+          ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000000aa', 'k2', '00000000-0000-4000-8000-000000000102', '2031-06-20T10:00:00Z');
         "#,
     )
     .execute(&mut conn)
@@ -244,8 +247,26 @@ async fn partition_maintenance_moves_rows_of_a_future_month_out_of_the_default_p
         1
     );
     assert_eq!(
+        count(&mut conn, "select count(*) from message_client_ids").await,
+        2,
+        "the move keeps the client_msg_id keys"
+    );
+    assert_eq!(
         count(&mut conn, "select count(*) from pg_constraint where confrelid = 'messages'::regclass and contype = 'f' and conparentid = 0").await,
-        4
+        3
+    );
+    // A message really deleted (through messages) takes its key with it (version 12's trigger).
+    sqlx::query("delete from messages where id = '00000000-0000-4000-8000-000000000101'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&mut conn, "select count(*) from message_client_ids where client_msg_id = 'k1'").await,
+        0
+    );
+    assert_eq!(
+        count(&mut conn, "select count(*) from message_client_ids").await,
+        1
     );
     // A second pass creates nothing.
     assert_eq!(
