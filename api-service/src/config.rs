@@ -268,7 +268,7 @@ impl Settings {
         if rate_limit_burst == 0 {
             return Err(bad("RATE_LIMIT_MESSAGES_BURST", "must be at least 1"));
         }
-        let send_writers: usize = env.parse("SEND_WRITERS", 2)?;
+        let send_writers: usize = env.parse("SEND_WRITERS", 1)?;
         if !(1..=64).contains(&send_writers) {
             return Err(bad("SEND_WRITERS", "must be between 1 and 64"));
         }
