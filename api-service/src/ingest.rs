@@ -70,7 +70,7 @@ pub struct SendRequest {
 #[derive(Debug)]
 pub enum Outcome {
     /// Stored and announced: 201.
-    Created(Message),
+    Created(Box<Message>),
     /// Refused by one of steps 3–7 (or the database failed).
     Rejected(ApiError),
     /// Not stored, and the answer needs a look at the database as it is now: the sender's
@@ -352,7 +352,7 @@ impl Worker {
                     Body::Message(pb::Message::from(&message)),
                 )
                 .await;
-            let _ = job.answer.send(Outcome::Created(message));
+            let _ = job.answer.send(Outcome::Created(Box::new(message)));
         }
     }
 }

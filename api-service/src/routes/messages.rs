@@ -294,7 +294,7 @@ impl MessagesApi {
             })
             .await;
         match outcome {
-            Outcome::Created(message) => Ok(Sent::Created(message)),
+            Outcome::Created(message) => Ok(Sent::Created(*message)),
             Outcome::Rejected(e) => Err(e),
             Outcome::Recheck => {
                 let mut conn = state.pool.acquire().await?;

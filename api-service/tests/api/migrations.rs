@@ -261,7 +261,11 @@ async fn partition_maintenance_moves_rows_of_a_future_month_out_of_the_default_p
         .await
         .unwrap();
     assert_eq!(
-        count(&mut conn, "select count(*) from message_client_ids where client_msg_id = 'k1'").await,
+        count(
+            &mut conn,
+            "select count(*) from message_client_ids where client_msg_id = 'k1'"
+        )
+        .await,
         0
     );
     assert_eq!(
