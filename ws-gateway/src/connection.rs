@@ -23,6 +23,7 @@ use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
         Error as WsError, Message, Utf8Bytes,
+        error::ProtocolError,
         protocol::{CloseFrame, Role, frame::coding::CloseCode},
     },
 };
@@ -98,26 +99,24 @@ pub async fn serve(upgraded: Upgraded, state: Arc<AppState>) {
         Ok(()) => (handler.run().await, true),
         Err(ending) => (ending, false),
     };
-    state.fanout.unregister(user, handler.socket);
+    let socket = handler.socket;
+    state.fanout.unregister(user, socket);
+    // The socket (its file and buffers) goes now, not after the presence round trip.
+    drop(handler);
     if presence_registered {
         Box::pin(state.presence.disconnect(user)).await;
     }
     metrics.sockets_open.dec();
     let code = ending.map_or_else(|| "none".to_owned(), |c| c.to_string());
     metrics.closes.with_label_values(&[code.as_str()]).inc();
-    tracing::debug!(user.id = %user, socket.id = handler.socket, close.code = %code, "socket closed");
+    tracing::debug!(user.id = %user, socket.id = socket, close.code = %code, "socket closed");
 }
 
 impl Handler {
     /// Steps 1–3 of websocket.md §3. `Err` carries how the socket ended when setup failed.
     async fn setup(&mut self) -> Result<(), Ending> {
         let state = Arc::clone(&self.state);
-        let loaded = match tokio::time::timeout(
-            LOAD_TIMEOUT,
-            membership::load(&state.db, self.user, state.settings.presence_max_members),
-        )
-        .await
-        {
+        let loaded = match tokio::time::timeout(LOAD_TIMEOUT, state.loader.load(self.user)).await {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(error)) => {
                 tracing::error!(error = %error, user.id = %self.user, "loading conversations failed");
@@ -197,6 +196,9 @@ impl Handler {
                 }
                 Step::Incoming(Some(Err(error))) => {
                     return match error {
+                        // The client's TCP connection ended without a close frame: nothing to
+                        // answer, and no one to linger for.
+                        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
                         WsError::Capacity(_) => self.close(close::TOO_BIG, "Message too big").await,
                         WsError::Utf8(_) => self.close(close::INVALID_DATA, "Invalid UTF-8").await,
                         WsError::Protocol(_) => self.close(close::PROTOCOL, "Protocol error").await,

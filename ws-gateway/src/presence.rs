@@ -50,8 +50,8 @@
 use std::{sync::Arc, time::Duration};
 
 use redis::Script;
-use tokio::sync::{Semaphore, mpsc, oneshot};
 use shared_proto::events::{Event, EventKind, Presence, event::Body};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use shared_redis::{self as redis_conn, RedisConn};

@@ -40,6 +40,7 @@ use shared_redis::RedisConn;
 use crate::{
     config::{AuthMode, Settings},
     fanout::Fanout,
+    membership,
     metrics::Metrics,
     presence::PresenceStore,
     protocol::close,
@@ -70,6 +71,8 @@ pub struct AppState {
     pub presence: Arc<PresenceStore>,
     pub typing: Arc<TypingStore>,
     pub db: PgPool,
+    /// Loads users' conversations at connect, batching concurrent connects.
+    pub loader: membership::Loader,
     pub verifier: shared_auth::Verifier,
     pub nats: async_nats::Client,
     pub redis: Arc<RedisConn>,
@@ -173,7 +176,13 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.bind_address()))?;
         let port = listener.local_addr()?.port();
 
+        let loader = membership::Loader::start(
+            db.clone(),
+            settings.presence_max_members,
+            settings.database_max_connections as usize,
+        );
         let state = Arc::new(AppState {
+            loader,
             settings,
             metrics,
             fanout,

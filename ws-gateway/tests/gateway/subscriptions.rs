@@ -1,5 +1,6 @@
-//! architecture.md "Events and subjects": one NATS subscription per subject per gateway,
-//! however many local sockets need it, gone when the last one goes.
+//! architecture.md "Events and subjects": one NATS subscription per conversation subject per
+//! gateway, however many local sockets need it, gone when the last one goes; personal subjects
+//! through one `user.*` subscription for the gateway's life.
 
 use uuid::Uuid;
 
@@ -30,7 +31,11 @@ async fn sockets_sharing_a_conversation_share_one_subscription_and_none_remain_a
     let (alice_b, _) = connect(&env, gateway.port, alice).await;
     let (mut bob_a, _) = connect(&env, gateway.port, bob).await;
     assert_eq!(conversation_subs().await, 1.0);
-    assert_eq!(user_subs().await, 2.0);
+    assert_eq!(
+        user_subs().await,
+        1.0,
+        "one user.* subscription, not one per user"
+    );
     assert_eq!(
         env.metric(gateway.port, "ws_gateway_sockets_open", "")
             .await,
@@ -46,26 +51,30 @@ async fn sockets_sharing_a_conversation_share_one_subscription_and_none_remain_a
 
     alice_a.close().await;
     alice_b.close().await;
-    eventually("alice's user subscription to go", || async {
-        user_subs().await == 1.0
+    eventually("alice's sockets to go", || async {
+        env.metric(gateway.port, "ws_gateway_sockets_open", "")
+            .await
+            == 1.0
     })
     .await;
     assert_eq!(conversation_subs().await, 1.0, "bob still needs the room");
     bob_a.close().await;
-    eventually("every subscription to go", || async {
-        conversation_subs().await == 0.0 && user_subs().await == 0.0
+    eventually("the conversation subscription to go", || async {
+        conversation_subs().await == 0.0
     })
     .await;
-    assert_eq!(
-        env.metric(
-            gateway.port,
-            "ws_gateway_nats_subscriptions",
-            r#"kind="presence""#
-        )
-        .await,
-        1.0,
-        "the presence.* subscription lives as long as the gateway"
-    );
+    for kind in ["presence", "user"] {
+        assert_eq!(
+            env.metric(
+                gateway.port,
+                "ws_gateway_nats_subscriptions",
+                &format!(r#"kind="{kind}""#)
+            )
+            .await,
+            1.0,
+            "the {kind}.* subscription lives as long as the gateway"
+        );
+    }
 }
 
 /// websocket.md §3 (subscribe, then snapshot) and §8: a socket's setup, or a join, that finds
@@ -100,7 +109,7 @@ async fn a_second_socket_finding_a_pending_subscription_waits_until_it_is_confir
             presence_members: None,
         };
         let alice_socket = fanout.register(alice, 16);
-        let mut bob_socket = fanout.register(bob, 16);
+        let bob_socket = fanout.register(bob, 16);
         // Alice's socket created the subscription; her setup has not settled yet.
         let _pending = fanout.add_conversations(alice, alice_socket.socket, vec![loaded()]);
         // Bob's socket finds it and settles: from now on the room's events must reach him.
@@ -110,10 +119,10 @@ async fn a_second_socket_finding_a_pending_subscription_waits_until_it_is_confir
             .await;
         let frame = within(
             &format!("round {round}: the event"),
-            bob_socket.queue.recv(),
+            bob_socket.outbox.next(),
         )
         .await
-        .expect("queue open");
+        .expect("no close requested");
         assert!(frame.as_str().contains("published after setup"), "{frame}");
     }
 }
@@ -152,17 +161,16 @@ async fn a_removal_processed_while_a_socket_loads_its_list_is_not_undone_by_that
         direct: false,
         presence_members: None,
     };
-    // The socket registers (its personal subscription settles); its list is being loaded.
-    let mut socket = fanout.register(alice, 16);
-    fanout
-        .settle(socket.ready.take().into_iter().collect())
-        .await;
+    // The gateway's personal subscription (`user.*`) is up; the socket registers and its list
+    // is being loaded.
+    fanout.start().await;
+    let socket = fanout.register(alice, 16);
     // Meanwhile Alice is removed from `room`: the gateway processes conversation.left.
     env.publish_to_user(alice, conversation_left(room, owner, alice))
         .await;
-    let frame = within("conversation.left reaches the queue", socket.queue.recv())
+    let frame = within("conversation.left reaches the queue", socket.outbox.next())
         .await
-        .expect("queue open");
+        .expect("no close requested");
     assert!(frame.as_str().contains("conversation.left"), "{frame}");
     // The list, read before the removal committed, still names `room`.
     let readies = fanout.add_conversations(alice, socket.socket, vec![loaded(room), loaded(other)]);
