@@ -579,15 +579,9 @@ impl Fanout {
             .with_label_values(&[target.label()])
             .inc();
         let task = tokio::spawn(async move {
-            let mut subscriber = match fanout.nats.subscribe(subject).await {
-                Ok(subscriber) => subscriber,
-                Err(error) => {
-                    tracing::error!(error = %error, "NATS subscribe failed");
-                    task_ready.set(Readiness::FAILED);
-                    return;
-                }
+            let Some(mut subscriber) = subscribe(&fanout.nats, subject, &task_ready).await else {
+                return;
             };
-            task_ready.set(Readiness::SUBSCRIBED);
             while let Some(message) = subscriber.next().await {
                 fanout
                     .handle(target, &message.subject, message.payload)
@@ -609,19 +603,10 @@ impl Fanout {
             .with_label_values(&["user"])
             .inc();
         let task = tokio::spawn(async move {
-            let mut subscriber = match fanout
-                .nats
-                .subscribe(subjects::all_users(&fanout.prefix))
-                .await
-            {
-                Ok(subscriber) => subscriber,
-                Err(error) => {
-                    tracing::error!(error = %error, "NATS subscribe failed");
-                    task_ready.set(Readiness::FAILED);
-                    return;
-                }
+            let subject = subjects::all_users(&fanout.prefix);
+            let Some(mut subscriber) = subscribe(&fanout.nats, subject, &task_ready).await else {
+                return;
             };
-            task_ready.set(Readiness::SUBSCRIBED);
             // Each worker ends when this task (holding every sender) ends or is aborted.
             let workers: Vec<mpsc::Sender<(Uuid, async_nats::Message)>> = (0..PERSONAL_WORKERS)
                 .map(|_| {
@@ -1010,4 +995,23 @@ pub async fn publish(nats: &async_nats::Client, subject: String, event: &Event) 
 /// Now, in unix microseconds.
 pub fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+/// Subscribes to `subject` and records the result in `ready` (`None` when NATS refused).
+async fn subscribe(
+    nats: &async_nats::Client,
+    subject: String,
+    ready: &Readiness,
+) -> Option<async_nats::Subscriber> {
+    match nats.subscribe(subject).await {
+        Ok(subscriber) => {
+            ready.set(Readiness::SUBSCRIBED);
+            Some(subscriber)
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "NATS subscribe failed");
+            ready.set(Readiness::FAILED);
+            None
+        }
+    }
 }
