@@ -25,9 +25,10 @@
 //! A batch whose write fails for another reason is split into single-request writes, so one
 //! bad request cannot fail its neighbours.
 
-use std::{collections::HashMap, panic::AssertUnwindSafe, sync::Arc};
+use std::{collections::HashMap, panic::AssertUnwindSafe, sync::Arc, time::Instant};
 
 use futures_util::FutureExt;
+use prometheus::Histogram;
 use shared_proto::events::{self as pb, EventKind, event::Body};
 use sqlx::{PgPool, postgres::PgDatabaseError};
 use tokio::sync::{mpsc, oneshot};
@@ -100,11 +101,19 @@ impl Ingest {
         events: Publisher,
         metrics: Metrics,
     ) -> Self {
+        let stage = |name| metrics.send_stage.with_label_values(&[name]);
+        let stages = Stages {
+            check: stage("check"),
+            rate_limit: stage("rate_limit"),
+            write: stage("write"),
+            announce: stage("announce"),
+        };
         let worker = Arc::new(Worker {
             pool,
             limiter,
             events,
             metrics,
+            stages,
         });
         let queues = (0..writers.max(1))
             .map(|_| {
@@ -146,6 +155,15 @@ struct Worker {
     limiter: RateLimiter,
     events: Publisher,
     metrics: Metrics,
+    stages: Stages,
+}
+
+/// `message_send_stage_seconds`, one series per stage of a batch.
+struct Stages {
+    check: Histogram,
+    rate_limit: Histogram,
+    write: Histogram,
+    announce: Histogram,
 }
 
 impl Worker {
@@ -167,6 +185,7 @@ impl Worker {
 
     async fn process(&self, jobs: Vec<Job>) {
         self.metrics.send_batch_size.observe(jobs.len() as f64);
+        let started = Instant::now();
         let verdicts = match self.check(&jobs).await {
             Ok(v) => v,
             Err(e) => {
@@ -190,11 +209,15 @@ impl Worker {
                 }
             }
         }
+        let checked = Instant::now();
+        self.stages.check.observe((checked - started).as_secs_f64());
         let senders: Vec<Uuid> = candidates.iter().map(|j| j.request.sender).collect();
-        for (job, token) in candidates
-            .into_iter()
-            .zip(self.limiter.take(&senders).await)
-        {
+        let tokens = self.limiter.take(&senders).await;
+        let limited = Instant::now();
+        self.stages
+            .rate_limit
+            .observe((limited - checked).as_secs_f64());
+        for (job, token) in candidates.into_iter().zip(tokens) {
             match token {
                 Ok(()) => allowed.push(job),
                 Err(e) => {
@@ -205,8 +228,14 @@ impl Worker {
         if allowed.is_empty() {
             return;
         }
-        match self.write_retrying(&allowed).await {
-            Ok(rows) => self.announce(allowed, rows).await,
+        let written = self.write_retrying(&allowed).await;
+        let wrote = Instant::now();
+        self.stages.write.observe((wrote - limited).as_secs_f64());
+        match written {
+            Ok(rows) => {
+                self.announce(allowed, rows).await;
+                self.stages.announce.observe(wrote.elapsed().as_secs_f64());
+            }
             Err(e) if allowed.len() == 1 => {
                 let job = allowed.pop().expect("one job");
                 let _ = job.answer.send(failed_write(&e));

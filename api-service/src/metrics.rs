@@ -24,6 +24,7 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     pub rate_limiter_errors: IntCounter,
     pub send_batch_size: Histogram,
+    pub send_stage: HistogramVec,
 }
 
 impl Metrics {
@@ -85,6 +86,18 @@ impl Metrics {
             .buckets(crate::ingest::BATCH_BUCKETS.to_vec()),
         )
         .expect("metric");
+        let send_stage = HistogramVec::new(
+            HistogramOpts::new(
+                "message_send_stage_seconds",
+                "Time one ingest batch spent in each stage: check, rate_limit, write, announce",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128,
+                0.256, 1.0,
+            ]),
+            &["stage"],
+        )
+        .expect("metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -94,6 +107,7 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(rate_limiter_errors.clone()),
             Box::new(send_batch_size.clone()),
+            Box::new(send_stage.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -107,6 +121,7 @@ impl Metrics {
             rate_limited,
             rate_limiter_errors,
             send_batch_size,
+            send_stage,
         }
     }
 

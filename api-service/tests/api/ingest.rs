@@ -299,3 +299,37 @@ async fn a_burst_of_mixed_sends_gets_each_request_its_own_answer() {
         );
     }
 }
+
+#[tokio::test]
+async fn sends_bump_their_conversation_in_place_without_touching_its_indexes() {
+    // Version 13: every message updates its conversation's row; that update must be HOT (no new
+    // index entries, old versions pruned on the page), or a busy conversation's row bloats.
+    let app = spawn_app().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let first = app.create_group(alice, &[bob]).await;
+    let second = app.create_group(bob, &[alice]).await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::query("begin").execute(&mut *conn).await.unwrap();
+    for round in 0..20 {
+        let texts: Vec<String> = (0..3).map(|i| format!("m{round}-{i}")).collect();
+        let batch = vec![
+            new(first, alice, &texts[0], None),
+            new(second, bob, &texts[1], None),
+            new(first, bob, &texts[2], None),
+        ];
+        assert_eq!(insert_batch(&mut conn, &batch).await.unwrap().len(), 3);
+    }
+    // This transaction's own counters, exact and immediate.
+    let (updated, hot): (i64, i64) = sqlx::query_as(
+        "select n_tup_upd, n_tup_hot_upd from pg_stat_xact_user_tables
+         where relid = 'conversations'::regclass",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("commit").execute(&mut *conn).await.unwrap();
+    assert_eq!(updated, 40, "one bump per conversation per batch");
+    assert_eq!(hot, updated, "every bump is a HOT update");
+    assert_eq!(last_seq(&app, first).await, 40);
+    assert_eq!(last_seq(&app, second).await, 20);
+}
