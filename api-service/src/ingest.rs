@@ -6,13 +6,15 @@
 //! trip and one WAL flush. Concurrent sends instead queue here and a worker takes everything
 //! queued at once (up to [`MAX_BATCH`]), so a batch of any size costs:
 //!
-//! 1. one read statement with every request's checks 3–6 (`CONV`, `MEMBER`, reply target,
-//!    `client_msg_id` already used), evaluated in the spec's order per request;
-//! 2. one Redis script call taking every surviving request's rate-limit token (step 7) —
-//!    replays and refused requests take none;
-//! 3. one write statement, committed on its own (one WAL flush), that inserts every allowed
-//!    message with its idempotency key and the next `seq` of its conversation.
+//! 1. one Redis script call taking a rate-limit token (step 7) for every request — taken ahead
+//!    of the checks, and given back afterwards for requests the checks refuse and for replays,
+//!    so each answer and each bucket are what the spec's order gives;
+//! 2. one statement, committed on its own (one WAL flush), with every request's checks 3–6
+//!    and the insert of every message that passed them and got a token, with its idempotency
+//!    key and the next `seq` of its conversation. Rust then picks each request's answer from
+//!    what the statement found, in the spec's order.
 //!
+//! The two run as a pipeline: a batch's tokens are taken while the previous batch is written.
 //! Then each new message's `message.new` event is published, in batch order (so each
 //! conversation's events leave in `seq` order), and each request gets its answer.
 //!
@@ -25,7 +27,7 @@
 //! A batch whose write fails for another reason is split into single-request writes, so one
 //! bad request cannot fail its neighbours.
 
-use std::{collections::HashMap, panic::AssertUnwindSafe, sync::Arc, time::Instant};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
 
 use futures_util::FutureExt;
 use prometheus::Histogram;
@@ -37,12 +39,12 @@ use uuid::Uuid;
 use crate::{
     db::{
         self,
-        messages::{MessageRow, NewMessage},
+        messages::{NewMessage, Sent},
     },
     error::{self, ApiError, Details},
     events::{Audience, Publisher},
     metrics::Metrics,
-    rate_limit::RateLimiter,
+    rate_limit::{RateLimiter, Token},
     resources::Message,
 };
 
@@ -50,6 +52,8 @@ use crate::{
 pub const MAX_BATCH: usize = 256;
 /// Requests waiting per queue before senders wait for room.
 const QUEUE: usize = 4 * MAX_BATCH;
+/// Admitted batches waiting for the write stage (they are written together).
+const WRITE_QUEUE: usize = 4;
 /// Writes retried after a deadlock or serialization failure.
 const WRITE_ATTEMPTS: usize = 3;
 
@@ -103,7 +107,6 @@ impl Ingest {
     ) -> Self {
         let stage = |name| metrics.send_stage.with_label_values(&[name]);
         let stages = Stages {
-            check: stage("check"),
             rate_limit: stage("rate_limit"),
             write: stage("write"),
             announce: stage("announce"),
@@ -160,94 +163,109 @@ struct Worker {
 
 /// `message_send_stage_seconds`, one series per stage of a batch.
 struct Stages {
-    check: Histogram,
     rate_limit: Histogram,
     write: Histogram,
     announce: Histogram,
 }
 
+/// A request with its rate-limit token (step 7), taken before its checks.
+struct Admitted {
+    job: Job,
+    token: Token,
+}
+
 impl Worker {
+    /// The two stages of one queue: this task takes the batch's rate-limit tokens, a second
+    /// task checks and writes the batch in one statement and announces it, so the tokens of
+    /// batch n+1 are taken while batch n is written. Writes stay one at a time and in queue
+    /// order, so each conversation's messages are numbered and announced in arrival order.
     async fn run(self: Arc<Self>, mut queue: mpsc::Receiver<Job>) {
+        let (admitted, to_write) = mpsc::channel(WRITE_QUEUE);
+        tokio::spawn(Arc::clone(&self).write_stage(to_write));
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
             let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
             // A panic answers this batch's requests with 500 (their senders are dropped) and
-            // leaves the worker serving the next one.
-            if AssertUnwindSafe(self.process(batch))
-                .catch_unwind()
-                .await
-                .is_err()
-            {
-                tracing::error!("message batch panicked");
+            // leaves the stage serving the next one.
+            let Ok(batch) = AssertUnwindSafe(self.admit(batch)).catch_unwind().await else {
+                tracing::error!("message batch panicked taking its tokens");
+                continue;
+            };
+            if admitted.send(batch).await.is_err() {
+                tracing::error!("the message write stage has stopped");
+                return;
             }
         }
     }
 
-    async fn process(&self, jobs: Vec<Job>) {
+    /// Writes admitted batches in order; batches that queued up behind a write go together
+    /// into the next one.
+    async fn write_stage(self: Arc<Self>, mut admitted: mpsc::Receiver<Vec<Admitted>>) {
+        let mut batches = Vec::with_capacity(WRITE_QUEUE);
+        while admitted.recv_many(&mut batches, WRITE_QUEUE).await > 0 {
+            let batch: Vec<Admitted> = batches.drain(..).flatten().collect();
+            if AssertUnwindSafe(self.store(batch))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!("message batch panicked in its write");
+            }
+        }
+    }
+
+    /// Step 7, taken ahead of steps 3–6 so that one statement can do the checks and the write:
+    /// a token per request (none for `system` messages, which step 4 always refuses). Tokens
+    /// of requests the checks then refuse, and of replays, are given back ([`Self::store`]),
+    /// so the buckets count what the spec's order would have counted.
+    async fn admit(&self, jobs: Vec<Job>) -> Vec<Admitted> {
         self.metrics.send_batch_size.observe(jobs.len() as f64);
         let started = Instant::now();
-        let verdicts = match self.check(&jobs).await {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "send checks failed");
-                for job in jobs {
-                    let _ = job.answer.send(Outcome::Rejected(database(&e)));
-                }
-                return;
-            }
-        };
-        let mut allowed = Vec::with_capacity(jobs.len());
-        let mut candidates = Vec::with_capacity(jobs.len());
-        for (job, verdict) in jobs.into_iter().zip(verdicts) {
-            match verdict {
-                Verdict::Pass => candidates.push(job),
-                Verdict::Replay => {
-                    let _ = job.answer.send(Outcome::Recheck);
-                }
-                Verdict::Refuse(e) => {
-                    let _ = job.answer.send(Outcome::Rejected(e));
-                }
-            }
-        }
-        let checked = Instant::now();
-        self.stages.check.observe((checked - started).as_secs_f64());
-        let senders: Vec<Uuid> = candidates.iter().map(|j| j.request.sender).collect();
-        let tokens = self.limiter.take(&senders).await;
-        let limited = Instant::now();
+        let limited: Vec<Uuid> = jobs
+            .iter()
+            .filter(|j| j.request.kind != "system")
+            .map(|j| j.request.sender)
+            .collect();
+        let mut tokens = self.limiter.take_tokens(&limited).await.into_iter();
         self.stages
             .rate_limit
-            .observe((limited - checked).as_secs_f64());
-        for (job, token) in candidates.into_iter().zip(tokens) {
-            match token {
-                Ok(()) => allowed.push(job),
-                Err(e) => {
-                    let _ = job.answer.send(Outcome::Rejected(e));
-                }
-            }
-        }
-        if allowed.is_empty() {
-            return;
-        }
-        let written = self.write_retrying(&allowed).await;
+            .observe(started.elapsed().as_secs_f64());
+        jobs.into_iter()
+            .map(|job| {
+                let token = if job.request.kind == "system" {
+                    Token::Open
+                } else {
+                    tokens.next().unwrap_or(Token::Open)
+                };
+                Admitted { job, token }
+            })
+            .collect()
+    }
+
+    /// Steps 3–6 and 8 in one statement, then each request's answer and each new message's
+    /// announcement.
+    async fn store(&self, mut batch: Vec<Admitted>) {
+        let started = Instant::now();
+        let written = self.write_retrying(&batch).await;
         let wrote = Instant::now();
-        self.stages.write.observe((wrote - limited).as_secs_f64());
+        self.stages.write.observe((wrote - started).as_secs_f64());
         match written {
-            Ok(rows) => {
-                self.announce(allowed, rows).await;
+            Ok(sent) => {
+                self.answer(batch, sent).await;
                 self.stages.announce.observe(wrote.elapsed().as_secs_f64());
             }
-            Err(e) if allowed.len() == 1 => {
-                let job = allowed.pop().expect("one job");
-                let _ = job.answer.send(failed_write(&e));
+            Err(e) if batch.len() == 1 => {
+                let one = batch.pop().expect("one request");
+                let _ = one.job.answer.send(failed_write(&e));
             }
             Err(e) => {
-                tracing::warn!(error = %e, requests = allowed.len(), "batched send failed; writing one by one");
-                for job in allowed {
-                    let single = std::slice::from_ref(&job);
+                tracing::warn!(error = %e, requests = batch.len(), "batched send failed; writing one by one");
+                for one in batch {
+                    let single = std::slice::from_ref(&one);
                     match self.write_retrying(single).await {
-                        Ok(rows) => self.announce(vec![job], rows).await,
+                        Ok(sent) => self.answer(vec![one], sent).await,
                         Err(e) => {
-                            let _ = job.answer.send(failed_write(&e));
+                            let _ = one.job.answer.send(failed_write(&e));
                         }
                     }
                 }
@@ -255,74 +273,10 @@ impl Worker {
         }
     }
 
-    /// Steps 3–6 for every job, in one statement.
-    async fn check(&self, jobs: &[Job]) -> sqlx::Result<Vec<Verdict>> {
-        let mut conversations = Vec::with_capacity(jobs.len());
-        let mut senders = Vec::with_capacity(jobs.len());
-        let mut replies = Vec::with_capacity(jobs.len());
-        let mut client_ids = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let r = &job.request;
-            conversations.push(r.conversation);
-            senders.push(r.sender);
-            replies.push(r.reply_to_id);
-            client_ids.push(r.client_msg_id.as_deref());
-        }
-        // One lateral lookup per key (`limit 1` keeps each a probe with the request's values).
-        // The reply lookup, which plans every partition of `messages`, is only there when some
-        // request has a reply target.
-        let reply_lookup = if replies.iter().any(Option::is_some) {
-            "left join lateral (
-                 select m.conversation_id, m.is_deleted from messages m
-                 where m.id = j.reply limit 1
-             ) r on true"
-        } else {
-            "left join lateral (select null::uuid as conversation_id, null::bool as is_deleted) r
-             on true"
-        };
-        let rows: Vec<(bool, bool, bool, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select c.found is not null, p.found is not null,
-                    j.reply is null or coalesce(
-                        r.conversation_id = j.conv and not coalesce(r.is_deleted, false), false),
-                    k.found is not null
-             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
-                  with ordinality as j(conv, sender, reply, client_id, ord)
-             left join lateral (
-                 select true as found from conversations c where c.id = j.conv limit 1
-             ) c on true
-             left join lateral (
-                 select true as found from conversation_participants p
-                 where p.conversation_id = j.conv and p.user_id = j.sender and p.left_at is null
-                 limit 1
-             ) p on true
-             left join lateral (
-                 select true as found from message_client_ids k
-                 where k.conversation_id = j.conv and k.sender_id = j.sender
-                   and k.client_msg_id = j.client_id
-                 limit 1
-             ) k on true
-             {reply_lookup}
-             order by j.ord"
-        )))
-        .bind(&conversations)
-        .bind(&senders)
-        .bind(&replies)
-        .bind(&client_ids)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(jobs
-            .iter()
-            .zip(rows)
-            .map(|(job, (conversation, member, reply, used))| {
-                verdict(&job.request, conversation, member, reply, used)
-            })
-            .collect())
-    }
-
-    async fn write_retrying(&self, jobs: &[Job]) -> sqlx::Result<Vec<Option<MessageRow>>> {
+    async fn write_retrying(&self, batch: &[Admitted]) -> sqlx::Result<Vec<Sent>> {
         let mut attempt = 1;
         loop {
-            match self.write(jobs).await {
+            match self.write(batch).await {
                 Err(e) if attempt < WRITE_ATTEMPTS && is_transient(&e) => {
                     tracing::warn!(error = %e, attempt, "send write conflict; retrying");
                     attempt += 1;
@@ -332,69 +286,99 @@ impl Worker {
         }
     }
 
-    /// Step 8 for every job, in one statement (its own transaction): each job's row, `None`
-    /// for a job that was not inserted.
-    async fn write(&self, jobs: &[Job]) -> sqlx::Result<Vec<Option<MessageRow>>> {
-        let news: Vec<NewMessage<'_>> = jobs
-            .iter()
-            .map(|job| {
-                let r = &job.request;
-                let (id, created_at) = db::messages::new_identity();
-                NewMessage {
-                    id,
-                    created_at,
-                    conversation_id: r.conversation,
-                    sender_id: r.sender,
-                    kind: &r.kind,
-                    content: r.content.as_deref(),
-                    metadata: r.metadata.as_deref(),
-                    reply_to_id: r.reply_to_id,
-                    client_msg_id: r.client_msg_id.as_deref(),
-                }
-            })
-            .collect();
+    /// Steps 3–6 and 8 for every request, in one statement (its own transaction).
+    async fn write(&self, batch: &[Admitted]) -> sqlx::Result<Vec<Sent>> {
+        let mut news = Vec::with_capacity(batch.len());
+        let mut admitted = Vec::with_capacity(batch.len());
+        for one in batch {
+            let r = &one.job.request;
+            let (id, created_at) = db::messages::new_identity();
+            news.push(NewMessage {
+                id,
+                created_at,
+                conversation_id: r.conversation,
+                sender_id: r.sender,
+                kind: &r.kind,
+                content: r.content.as_deref(),
+                metadata: r.metadata.as_deref(),
+                reply_to_id: r.reply_to_id,
+                client_msg_id: r.client_msg_id.as_deref(),
+            });
+            admitted.push(one.token.allowed());
+        }
         let mut conn = self.pool.acquire().await?;
-        let mut rows: HashMap<Uuid, MessageRow> = db::messages::insert_batch(&mut conn, &news)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, row))
-            .collect();
-        Ok(news.iter().map(|new| rows.remove(&new.id)).collect())
+        db::messages::send_batch(&mut conn, &news, &admitted).await
     }
 
-    /// Publishes each new message's event and answers its request, in job order; a job
-    /// without a row gets [`Outcome::Recheck`].
-    async fn announce(&self, jobs: Vec<Job>, rows: Vec<Option<MessageRow>>) {
-        for (job, row) in jobs.into_iter().zip(rows) {
-            let Some(row) = row else {
-                let _ = job.answer.send(Outcome::Recheck);
-                continue;
+    /// Answers each request and publishes each new message's event, in batch order. Requests
+    /// that were refused or replayed after taking a token get their token back first, and
+    /// their answer after that (so a client's next send sees the bucket as the spec's order
+    /// leaves it), off this stage.
+    async fn answer(&self, batch: Vec<Admitted>, sent: Vec<Sent>) {
+        let mut refunds = Vec::new();
+        let mut after_refund = Vec::new();
+        for (Admitted { job, token }, sent) in batch.into_iter().zip(sent) {
+            let verdict = verdict(
+                &job.request,
+                sent.conversation_found,
+                sent.member,
+                sent.reply_ok,
+                sent.key_used,
+            );
+            let outcome = match (verdict, token, sent.row) {
+                (Verdict::Refuse(e), Token::Taken, _) => {
+                    refunds.push(job.request.sender);
+                    after_refund.push((job.answer, Outcome::Rejected(e)));
+                    continue;
+                }
+                (Verdict::Replay, Token::Taken, _) => {
+                    refunds.push(job.request.sender);
+                    after_refund.push((job.answer, Outcome::Recheck));
+                    continue;
+                }
+                (Verdict::Refuse(e), _, _) => Outcome::Rejected(e),
+                (Verdict::Replay, _, _) => Outcome::Recheck,
+                (Verdict::Pass, Token::Refused(e), _) => {
+                    self.metrics.rate_limited.inc();
+                    Outcome::Rejected(e)
+                }
+                // Passed its checks but was not stored: its `client_msg_id` went to a
+                // concurrent twin (or an earlier request of this batch), or the conversation
+                // went away before the write locked it.
+                (Verdict::Pass, _, None) => Outcome::Recheck,
+                (Verdict::Pass, _, Some(row)) => {
+                    self.metrics.messages_persisted.inc();
+                    let message = row.into_resource(Vec::new(), Vec::new());
+                    self.events
+                        .publish(
+                            EventKind::MessageNew,
+                            Audience::Room,
+                            message.conversation_id,
+                            message.sender_id,
+                            Body::Message(pb::Message::from(&message)),
+                        )
+                        .await;
+                    Outcome::Created(Box::new(message))
+                }
             };
-            self.metrics.messages_persisted.inc();
-            let message = row.into_resource(Vec::new(), Vec::new());
-            self.events
-                .publish(
-                    EventKind::MessageNew,
-                    Audience::Room,
-                    message.conversation_id,
-                    message.sender_id,
-                    Body::Message(pb::Message::from(&message)),
-                )
-                .await;
-            let _ = job.answer.send(Outcome::Created(Box::new(message)));
+            let _ = job.answer.send(outcome);
+        }
+        if !refunds.is_empty() {
+            let limiter = self.limiter.clone();
+            tokio::spawn(async move {
+                limiter.refund(&refunds).await;
+                for (answer, outcome) in after_refund {
+                    let _ = answer.send(outcome);
+                }
+            });
         }
     }
 }
 
-/// The outcome of a single-request write that failed: a conversation deleted between the checks
-/// and the write shows up as a foreign-key violation of its idempotency key (→ recheck, 404).
+/// The outcome of a single-request write that failed.
 fn failed_write(e: &sqlx::Error) -> Outcome {
-    if sqlstate(e) == Some("23503") {
-        Outcome::Recheck
-    } else {
-        tracing::error!(error = %e, "message insert failed");
-        Outcome::Rejected(database(e))
-    }
+    tracing::error!(error = %e, "message insert failed");
+    Outcome::Rejected(database(e))
 }
 
 fn sqlstate(e: &sqlx::Error) -> Option<&str> {

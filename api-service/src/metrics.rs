@@ -89,7 +89,7 @@ impl Metrics {
         let send_stage = HistogramVec::new(
             HistogramOpts::new(
                 "message_send_stage_seconds",
-                "Time one ingest batch spent in each stage: check, rate_limit, write, announce",
+                "Time one ingest batch spent in each stage: rate_limit, write (checks and insert), announce",
             )
             .buckets(vec![
                 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128,

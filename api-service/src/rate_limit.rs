@@ -60,7 +60,38 @@ end
 return out
 ";
 
+/// KEYS = buckets (repeats allowed); ARGV = burst. Gives one token back to each bucket that
+/// still exists, never above the burst.
+const REFUND: &str = r"
+local burst = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  local tokens = tonumber(redis.call('HGET', key, 'tokens'))
+  if tokens ~= nil then
+    redis.call('HSET', key, 'tokens', tostring(math.min(burst, tokens + 1)))
+  end
+end
+return 0
+";
+
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TOKEN_BUCKETS));
+static REFUND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REFUND));
+
+/// One entry's answer from [`RateLimiter::take_tokens`].
+#[derive(Debug)]
+pub enum Token {
+    /// A token was taken from the bucket.
+    Taken,
+    /// Redis could not answer: allowed, nothing taken ("fails open").
+    Open,
+    /// No token: 429 `RATE_LIMITED` with the whole seconds until one is available.
+    Refused(ApiError),
+}
+
+impl Token {
+    pub fn allowed(&self) -> bool {
+        !matches!(self, Token::Refused(_))
+    }
+}
 
 /// The Redis key of `user`'s send bucket.
 pub fn send_bucket_key(settings: &Settings, user: Uuid) -> String {
@@ -88,12 +119,24 @@ impl RateLimiter {
     /// `Ok` when allowed (or when Redis cannot answer), else 429 `RATE_LIMITED` with the whole
     /// seconds until a token is available (at least 1).
     pub async fn take(&self, users: &[Uuid]) -> Vec<Result<(), ApiError>> {
+        self.take_tokens(users)
+            .await
+            .into_iter()
+            .map(|token| match token {
+                Token::Refused(e) => Err(e),
+                Token::Taken | Token::Open => Ok(()),
+            })
+            .collect()
+    }
+
+    /// [`take`](Self::take), telling a token taken from one allowed because Redis failed.
+    pub async fn take_tokens(&self, users: &[Uuid]) -> Vec<Token> {
         if users.is_empty() {
             return Vec::new();
         }
         let allow_all = |metrics: &Metrics| {
             metrics.rate_limiter_errors.inc_by(users.len() as u64);
-            users.iter().map(|_| Ok(())).collect()
+            users.iter().map(|_| Token::Open).collect()
         };
         let Some(mut conn) = self.redis.get().await else {
             return allow_all(&self.metrics);
@@ -114,11 +157,10 @@ impl RateLimiter {
             Ok(Ok(v)) if v.len() == 2 * users.len() => v
                 .chunks_exact(2)
                 .map(|pair| match *pair {
-                    [1, _] => Ok(()),
+                    [1, _] => Token::Taken,
                     [_, wait_ms] => {
-                        self.metrics.rate_limited.inc();
                         let secs = (wait_ms.max(0) as u64).div_ceil(1000).max(1);
-                        Err(ApiError::RateLimited {
+                        Token::Refused(ApiError::RateLimited {
                             retry_after_secs: secs,
                         })
                     }
@@ -140,6 +182,32 @@ impl RateLimiter {
                 tracing::warn!("rate limiter timed out; failed open");
                 allow_all(&self.metrics)
             }
+        }
+    }
+
+    /// Gives back one token per entry of `users` (taken for sends that were then refused by a
+    /// later check or turned out to be replays). Best effort: a failure is only logged.
+    pub async fn refund(&self, users: &[Uuid]) {
+        if users.is_empty() {
+            return;
+        }
+        let Some(mut conn) = self.redis.get().await else {
+            return;
+        };
+        let mut invocation = REFUND_SCRIPT.prepare_invoke();
+        for user in users {
+            invocation.key(send_bucket_key(&self.settings, *user));
+        }
+        invocation.arg(self.settings.rate_limit_burst);
+        match tokio::time::timeout(
+            self.redis.command_timeout(),
+            invocation.invoke_async::<i64>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "rate limiter refund failed"),
+            Err(_) => tracing::warn!("rate limiter refund timed out"),
         }
     }
 }

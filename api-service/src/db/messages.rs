@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{FromRow, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::resources::{Attachment, Message, ReactionRef, Timestamp};
@@ -231,22 +231,44 @@ pub struct NewMessage<'a> {
     pub client_msg_id: Option<&'a str>,
 }
 
-/// Inserts messages, each with the next `seq` of its conversation (in slice order) and its
-/// `client_msg_id` key, and moves each conversation's `last_message_at` — in one statement,
-/// which is its own transaction. Returns the inserted rows; a message is left out when its
-/// sender is not an active participant (they left since the route's checks), when its
-/// conversation is gone, or when its `client_msg_id` is already taken (a replay, a concurrent
-/// twin, or an earlier message of the same slice).
+/// What the send statement found and did for one message of a batch (http-api.md §7.1).
+#[derive(Debug)]
+pub struct Sent {
+    /// Step 3: the conversation exists.
+    pub conversation_found: bool,
+    /// Step 4: the sender is an active participant.
+    pub member: bool,
+    /// Step 5: no reply target, or one in this conversation and not deleted.
+    pub reply_ok: bool,
+    /// Step 6: the sender had already used the `client_msg_id` here before this statement.
+    pub key_used: bool,
+    /// The stored message, if it was stored.
+    pub row: Option<MessageRow>,
+}
+
+/// The checks of steps 3–6 and the write of step 8 for a batch of sends, in one statement that
+/// is its own transaction. Returns one [`Sent`] per message, in slice order.
 ///
-/// The `update` of each conversation takes its row lock, which serialises concurrent writers of
-/// that conversation until the statement commits: numbers are unique and gap-free, and a failed
-/// statement gives its numbers back. The rows are locked in id order first, so two such
-/// statements cannot deadlock on each other. `last_message_at` never moves backwards (a writer
-/// that waited for the lock may carry an earlier `created_at`).
-pub async fn insert_batch(
+/// A message is stored when its conversation exists, its sender is an active participant, it is
+/// not of type `system`, its reply target (if any) is a live message of the same conversation,
+/// its `client_msg_id` (if any) was not used yet — also not by an earlier message of the slice
+/// nor by a concurrent statement — and its `admitted` entry (the rate limit, step 7) is true.
+/// Each stored message gets the next `seq` of its conversation, in slice order, with its
+/// `client_msg_id` key, and moves the conversation's `last_message_at`.
+///
+/// The checks are index probes per message (`limit 1` keeps each a probe with that message's
+/// values, whatever the statistics say). The conversation rows are locked in id order before
+/// anything is written for them, which serialises concurrent writers of a conversation until
+/// the statement commits: numbers are unique and gap-free, a failed statement gives its numbers
+/// back, two such statements cannot deadlock on each other, and a conversation deleted
+/// meanwhile gets no key written (its delete trigger removes keys only of committed sends). `last_message_at` never moves backwards (a
+/// writer that waited for the lock may carry an earlier `created_at`).
+pub async fn send_batch(
     conn: &mut PgConnection,
     news: &[NewMessage<'_>],
-) -> sqlx::Result<Vec<MessageRow>> {
+    admitted: &[bool],
+) -> sqlx::Result<Vec<Sent>> {
+    assert_eq!(news.len(), admitted.len(), "one admission per message");
     let mut ids = Vec::with_capacity(news.len());
     let mut created = Vec::with_capacity(news.len());
     let mut conversations = Vec::with_capacity(news.len());
@@ -267,42 +289,77 @@ pub async fn insert_batch(
         replies.push(n.reply_to_id);
         client_ids.push(n.client_msg_id);
     }
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    // The reply lookup plans every partition of `messages`: only there when needed.
+    let reply_lookup = if replies.iter().any(Option::is_some) {
+        "left join lateral (
+             select r.conversation_id, r.is_deleted from messages r
+             where r.id = j.reply limit 1
+         ) r on true"
+    } else {
+        "left join lateral (select null::uuid as conversation_id, null::bool as is_deleted) r
+         on true"
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "with j as (
              select *
              from unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[],
-                         $6::text[], $7::text[], $8::uuid[], $9::text[])
+                         $6::text[], $7::text[], $8::uuid[], $9::text[], $10::bool[])
                   with ordinality as j(id, created_at, conv, sender, kind, content, metadata,
-                                       reply, client_id, ord)
+                                       reply, client_id, admitted, ord)
          ),
-         eligible as (
-             select j.* from j
-             join conversation_participants p
-               on p.conversation_id = j.conv and p.user_id = j.sender and p.left_at is null
+         checked as materialized (
+             select j.*,
+                    c.found is not null as conversation_found,
+                    p.found is not null as member,
+                    j.reply is null or coalesce(
+                        r.conversation_id = j.conv and not coalesce(r.is_deleted, false), false)
+                        as reply_ok,
+                    k.found is not null as key_used
+             from j
+             left join lateral (
+                 select true as found from conversations c where c.id = j.conv limit 1
+             ) c on true
+             left join lateral (
+                 select true as found from conversation_participants p
+                 where p.conversation_id = j.conv and p.user_id = j.sender and p.left_at is null
+                 limit 1
+             ) p on true
+             left join lateral (
+                 select true as found from message_client_ids k
+                 where k.conversation_id = j.conv and k.sender_id = j.sender
+                   and k.client_msg_id = j.client_id
+                 limit 1
+             ) k on true
+             {reply_lookup}
+         ),
+         eligible as materialized (
+             select * from checked
+             where admitted and conversation_found and member and kind <> 'system'
+               and reply_ok and not key_used
+         ),
+         locked as materialized (
+             select c.id from conversations c
+             where c.id in (select conv from eligible)
+             order by c.id
+             for no key update
          ),
          claimed as (
              insert into message_client_ids
                  (conversation_id, sender_id, client_msg_id, message_id, message_created_at)
              select e.conv, e.sender, e.client_id, e.id, e.created_at
-             from eligible e where e.client_id is not null
+             from eligible e
+             where e.client_id is not null and e.conv in (select id from locked)
              order by e.ord
              on conflict do nothing
              returning message_id
          ),
-         kept as (
+         kept as materialized (
              select e.*,
                     row_number() over (partition by e.conv order by e.ord) as n,
                     count(*) over (partition by e.conv) as total
              from eligible e
-             left join claimed k on k.message_id = e.id
-             where e.client_id is null or k.message_id is not null
-         ),
-         locked as (
-             select c.id
-             from (select distinct conv from kept) k
-             join conversations c on c.id = k.conv
-             order by c.id
-             for no key update of c
+             where e.conv in (select id from locked)
+               and (e.client_id is null or e.id in (select message_id from claimed))
          ),
          bumped as (
              update conversations c
@@ -310,18 +367,22 @@ pub async fn insert_batch(
                  last_message_at = greatest(c.last_message_at, t.latest)
              from (select k.conv, max(k.total) as total, max(k.created_at) as latest
                    from kept k group by k.conv) t
-             join locked l on l.id = t.conv
              where c.id = t.conv
              returning c.id, c.last_seq
+         ),
+         inserted as (
+             insert into messages as m
+                 (id, created_at, conversation_id, sender_id, seq, type, content, metadata,
+                  reply_to_id, client_msg_id)
+             select k.id, k.created_at, k.conv, k.sender, b.last_seq - k.total + k.n,
+                    k.kind::message_type, k.content, k.metadata::jsonb, k.reply, k.client_id
+             from kept k join bumped b on b.id = k.conv
+             order by k.ord
+             returning {COLUMNS}
          )
-         insert into messages as m
-             (id, created_at, conversation_id, sender_id, seq, type, content, metadata,
-              reply_to_id, client_msg_id)
-         select k.id, k.created_at, k.conv, k.sender, b.last_seq - k.total + k.n,
-                k.kind::message_type, k.content, k.metadata::jsonb, k.reply, k.client_id
-         from kept k join bumped b on b.id = k.conv
-         order by k.ord
-         returning {COLUMNS}"
+         select ch.conversation_found, ch.member, ch.reply_ok, ch.key_used, i.*
+         from checked ch left join inserted i on i.id = ch.id
+         order by ch.ord"
     )))
     .bind(&ids)
     .bind(&created)
@@ -332,8 +393,34 @@ pub async fn insert_batch(
     .bind(&metadata)
     .bind(&replies)
     .bind(&client_ids)
+    .bind(admitted)
     .fetch_all(conn)
-    .await
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let stored: Option<Uuid> = r.try_get("id")?;
+            Ok(Sent {
+                conversation_found: r.try_get("conversation_found")?,
+                member: r.try_get("member")?,
+                reply_ok: r.try_get("reply_ok")?,
+                key_used: r.try_get("key_used")?,
+                row: stored.map(|_| MessageRow::from_row(r)).transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// [`send_batch`] with every message admitted: the rows stored, in slice order.
+pub async fn insert_batch(
+    conn: &mut PgConnection,
+    news: &[NewMessage<'_>],
+) -> sqlx::Result<Vec<MessageRow>> {
+    let admitted = vec![true; news.len()];
+    Ok(send_batch(conn, news, &admitted)
+        .await?
+        .into_iter()
+        .filter_map(|sent| sent.row)
+        .collect())
 }
 
 /// The message a sender already stored under `client_msg_id` in a conversation, deleted or not.

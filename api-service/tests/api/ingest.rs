@@ -333,3 +333,61 @@ async fn sends_bump_their_conversation_in_place_without_touching_its_indexes() {
     assert_eq!(last_seq(&app, first).await, 40);
     assert_eq!(last_seq(&app, second).await, 20);
 }
+
+#[tokio::test]
+async fn idempotency_keys_go_with_their_message_or_their_conversation() {
+    // Version 14: the keys have no foreign keys; triggers on messages and conversations delete
+    // them (deletes by hand: the service itself only soft-deletes messages).
+    let app = spawn_app().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let kept = app.create_group(alice, &[bob]).await;
+    let doomed = app.create_group(alice, &[bob]).await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    let batch = vec![
+        new(kept, alice, "a", Some("k1")),
+        new(kept, bob, "b", Some("k1")),
+        new(doomed, alice, "c", Some("k1")),
+        new(doomed, bob, "d", Some("k2")),
+    ];
+    let rows = insert_batch(&mut conn, &batch).await.unwrap();
+    assert_eq!(rows.len(), 4);
+    let keys = |conv: Uuid| {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from message_client_ids where conversation_id = $1",
+        )
+        .bind(conv)
+        .fetch_one(&app.pool)
+    };
+    assert_eq!(
+        (keys(kept).await.unwrap(), keys(doomed).await.unwrap()),
+        (2, 2)
+    );
+
+    sqlx::query("delete from messages where id = $1")
+        .bind(rows[0].id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(kept).await.unwrap(),
+        1,
+        "alice's key went with her message"
+    );
+    sqlx::query("delete from conversations where id = $1")
+        .bind(doomed)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(doomed).await.unwrap(),
+        0,
+        "the conversation's keys went with it"
+    );
+    assert_eq!(keys(kept).await.unwrap(), 1);
+    // The freed key takes a new message.
+    let again = insert_batch(&mut conn, &[new(kept, alice, "again", Some("k1"))])
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].seq, 3);
+}

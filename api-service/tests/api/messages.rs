@@ -992,6 +992,51 @@ async fn replays_are_answered_even_when_limited_and_consume_no_token() {
 }
 
 #[tokio::test]
+async fn sends_refused_by_a_check_take_no_token_and_keep_their_answer_when_limited() {
+    // Tokens are taken ahead of the checks (one statement checks and writes a batch) and given
+    // back for refused sends: the buckets must read as if step 7 came after steps 3–6.
+    let app = spawn_app_with(&SLOW_REFILL).await;
+    let (alice, bob, carol) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mine = app.create_group(alice, &[bob]).await;
+    let theirs = app.create_group(bob, &[carol]).await;
+    for _ in 0..3 {
+        send(&app, theirs, As::User(alice), json!({"content": "x"}))
+            .await
+            .assert_error(
+                403,
+                "FORBIDDEN",
+                "You are not a participant of this conversation",
+            );
+    }
+    let elsewhere = id_of(&send_text(&app, theirs, bob, "bob's").await);
+    for _ in 0..2 {
+        let r = send(
+            &app,
+            mine,
+            As::User(alice),
+            json!({"content": "x", "reply_to_id": elsewhere}),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.text);
+    }
+    // Both tokens of the burst are still there.
+    send_text(&app, mine, alice, "1").await;
+    send_text(&app, mine, alice, "2").await;
+    send(&app, mine, As::User(alice), json!({"content": "3"}))
+        .await
+        .assert_error(429, "RATE_LIMITED", "Too many requests");
+    // Limited, a refused send still gets its own answer, not 429.
+    send(&app, theirs, As::User(alice), json!({"content": "x"}))
+        .await
+        .assert_error(
+            403,
+            "FORBIDDEN",
+            "You are not a participant of this conversation",
+        );
+    assert_eq!(metric(&app, "rate_limited_total").await, 1.0);
+}
+
+#[tokio::test]
 async fn the_send_limit_is_shared_by_every_replica_through_redis() {
     let first = spawn_app_with(&SLOW_REFILL).await;
     let shared = first.redis_prefix.clone();

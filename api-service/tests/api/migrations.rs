@@ -195,9 +195,9 @@ async fn partition_maintenance_moves_rows_of_a_future_month_out_of_the_default_p
         r#"
         insert into conversations (id, type, name, creator_id) values
           ('00000000-0000-4000-8000-000000000001', 'group', 'g', '00000000-0000-4000-8000-0000000000aa');
-        insert into messages (id, conversation_id, sender_id, content, seq, created_at) values
-          ('00000000-0000-4000-8000-000000000101', '00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000000aa', 'a', 1, '2031-06-03T10:00:00Z'),
-          ('00000000-0000-4000-8000-000000000102', '00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000000aa', 'b', 2, '2031-06-20T10:00:00Z');
+        insert into messages (id, conversation_id, sender_id, content, seq, created_at, client_msg_id) values
+          ('00000000-0000-4000-8000-000000000101', '00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000000aa', 'a', 1, '2031-06-03T10:00:00Z', 'k1'),
+          ('00000000-0000-4000-8000-000000000102', '00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000000aa', 'b', 2, '2031-06-20T10:00:00Z', 'k2');
         insert into message_reactions (message_id, message_created_at, user_id, emoji) values
           ('00000000-0000-4000-8000-000000000101', '2031-06-03T10:00:00Z', '00000000-0000-4000-8000-0000000000aa', '🎉');
         insert into attachments (message_id, message_created_at, file_name, file_type, file_size, file_url) values
