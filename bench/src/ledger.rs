@@ -63,15 +63,22 @@ pub fn tally(expected: &[u64], received: &[u64]) -> Tally {
 /// deliveries per second the load tool must stay cheaper than the gateway it measures. Lines of
 /// other event types give `None`.
 pub fn message_number(line: &str, prefix: &str) -> Option<u64> {
-    if !line.contains("\"type\":\"message.new\"") {
+    // The gateway writes `type` first (a prefix test); any other key order still works.
+    if !(line.starts_with(MESSAGE_NEW) || line.contains(&MESSAGE_NEW[1..])) {
         return None;
     }
     let key = "\"client_msg_id\":\"";
     let start = line.find(key)? + key.len();
     let rest = line[start..].strip_prefix(prefix)?;
-    let end = rest.find('"')?;
-    rest[..end].parse().ok()
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if rest.as_bytes().get(digits) != Some(&b'"') {
+        return None;
+    }
+    rest[..digits].parse().ok()
 }
+
+/// How a `message.new` event line starts.
+const MESSAGE_NEW: &str = "{\"type\":\"message.new\"";
 
 #[cfg(test)]
 mod tests {
@@ -134,5 +141,10 @@ mod tests {
         assert_eq!(message_number(foreign, "bench-"), None);
         let without = r#"{"type":"message.new","conversation_id":"c","payload":{"id":"x"}}"#;
         assert_eq!(message_number(without, "bench-"), None);
+        let reordered =
+            r#"{"conversation_id":"c","type":"message.new","payload":{"client_msg_id":"bench-7"}}"#;
+        assert_eq!(message_number(reordered, "bench-"), Some(7));
+        let not_a_number = r#"{"type":"message.new","conversation_id":"c","payload":{"client_msg_id":"bench-7x"}}"#;
+        assert_eq!(message_number(not_a_number, "bench-"), None);
     }
 }

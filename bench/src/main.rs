@@ -55,11 +55,20 @@ fn main() -> Result<()> {
     if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
         let _ = rlimit::Resource::NOFILE.set(hard, hard);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let command = Cli::parse().command;
+    // A socket worker is one of many processes (a dozen for 100,000 sockets) sharing the
+    // machine's cores: a single-threaded runtime each, instead of a runtime thread per core in
+    // every one of them waking and stealing from each other.
+    let runtime = match command {
+        Command::Worker(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async {
-        let (report, json_out): (Report, Option<PathBuf>) = match Cli::parse().command {
+        let (report, json_out): (Report, Option<PathBuf>) = match command {
             Command::Send(a) => {
                 let out = a.json_out.clone();
                 (send::run(a).await?, out)

@@ -5,7 +5,9 @@
 //! - over **loopback source addresses** 127.0.0.x, because a socket bound to a source address
 //!   before connecting takes an ephemeral port of that address exclusively (≈ 28,000 of them in
 //!   the default `ip_local_port_range`);
-//! - over **gateways**, round-robin, so a fleet shares the load evenly.
+//! - over **gateways**, round-robin, so a fleet shares the load evenly;
+//! - over **source ports**: socket number k of a source address binds port `first_port + k`, so
+//!   no `bind` has to search for a free port (see [`crate::client::connect`]).
 //!
 //! The plan is pure arithmetic, tested below; workers execute their part of it.
 
@@ -31,14 +33,20 @@ pub struct SpreadInput {
     pub per_source_max: usize,
     /// The first source address; the next ones follow (127.0.0.2, 127.0.0.3, …).
     pub first_source: Ipv4Addr,
+    /// The port of each address's first socket; the next ones follow (at most
+    /// `per_source_max` of them).
+    pub first_port: u16,
 }
 
-/// A part of one worker's sockets: `count` sockets from `source` to gateway number `gateway`.
+/// A part of one worker's sockets: `count` sockets from `source` to gateway number `gateway`,
+/// bound to ports `first_port`, `first_port + 1`, … (no two sockets of a plan share an address
+/// and port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
     pub gateway: usize,
     pub source: Ipv4Addr,
     pub count: usize,
+    pub first_port: u16,
 }
 
 /// Everything one worker process opens.
@@ -55,7 +63,8 @@ impl WorkerPlan {
 
 /// Splits `input.sockets` into balanced worker plans. Socket `i` (of all) goes to gateway
 /// `i % gateways`, to source address number `i / ceil(sockets / sources)` and to the worker whose
-/// balanced range holds `i`.
+/// balanced range holds `i`. A worker's sockets of one address are a contiguous run of that
+/// address's sockets; its segments of that address take consecutive port ranges within the run.
 pub fn plan(input: SpreadInput) -> Result<Vec<WorkerPlan>> {
     let SpreadInput {
         sockets,
@@ -88,6 +97,14 @@ pub fn plan(input: SpreadInput) -> Result<Vec<WorkerPlan>> {
              address: add source addresses"
         );
     }
+    if usize::from(input.first_port) + per_source > usize::from(u16::MAX) + 1
+        || input.first_port == 0
+    {
+        bail!(
+            "{per_source} sockets per source address do not fit in the ports from {}",
+            input.first_port
+        );
+    }
     let last = u32::from(input.first_source) as u64 + sources as u64 - 1;
     if last > u64::from(u32::MAX) || Ipv4Addr::from(last as u32).octets()[0] != 127 {
         bail!(
@@ -106,16 +123,28 @@ pub fn plan(input: SpreadInput) -> Result<Vec<WorkerPlan>> {
             let source = u32::from(input.first_source) + (i / per_source) as u32;
             *counts.entry((source, i % gateways)).or_default() += 1;
         }
-        plans.push(WorkerPlan {
-            segments: counts
-                .into_iter()
-                .map(|((source, gateway), count)| Segment {
+        // Ports: this worker's run of each address starts at its first socket's index within
+        // that address; the address's segments (by gateway) follow each other in it.
+        let mut next_port: BTreeMap<u32, usize> = BTreeMap::new();
+        let segments = counts
+            .into_iter()
+            .map(|((source, gateway), count)| {
+                let port = next_port.entry(source).or_insert_with(|| {
+                    let address = (source - u32::from(input.first_source)) as usize;
+                    usize::from(input.first_port) + start.max(address * per_source)
+                        - address * per_source
+                });
+                let first_port = *port as u16;
+                *port += count;
+                Segment {
                     gateway,
                     source: Ipv4Addr::from(source),
                     count,
-                })
-                .collect(),
-        });
+                    first_port,
+                }
+            })
+            .collect();
+        plans.push(WorkerPlan { segments });
         start += len;
     }
     Ok(plans)
@@ -134,6 +163,7 @@ mod tests {
             sources: 0,
             per_source_max: 20_000,
             first_source: Ipv4Addr::new(127, 0, 0, 2),
+            first_port: 32_768,
         }
     }
 
@@ -188,6 +218,46 @@ mod tests {
         i.sources = 1;
         assert!(plan(i).is_err());
         assert!(plan(input(10, 0)).is_err());
+    }
+
+    #[test]
+    fn every_socket_gets_its_own_port_of_its_address_within_the_range() {
+        for (sockets, gateways, workers) in [(100_000, 6, 12), (15_001, 3, 0), (10, 2, 3)] {
+            let mut i = input(sockets, gateways);
+            i.workers = workers;
+            let plans = plan(i).unwrap();
+            let mut taken = std::collections::BTreeSet::new();
+            for s in plans.iter().flat_map(|p| &p.segments) {
+                for k in 0..s.count {
+                    let port = usize::from(s.first_port) + k;
+                    assert!((32_768..32_768 + 20_000).contains(&port), "{port}");
+                    assert!(
+                        taken.insert((s.source, port)),
+                        "{:?} port {port} twice",
+                        s.source
+                    );
+                }
+            }
+            assert_eq!(taken.len(), sockets);
+        }
+    }
+
+    #[test]
+    fn ports_that_would_pass_65535_are_refused() {
+        // 30,000 sockets over 2 addresses: 15,000 ports each.
+        let mut i = input(30_000, 1);
+        i.first_port = 50_536;
+        let last = plan(i)
+            .unwrap()
+            .last()
+            .unwrap()
+            .segments
+            .last()
+            .copied()
+            .unwrap();
+        assert_eq!(usize::from(last.first_port) + last.count - 1, 65_535);
+        i.first_port += 1;
+        assert!(plan(i).is_err());
     }
 
     #[test]

@@ -146,6 +146,23 @@ impl Outbox {
         frame
     }
 
+    /// Moves queued events, oldest first, into `into` until it holds `max_events` or the events
+    /// moved reach `max_bytes` (at least one is moved when any is queued): what one frame carries.
+    pub fn pop_batch(&self, into: &mut Vec<Utf8Bytes>, max_events: usize, max_bytes: usize) {
+        let mut events = self.events();
+        let mut bytes = 0;
+        while into.len() < max_events && bytes < max_bytes {
+            let Some(frame) = events.pop_front() else {
+                break;
+            };
+            bytes += frame.len();
+            into.push(frame);
+        }
+        if events.is_empty() && events.capacity() > KEPT_QUEUE_SLOTS {
+            *events = VecDeque::new();
+        }
+    }
+
     /// The next queued event, waiting for one; `None` once a close has been requested.
     pub async fn next(&self) -> Option<Utf8Bytes> {
         loop {
@@ -1013,5 +1030,53 @@ async fn subscribe(
             ready.set(Readiness::FAILED);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize, len: usize) -> Utf8Bytes {
+        Utf8Bytes::from(format!("{n:0len$}"))
+    }
+
+    #[test]
+    fn a_batch_takes_the_oldest_events_up_to_its_count_or_byte_limit() {
+        let outbox = Outbox::new(256);
+        for n in 0..10 {
+            outbox.push(event(n, 100)).unwrap();
+        }
+        // Count limit.
+        let mut batch = vec![outbox.pop().unwrap()];
+        outbox.pop_batch(&mut batch, 4, usize::MAX);
+        let numbers: Vec<usize> = batch.iter().map(|e| e.as_str().parse().unwrap()).collect();
+        assert_eq!(numbers, [0, 1, 2, 3]);
+        // Byte limit: stops once 250 bytes are reached (the event crossing it is included).
+        let mut batch = Vec::new();
+        outbox.pop_batch(&mut batch, 64, 250);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[0].as_str().parse::<usize>().unwrap(), 4);
+        // The rest, then nothing.
+        let mut batch = Vec::new();
+        outbox.pop_batch(&mut batch, 64, usize::MAX);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[2].as_str().parse::<usize>().unwrap(), 9);
+        let mut batch = Vec::new();
+        outbox.pop_batch(&mut batch, 64, usize::MAX);
+        assert!(batch.is_empty());
+        assert!(outbox.pop().is_none());
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_queue_buffer_back() {
+        let outbox = Outbox::new(256);
+        for n in 0..100 {
+            outbox.push(event(n, 8)).unwrap();
+        }
+        let mut batch = Vec::new();
+        outbox.pop_batch(&mut batch, 200, usize::MAX);
+        assert_eq!(batch.len(), 100);
+        assert_eq!(outbox.events().capacity(), 0);
     }
 }

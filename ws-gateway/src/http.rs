@@ -96,7 +96,25 @@ pub async fn serve(mut stream: TcpStream, state: Arc<AppState>) -> Option<Upgrad
             .await;
             return None;
         }
-        Ok(Err(HeadError::Gone)) | Err(_) => return None,
+        Ok(Err(HeadError::Gone)) => {
+            state
+                .metrics
+                .request_head_failures
+                .with_label_values(&["closed"])
+                .inc();
+            return None;
+        }
+        Err(_) => {
+            // The client connected but sent no complete head in time (a starved or stuck
+            // client; its handshake fails with EOF before any response).
+            state
+                .metrics
+                .request_head_failures
+                .with_label_values(&["timeout"])
+                .inc();
+            tracing::debug!("no request head within the head timeout; connection dropped");
+            return None;
+        }
     };
     let path_label = match head.path.as_str() {
         "/health" | "/ready" | "/metrics" => head.path.clone(),

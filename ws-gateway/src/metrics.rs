@@ -22,9 +22,14 @@ pub struct Metrics {
     pub events_in: IntCounterVec,
     /// Events that could not be decoded or rendered (dropped, logged).
     pub events_invalid: IntCounter,
-    /// WebSocket data frames written.
+    /// WebSocket data frames written (a frame carries every event queued for the socket).
     pub frames_out: IntCounter,
-    /// Payload bytes of those frames.
+    /// Events written to sockets (deliveries): `events_out / frames_out` is the mean batch.
+    pub events_out: IntCounter,
+    /// Connections that ended before a complete request head, by reason: `timeout` (none within
+    /// the head timeout after the accept), `closed` (the client closed or reset first).
+    pub request_head_failures: IntCounterVec,
+    /// Bytes of those frames, headers included.
     pub bytes_out: IntCounter,
     /// Sockets closed because their send queue was full.
     pub queue_overflows: IntCounter,
@@ -81,10 +86,21 @@ impl Metrics {
                 "ws_gateway_frames_out_total",
                 "WebSocket data frames written",
             ),
+            events_out: counter(
+                &registry,
+                "ws_gateway_events_out_total",
+                "Events written to sockets (several may share a frame)",
+            ),
+            request_head_failures: counter_vec(
+                &registry,
+                "ws_gateway_request_head_failures_total",
+                "Connections that ended before a complete request head, by reason",
+                &["reason"],
+            ),
             bytes_out: counter(
                 &registry,
                 "ws_gateway_bytes_out_total",
-                "Payload bytes of WebSocket data frames written",
+                "Bytes of WebSocket data frames written, frame headers included",
             ),
             queue_overflows: counter(
                 &registry,

@@ -1,13 +1,17 @@
 //! The WebSocket wire rules that are not about routing (websocket.md §4, §6, §7): socket buffer
 //! sizes, close codes, and the validation of client typing frames.
 //!
-//! Server → client frames are rendered by `shared_proto::json` (once per event); this module
-//! only reads what clients send. A client can send nothing but `typing.start` / `typing.stop`:
+//! Server → client events are rendered by `shared_proto::json` (once per event); this module
+//! puts the events queued for one socket into one text frame ([`text_frame`]) and reads what
+//! clients send. A client can send nothing but `typing.start` / `typing.stop`:
 //! every other frame is ignored, so a client can never inject an event.
 
 use serde_json::{Map, Value};
 use shared_proto::events::EventKind;
-use tokio_tungstenite::tungstenite::protocol::{WebSocketConfig, frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::{
+    Utf8Bytes,
+    protocol::{WebSocketConfig, frame::coding::CloseCode},
+};
 use uuid::Uuid;
 
 /// Largest client message (websocket.md §6 rule 1); larger ones close the socket with 1009.
@@ -24,8 +28,9 @@ pub const READ_BUFFER: usize = 512;
 ///   cost). Clients send little — pongs and typing frames of a few hundred bytes, which fit; a
 ///   larger frame (up to 4096 bytes) still works: tungstenite reserves the frame's length from
 ///   its header and reads it in 512-byte steps.
-/// - `write_buffer_size` 0: each frame is written to the kernel at once; no second user-space
-///   copy waits for more data.
+/// - `write_buffer_size` 0: what tungstenite itself writes (pings, pongs, close frames) goes to
+///   the kernel at once. Events do not go through it: the connection writes them as
+///   [`text_frame`]s, so tungstenite's output buffer never grows to the size of an event batch.
 /// - `max_message_size` / `max_frame_size` 4096: tungstenite rejects a larger frame from its
 ///   header alone (before buffering the payload) with `CapacityError::MessageTooLong`, and a
 ///   fragmented message as soon as its fragments exceed the limit; the connection answers that
@@ -36,6 +41,33 @@ pub fn websocket_config() -> WebSocketConfig {
         .write_buffer_size(0)
         .max_message_size(Some(MAX_CLIENT_MESSAGE))
         .max_frame_size(Some(MAX_CLIENT_MESSAGE))
+}
+
+/// One unmasked server text frame (RFC 6455 §5.2) carrying `events`, one JSON object per line,
+/// separated by `"\n"` (websocket.md §4: a frame may hold several events, never part of one).
+pub fn text_frame(events: &[Utf8Bytes]) -> Vec<u8> {
+    let payload = events.iter().map(|e| e.len()).sum::<usize>() + events.len().saturating_sub(1);
+    let mut frame = Vec::with_capacity(payload + 10);
+    // FIN + opcode 1 (text); the server never masks.
+    frame.push(0x81);
+    match payload {
+        0..=125 => frame.push(payload as u8),
+        126..=0xffff => {
+            frame.push(126);
+            frame.extend_from_slice(&(payload as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(127);
+            frame.extend_from_slice(&(payload as u64).to_be_bytes());
+        }
+    }
+    for (index, event) in events.iter().enumerate() {
+        if index > 0 {
+            frame.push(b'\n');
+        }
+        frame.extend_from_slice(event.as_bytes());
+    }
+    frame
 }
 
 /// The close codes the gateway sends (websocket.md §7).
@@ -238,6 +270,45 @@ mod tests {
                 Err(reason),
                 "{raw}"
             );
+        }
+    }
+
+    /// What a client reads from `bytes`: every message until the bytes run out.
+    fn client_reads(bytes: Vec<u8>) -> Vec<String> {
+        use tokio_tungstenite::tungstenite::{Message, protocol::Role, protocol::WebSocket};
+        let config = WebSocketConfig::default()
+            .max_message_size(None)
+            .max_frame_size(None);
+        let mut ws =
+            WebSocket::from_raw_socket(std::io::Cursor::new(bytes), Role::Client, Some(config));
+        let mut messages = Vec::new();
+        while let Ok(message) = ws.read() {
+            match message {
+                Message::Text(text) => messages.push(text.as_str().to_owned()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        messages
+    }
+
+    #[test]
+    fn queued_events_go_out_as_one_text_frame_of_lines_at_every_length_encoding() {
+        // 7-bit, 16-bit and 64-bit payload lengths.
+        for size in [3usize, 200, 70_000] {
+            let events: Vec<Utf8Bytes> = (0..3)
+                .map(|i| Utf8Bytes::from(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(size))))
+                .collect();
+            let mut bytes = text_frame(&events);
+            // A second frame right behind: the first one's length must be exact.
+            bytes.extend(text_frame(&events[..1]));
+            let messages = client_reads(bytes);
+            assert_eq!(messages.len(), 2, "size {size}");
+            let lines: Vec<&str> = messages[0].split('\n').collect();
+            assert_eq!(lines.len(), 3);
+            for (line, event) in lines.iter().zip(&events) {
+                assert_eq!(*line, event.as_str());
+            }
+            assert_eq!(messages[1], events[0].as_str());
         }
     }
 

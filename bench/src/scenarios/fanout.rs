@@ -33,7 +33,10 @@ use crate::{
     client::{self, Api, AuthArgs, Identity},
     ledger::{self, Tally},
     report::Report,
-    scenarios::{nanos_since, secs},
+    scenarios::{
+        nanos_since, secs,
+        sockets::{backoff, jitter},
+    },
     stats::Latencies,
 };
 
@@ -80,6 +83,9 @@ pub struct FanoutArgs {
     pub json_out: Option<PathBuf>,
 }
 
+/// How long a member keeps retrying a refused connect.
+const CONNECT_RETRY: Duration = Duration::from_secs(60);
+
 /// State of a message number in [`Shared::state`].
 const UNSENT: u8 = 0;
 const IN_FLIGHT: u8 = 1;
@@ -97,6 +103,8 @@ struct Shared {
     prefix: String,
     connected: AtomicUsize,
     connect_failed: AtomicUsize,
+    /// Connect attempts that failed and were retried.
+    connect_retries: AtomicUsize,
     joined: AtomicUsize,
     deliveries: AtomicU64,
 }
@@ -140,6 +148,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         prefix: format!("f{}-", &run_id[..10]),
         connected: AtomicUsize::new(0),
         connect_failed: AtomicUsize::new(0),
+        connect_retries: AtomicUsize::new(0),
         joined: AtomicUsize::new(0),
         deliveries: AtomicU64::new(0),
     });
@@ -198,6 +207,11 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     report.metric(
         "socket connect failures",
         shared.connect_failed.load(Ordering::Relaxed) as f64,
+        "",
+    );
+    report.metric(
+        "socket connect attempts failed and retried",
+        shared.connect_retries.load(Ordering::Relaxed) as f64,
         "",
     );
     report.metric(
@@ -427,12 +441,22 @@ async fn member(
     let mut result = MemberResult::default();
     // Held until the first event (or a failure): bounds sockets in setup, not sockets open.
     let mut permit = Some(connect_limit.acquire_owned().await.expect("never closed"));
-    let mut ws = match client::connect(&url, &identity, user, None).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            result.error = Some(client::error_kind(&e));
-            shared.connect_failed.fetch_add(1, Ordering::Relaxed);
-            return result;
+    // A refused connect is retried with back-off for up to a minute, as a real client would.
+    let retry_until = Instant::now() + CONNECT_RETRY;
+    let mut attempt = 0;
+    let mut ws = loop {
+        match client::connect(&url, &identity, user, None).await {
+            Ok(ws) => break ws,
+            Err(e) if Instant::now() >= retry_until => {
+                result.error = Some(client::error_kind(&e));
+                shared.connect_failed.fetch_add(1, Ordering::Relaxed);
+                return result;
+            }
+            Err(_) => {
+                shared.connect_retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff(attempt, jitter())).await;
+                attempt += 1;
+            }
         }
     };
     let mut seen_first = false;
@@ -463,6 +487,7 @@ async fn member(
             }
         };
         let now_ns = nanos_since(shared.origin);
+        let mut delivered = 0;
         for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
             if !seen_first {
                 seen_first = true;
@@ -480,11 +505,15 @@ async fn member(
                     .receipts
                     .push((n, micros.min(u64::from(u32::MAX)) as u32));
                 result.last_receipt_ns = now_ns;
-                shared.deliveries.fetch_add(1, Ordering::Relaxed);
+                delivered += 1;
             } else if !joined && line.contains("\"type\":\"conversation.joined\"") {
                 joined = true;
                 shared.joined.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        if delivered > 0 {
+            // Once per frame, not per event: every receiving task updates this one counter.
+            shared.deliveries.fetch_add(delivered, Ordering::Relaxed);
         }
     }
     drop(permit);

@@ -14,7 +14,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::Stdio,
     sync::{
@@ -73,9 +73,17 @@ pub struct SocketArgs {
     /// First source address (the next ones follow).
     #[arg(long, default_value = "127.0.0.2")]
     pub first_source: Ipv4Addr,
+    /// Source port of each address's first socket (the next ones follow); default: the low end
+    /// of the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range).
+    #[arg(long)]
+    pub first_port: Option<u16>,
     /// Sockets connecting at the same time, per worker, during setup.
     #[arg(long, default_value_t = 128)]
     pub connect_concurrency: usize,
+    /// Seconds a socket keeps retrying its first connect (jittered exponential back-off, as a
+    /// real client reconnects) before it counts as failed.
+    #[arg(long, default_value_t = 60.0)]
+    pub connect_retry: f64,
     #[command(flatten)]
     pub auth: AuthArgs,
 }
@@ -90,6 +98,7 @@ impl SocketArgs {
             sources: self.sources,
             per_source_max: self.per_source_max,
             first_source: self.first_source,
+            first_port: self.first_port.unwrap_or_else(ephemeral_ports_start),
         })
     }
 
@@ -164,6 +173,8 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = 128)]
     pub connect_concurrency: usize,
     #[arg(long, default_value_t = 60.0)]
+    pub connect_retry: f64,
+    #[arg(long, default_value_t = 60.0)]
     pub storm_timeout: f64,
     #[command(flatten)]
     pub auth: AuthArgs,
@@ -171,6 +182,14 @@ pub struct WorkerArgs {
 
 // ---------------------------------------------------------------------------------------------
 // Parent side
+
+/// The low end of the kernel's ephemeral port range (32768 when unreadable).
+fn ephemeral_ports_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
 
 /// Resident memory of a process in KiB (`VmRSS` of /proc/<pid>/status).
 pub fn rss_kib(pid: u32) -> Option<u64> {
@@ -204,6 +223,8 @@ impl Workers {
                 .arg(serde_json::to_string(plan)?)
                 .arg("--connect-concurrency")
                 .arg(args.connect_concurrency.to_string())
+                .arg("--connect-retry")
+                .arg(args.connect_retry.to_string())
                 .arg("--storm-timeout")
                 .arg(storm_timeout.to_string())
                 .arg("--auth")
@@ -318,6 +339,11 @@ async fn connect_all(
     let connected = sum(&events, "connected");
     report.metric("sockets connected", connected as f64, "");
     report.metric("connect failures", sum(&events, "failed") as f64, "");
+    report.metric(
+        "connect attempts failed and retried",
+        sum(&events, "attempt_errors") as f64,
+        "",
+    );
     report.metric("connect time (all)", secs_taken, "s");
     report.metric(
         "connect rate",
@@ -527,6 +553,8 @@ enum Phase {
 struct Counters {
     connected: AtomicU64,
     failed: AtomicU64,
+    /// Failed first-connect attempts (each retried until `--connect-retry` runs out).
+    attempt_errors: AtomicU64,
     alive: AtomicU64,
     dropped: AtomicU64,
     storm_back: AtomicU64,
@@ -547,7 +575,7 @@ fn count_error(map: &Mutex<BTreeMap<String, u64>>, e: &anyhow::Error) {
 
 /// Connects and waits for the first event (the presence snapshot): a socket counts as up only
 /// once the gateway has loaded and subscribed it (websocket.md §3).
-async fn open(url: &str, identity: &Identity, user: Uuid, source: IpAddr) -> Result<Socket> {
+async fn open(url: &str, identity: &Identity, user: Uuid, source: SocketAddr) -> Result<Socket> {
     let mut ws = client::connect(url, identity, user, Some(source)).await?;
     loop {
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
@@ -560,32 +588,89 @@ async fn open(url: &str, identity: &Identity, user: Uuid, source: IpAddr) -> Res
     }
 }
 
+/// Jittered exponential back-off before connect attempt `attempt + 1` (`jitter` in [0, 1)):
+/// 100 ms doubling per failed attempt up to 5 s, of which a random half — so a crowd of clients
+/// refused together does not come back together.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let base = Duration::from_millis(100)
+        .saturating_mul(1u32 << attempt.min(10))
+        .min(Duration::from_secs(5));
+    base / 2 + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// A random number in [0, 1) for [`backoff`].
+pub fn jitter() -> f64 {
+    (Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1e6
+}
+
+/// The first connect of a socket: retried with [`backoff`] until `retry_for` has passed since
+/// the first attempt (the connect permit is given back while waiting). A transient refusal — a
+/// gateway busy for a moment — is what a real client retries; only a socket that cannot connect
+/// for the whole window counts as failed.
+async fn open_with_retry(
+    url: &str,
+    identity: &Identity,
+    user: Uuid,
+    source: SocketAddr,
+    limit: &Semaphore,
+    retry_for: Duration,
+    counters: &Counters,
+) -> Option<Socket> {
+    let deadline = Instant::now() + retry_for;
+    let mut attempt = 0;
+    loop {
+        let permit = limit.acquire().await.expect("never closed");
+        let result = open(url, identity, user, source).await;
+        drop(permit);
+        match result {
+            Ok(ws) => return Some(ws),
+            Err(e) => {
+                count_error(&counters.connect_errors, &e);
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                counters.attempt_errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff(attempt, jitter())).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
 /// One socket for the worker's whole life.
 #[allow(clippy::too_many_arguments)]
 async fn hold_socket(
     url: String,
-    source: IpAddr,
+    source: SocketAddr,
     identity: Identity,
     counters: Arc<Counters>,
     limit: Arc<Semaphore>,
     mut phase: watch::Receiver<(Phase, Instant)>,
+    connect_retry: Duration,
     storm_timeout: Duration,
 ) {
     let user = Uuid::new_v4();
-    let permit = limit.acquire().await.expect("never closed");
-    let mut ws = match open(&url, &identity, user, source).await {
-        Ok(ws) => {
+    let opened = open_with_retry(
+        &url,
+        &identity,
+        user,
+        source,
+        &limit,
+        connect_retry,
+        &counters,
+    )
+    .await;
+    let mut ws = match opened {
+        Some(ws) => {
             counters.connected.fetch_add(1, Ordering::Relaxed);
             counters.alive.fetch_add(1, Ordering::Relaxed);
             Some(ws)
         }
-        Err(e) => {
+        None => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
-            count_error(&counters.connect_errors, &e);
             None
         }
     };
-    drop(permit);
     loop {
         // Read (answering pings) until the socket ends or the phase changes.
         let changed = match &mut ws {
@@ -622,7 +707,7 @@ async fn hold_socket(
                 let deadline = storm_started + storm_timeout;
                 // The old connections' ports sit in TIME_WAIT on `source`; a bound connect
                 // cannot reuse them, so the storm reconnects from a sibling address.
-                let storm_source = storm_source(source);
+                let storm_source = SocketAddr::new(storm_source(source.ip()), source.port());
                 loop {
                     match open(&url, &identity, user, storm_source).await {
                         Ok(socket) => {
@@ -643,7 +728,7 @@ async fn hold_socket(
                                 break;
                             }
                             // Jittered back-off, as real clients do.
-                            let jitter = 50 + (Uuid::new_v4().as_u128() % 200) as u64;
+                            let jitter = 50 + (jitter() * 200.0) as u64;
                             tokio::time::sleep(Duration::from_millis(jitter)).await;
                         }
                     }
@@ -683,14 +768,17 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
             .gateways
             .get(segment.gateway)
             .ok_or_else(|| anyhow!("plan names gateway {}", segment.gateway))?;
-        for _ in 0..segment.count {
+        for k in 0..segment.count {
+            let port = usize::from(segment.first_port) + k;
+            let port = u16::try_from(port).context("the plan's ports pass 65535")?;
             tasks.push(tokio::spawn(hold_socket(
                 url.clone(),
-                IpAddr::V4(segment.source),
+                SocketAddr::new(IpAddr::V4(segment.source), port),
                 identity.clone(),
                 counters.clone(),
                 limit.clone(),
                 phase_rx.clone(),
+                secs(args.connect_retry),
                 secs(args.storm_timeout),
             )));
         }
@@ -704,6 +792,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     print_event(json!({"event": "connected",
         "connected": counters.connected.load(Ordering::Relaxed),
         "failed": counters.failed.load(Ordering::Relaxed),
+        "attempt_errors": counters.attempt_errors.load(Ordering::Relaxed),
         "secs": started.elapsed().as_secs_f64(),
         "errors": errors_json(&counters.connect_errors)}));
 
@@ -762,6 +851,110 @@ mod tests {
     }
 
     #[test]
+    fn connect_retries_back_off_exponentially_with_jitter_up_to_five_seconds() {
+        // Without jitter: half the base; with full jitter: the whole base.
+        assert_eq!(backoff(0, 0.0), Duration::from_millis(50));
+        assert_eq!(backoff(0, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(3, 0.0), Duration::from_millis(400));
+        assert_eq!(backoff(3, 1.0), Duration::from_millis(800));
+        // Capped, also for attempt counts whose shift would overflow.
+        assert_eq!(backoff(6, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(40, 0.0), Duration::from_millis(2_500));
+        for attempt in 0..12 {
+            assert!(backoff(attempt, 0.3) <= backoff(attempt + 1, 0.3));
+        }
+        let j = jitter();
+        assert!((0.0..1.0).contains(&j));
+    }
+
+    #[tokio::test]
+    async fn a_refused_first_connect_is_retried_until_the_window_ends_and_counted() {
+        // Nothing listens on this port: every attempt is refused at once.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = format!("ws://127.0.0.1:{port}/ws");
+        let identity = Identity::new(&AuthArgs {
+            auth: AuthMode::Header,
+            jwt_secret: None,
+        })
+        .unwrap();
+        let counters = Counters::default();
+        let limit = Semaphore::new(1);
+        let started = Instant::now();
+        let opened = tokio::time::timeout(
+            Duration::from_secs(10),
+            open_with_retry(
+                &url,
+                &identity,
+                Uuid::new_v4(),
+                "127.0.0.1:0".parse().unwrap(),
+                &limit,
+                Duration::from_millis(400),
+                &counters,
+            ),
+        )
+        .await
+        .expect("bounded by the retry window");
+        assert!(opened.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        // 50–100, 100–200, 200–400 ms of back-off fit in the window: at least 3 retries.
+        let retried = counters.attempt_errors.load(Ordering::Relaxed);
+        assert!(retried >= 3, "{retried} retries");
+        // Every attempt's error is counted by kind, the last one included.
+        let errors = counters.connect_errors.lock().unwrap();
+        assert_eq!(errors.values().sum::<u64>(), retried + 1);
+        assert!(
+            errors.keys().all(|k| k.contains("TCP connect")),
+            "{errors:?}"
+        );
+        // The permit was given back.
+        assert_eq!(limit.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_planned_source_port_is_used_and_a_taken_one_falls_back_to_any_port() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        let accept = tokio::spawn(async move {
+            let mut peers = Vec::new();
+            for _ in 0..2 {
+                let (stream, peer) = listener.accept().await.unwrap();
+                peers.push(peer);
+                // Answer nothing: the client's upgrade waits; only the TCP side matters here.
+                std::mem::forget(stream);
+            }
+            peers
+        });
+        let identity = Identity::new(&AuthArgs {
+            auth: AuthMode::Header,
+            jwt_secret: None,
+        })
+        .unwrap();
+        // A free port of 127.0.0.3, planned for both: the second finds it taken.
+        let probe = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+        let planned = probe.local_addr().unwrap();
+        drop(probe);
+        let first = tokio::spawn({
+            let (url, identity) = (url.clone(), identity.clone());
+            async move { client::connect(&url, &identity, Uuid::new_v4(), Some(planned)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let second = tokio::spawn(async move {
+            client::connect(&url, &identity, Uuid::new_v4(), Some(planned)).await
+        });
+        let peers = tokio::time::timeout(Duration::from_secs(5), accept)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(peers[0], planned);
+        assert_eq!(peers[1].ip(), planned.ip());
+        assert_ne!(peers[1].port(), planned.port());
+        first.abort();
+        second.abort();
+    }
+
+    #[test]
     fn the_own_process_has_a_resident_size() {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
     }
@@ -776,6 +969,7 @@ mod tests {
             sources: 0,
             per_source_max: 10,
             first_source: Ipv4Addr::new(127, 0, 0, 2),
+            first_port: 32_768,
         })
         .unwrap();
         assert_eq!(per_gateway(&plans, 2), vec![4, 3]);
