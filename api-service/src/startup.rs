@@ -12,7 +12,10 @@ use poem::{
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
 use shared_redis::RedisConn;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -65,6 +68,19 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
         .connect(&settings.database_url)
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")
+}
+
+/// The message writers' own connections (`SEND_WRITERS`, one each): their send statement is the
+/// same every time and finds its rows by key whatever the batch holds, so they keep one generic
+/// plan (`plan_cache_mode = force_generic_plan`) instead of planning it again for every small
+/// batch — at one message per batch, planning took longer than running it (BENCHMARKS.md).
+/// Connected lazily: the main pool has already shown the server is there.
+pub fn ingest_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = settings.database_url.parse().context("DATABASE_URL")?;
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.send_writers.max(1) as u32)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options.options([("plan_cache_mode", "force_generic_plan")])))
 }
 
 impl Application {
@@ -159,7 +175,7 @@ impl Application {
         let settings = Arc::new(settings);
         let ingest = Ingest::start(
             settings.send_writers,
-            pool.clone(),
+            ingest_database(&settings)?,
             RateLimiter::new(redis.clone(), settings.clone(), metrics.clone()),
             events.clone(),
             metrics.clone(),

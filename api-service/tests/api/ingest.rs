@@ -391,3 +391,22 @@ async fn idempotency_keys_go_with_their_message_or_their_conversation() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].seq, 3);
 }
+
+#[tokio::test]
+async fn the_writers_connections_keep_one_generic_plan_for_the_send_statement() {
+    let app = spawn_app().await;
+    let settings: Settings = test_settings(&app.db.url, &[("SEND_WRITERS", "2")]);
+    let pool = api_service::startup::ingest_database(&settings).unwrap();
+    let mode: String = sqlx::query_scalar("show plan_cache_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_generic_plan");
+    assert_eq!(pool.options().get_max_connections(), 2, "one per writer");
+    // The main pool plans as usual.
+    let mode: String = sqlx::query_scalar("show plan_cache_mode")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "auto");
+}
