@@ -325,17 +325,9 @@ impl Worker {
                 sent.reply_ok,
                 sent.key_used,
             );
+            // A refused or replayed request that took a token gives it back before its answer.
+            let refund = matches!(token, Token::Taken) && !matches!(verdict, Verdict::Pass);
             let outcome = match (verdict, token, sent.row) {
-                (Verdict::Refuse(e), Token::Taken, _) => {
-                    refunds.push(job.request.sender);
-                    after_refund.push((job.answer, Outcome::Rejected(e)));
-                    continue;
-                }
-                (Verdict::Replay, Token::Taken, _) => {
-                    refunds.push(job.request.sender);
-                    after_refund.push((job.answer, Outcome::Recheck));
-                    continue;
-                }
                 (Verdict::Refuse(e), _, _) => Outcome::Rejected(e),
                 (Verdict::Replay, _, _) => Outcome::Recheck,
                 (Verdict::Pass, Token::Refused(e), _) => {
@@ -361,7 +353,12 @@ impl Worker {
                     Outcome::Created(Box::new(message))
                 }
             };
-            let _ = job.answer.send(outcome);
+            if refund {
+                refunds.push(job.request.sender);
+                after_refund.push((job.answer, outcome));
+            } else {
+                let _ = job.answer.send(outcome);
+            }
         }
         if !refunds.is_empty() {
             let limiter = self.limiter.clone();
