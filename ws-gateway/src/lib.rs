@@ -12,6 +12,7 @@
 //! - [`membership`]: the one SQL query (a user's conversations at connect);
 //! - [`presence`] / [`typing`]: the fleet-wide state in Redis and the events it emits (the Redis
 //!   key layouts are documented there — api-service reads the typing one);
+//! - [`memory`]: gives the heap's freed memory back to the system after a burst;
 //! - [`config`], [`metrics`], [`telemetry`]: settings, Prometheus, logs (Redis: the `shared-redis` crate).
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod connection;
 pub mod fanout;
 pub mod http;
 pub mod membership;
+pub mod memory;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;

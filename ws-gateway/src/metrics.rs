@@ -33,6 +33,8 @@ pub struct Metrics {
     pub bytes_out: IntCounter,
     /// Sockets closed because their send queue was full.
     pub queue_overflows: IntCounter,
+    /// Times freed heap memory was given back to the system after a burst ([`crate::memory`]).
+    pub memory_trims: IntCounter,
     /// Sockets closed, by close code (`1000`, `1001`, `1009`, `1012`, `1013`, …, `none` when the
     /// transport failed before a close frame).
     pub closes: IntCounterVec,
@@ -106,6 +108,11 @@ impl Metrics {
                 &registry,
                 "ws_gateway_send_queue_overflows_total",
                 "Sockets closed with 1013 because their send queue was full",
+            ),
+            memory_trims: counter(
+                &registry,
+                "ws_gateway_memory_trims_total",
+                "Times freed heap memory held by the allocator was returned to the system",
             ),
             closes: counter_vec(
                 &registry,

@@ -226,6 +226,11 @@ impl Application {
             Arc::clone(&state.presence).run(Arc::clone(&state.fanout), background.clone()),
         );
         let typing_task = tokio::spawn(Arc::clone(&state.typing).run_sweeper(background.clone()));
+        let memory_task = tokio::spawn(crate::memory::run(
+            Arc::clone(&state.metrics),
+            crate::memory::CHECK_EVERY,
+            background.clone(),
+        ));
 
         let tracker = TaskTracker::new();
         let listener = Listener {
@@ -259,6 +264,7 @@ impl Application {
         background.cancel();
         let _ = presence_task.await;
         let _ = typing_task.await;
+        let _ = memory_task.await;
         state.presence.leave().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), state.nats.flush()).await;
         tracing::info!("drained; bye");
