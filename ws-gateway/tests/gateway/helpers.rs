@@ -305,12 +305,14 @@ pub struct InProcessGateway {
 
 impl InProcessGateway {
     pub async fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
-        let app = within(
-            "the gateway to build",
-            Application::build(env.settings(extra)),
-        )
-        .await
-        .expect("gateway builds");
+        Self::start_with(env.settings(extra)).await
+    }
+
+    /// With settings the environment cannot express (a test's short write timeout).
+    pub async fn start_with(settings: Settings) -> Self {
+        let app = within("the gateway to build", Application::build(settings))
+            .await
+            .expect("gateway builds");
         let port = app.port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async {
@@ -609,6 +611,35 @@ impl Client {
                     Some(Ok(_)) => {}
                     Some(Err(error)) => panic!("socket failed before a close frame: {error}"),
                     None => panic!("socket ended without a close frame"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads everything the server sent until the stream ends: the events of every complete
+    /// frame, and how it ended — `Ok(code)` for a close frame, `Err(text)` for a transport end
+    /// without one.
+    pub async fn read_to_end(&mut self) -> (Vec<Value>, Result<u16, String>) {
+        within("the stream to end", async {
+            let mut events: Vec<Value> = self
+                .pending
+                .drain(..)
+                .map(|line| serde_json::from_str(&line).expect("an event is JSON"))
+                .collect();
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
+                            events.push(serde_json::from_str(line).expect("an event is JSON"));
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        return (events, Ok(frame.map_or(1005, |f| u16::from(f.code))));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return (events, Err(error.to_string())),
+                    None => return (events, Err("end of stream".into())),
                 }
             }
         })

@@ -50,6 +50,88 @@ async fn a_socket_that_stops_reading_is_closed_with_1013_and_other_sockets_are_u
     assert_eq!(event["payload"]["content"], "after");
 }
 
+/// A frame only partly written when the write timeout passes: a close frame after those bytes
+/// would be read as the rest of that frame's payload, so the gateway ends the stream without
+/// one. The client gets every complete frame intact, then the end of the stream; the socket
+/// is counted closed with 1013 and the others are not disturbed.
+#[tokio::test]
+async fn a_write_blocked_halfway_through_a_frame_ends_the_stream_without_a_close_frame() {
+    let env = TestEnv::new().await;
+    let mut settings = env.settings(&[]);
+    settings.write_timeout = Duration::from_millis(300);
+    let gateway = InProcessGateway::start_with(settings).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let room = env.conversation("group", &[alice, bob]).await;
+    let (mut stalled, _) = connect(&env, gateway.port, alice).await;
+    let (mut reader, _) = connect(&env, gateway.port, bob).await;
+
+    // Events of ~900 KB, one per frame, until the stalled socket's kernel buffers are full and
+    // a write blocks: it then stops in the middle of a frame (a frame boundary landing exactly
+    // on the buffers' end is as good as impossible at this size).
+    let content = "w".repeat(900 * 1024);
+    let mut seq = 0;
+    while env
+        .metric(gateway.port, "ws_gateway_closes_total", r#"code="1013""#)
+        .await
+        < 1.0
+    {
+        seq += 1;
+        assert!(seq < 200, "the stalled socket's write never timed out");
+        env.publish_to_conversation(room, message_new(room, bob, seq, &content))
+            .await;
+        let event = reader.next_event_skipping(&["presence.online"]).await;
+        assert_eq!(event["payload"]["seq"], seq);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        env.metric(gateway.port, "ws_gateway_send_queue_overflows_total", "")
+            .await,
+        0.0,
+        "closed by the write timeout, not by its queue"
+    );
+
+    let (events, ending) = stalled.read_to_end().await;
+    assert!(
+        ending.is_err(),
+        "no close frame after a partly written frame: {ending:?}"
+    );
+    let seqs: Vec<i64> = events
+        .iter()
+        .filter(|e| e["type"] == "message.new")
+        .map(|e| e["payload"]["seq"].as_i64().unwrap())
+        .collect();
+    assert!(!seqs.is_empty(), "complete frames arrived before the end");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "in order, none torn"
+    );
+    assert!(
+        (seqs.len() as i64) < seq,
+        "the last frames were not all delivered"
+    );
+    for event in events.iter().filter(|e| e["type"] == "message.new") {
+        assert_eq!(
+            event["payload"]["content"].as_str().unwrap().len(),
+            content.len()
+        );
+    }
+
+    seq += 1;
+    env.publish_to_conversation(room, message_new(room, bob, seq, "after"))
+        .await;
+    let event = reader
+        .next_event_skipping(&["presence.online", "presence.offline"])
+        .await;
+    assert_eq!(event["payload"]["content"], "after");
+    eventually("the stalled socket to be gone", || async {
+        env.metric(gateway.port, "ws_gateway_sockets_open", "")
+            .await
+            == 1.0
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_socket_silent_past_the_idle_timeout_is_closed_with_1001() {
     let env = TestEnv::new().await;
