@@ -59,7 +59,8 @@ trap cleanup EXIT INT TERM
 
 free_port() {
   while :; do
-    port=$((20000 + RANDOM % 20000))
+    # Below the ephemeral range (32768-60999 here), where an outgoing connection may hold it.
+    port=$((20000 + RANDOM % 12000))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
   done
 }
