@@ -12,8 +12,8 @@
 //! exceeds [`TRIM_ABOVE`]: an idle or steady gateway never trims, a burst is given back within
 //! one period, and a trimmed heap is not trimmed again until freed memory is resident again.
 //!
-//! The workspace denies `unsafe`; this module is its one allowance: two calls into glibc that
-//! take no pointers and have no preconditions.
+//! The workspace denies `unsafe`; this module is its one allowance: three calls into glibc
+//! (`sysconf`, `mallinfo2`, `malloc_trim`) that take no pointers and have no preconditions.
 #![allow(unsafe_code)]
 
 use std::time::Duration;
@@ -47,17 +47,14 @@ pub fn reclaimable() -> Option<usize> {
     }
 }
 
-/// Returns the allocator's free pages to the operating system; whether any were returned.
-pub fn trim() -> bool {
+/// Returns the allocator's free pages to the operating system (what came back is measured by
+/// [`reclaimable`], not by glibc's yes/no answer).
+pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: malloc_trim takes no pointers and has no preconditions; it only releases free
-        // pages (madvise) while holding the arenas' locks.
-        unsafe { libc::malloc_trim(0) == 1 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
+    // SAFETY: malloc_trim takes no pointers and has no preconditions; it only releases free
+    // pages (madvise) while holding the arenas' locks.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
