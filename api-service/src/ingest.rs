@@ -27,12 +27,16 @@
 //! A batch whose write fails for another reason is split into single-request writes, so one
 //! bad request cannot fail its neighbours.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
+use std::{
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures_util::FutureExt;
 use prometheus::Histogram;
 use shared_proto::events::{self as pb, EventKind, event::Body};
-use sqlx::{PgPool, postgres::PgDatabaseError};
+use sqlx::{Connection as _, PgPool, Postgres, pool::PoolConnection, postgres::PgDatabaseError};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -168,6 +172,52 @@ struct Stages {
     announce: Histogram,
 }
 
+/// A write stage's connection, kept between writes. Taking a connection from the pool and giving
+/// it back costs two round trips besides the statement's own: sqlx checks a connection when it
+/// is given back and again when it is taken (`test_before_acquire`), and at one write at a time
+/// those checks sat on the stage's critical path (BENCHMARKS.md). Dropped — and so given back,
+/// where the pool checks it — after any error but one PostgreSQL answered, and taken again for
+/// the next write. One left idle for [`Held::IDLE_CHECK`] is checked before its next write, as
+/// the pool would have, so a connection the server closed meanwhile (a restart, an idle
+/// timeout, `pg_terminate_backend`) costs no send its answer.
+#[derive(Default)]
+struct Held {
+    conn: Option<PoolConnection<Postgres>>,
+    last_used: Option<Instant>,
+}
+
+impl Held {
+    const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+    /// The connection for the next write: the one kept (checked first if it sat idle), or a
+    /// new one from the pool.
+    async fn take(&mut self, pool: &PgPool) -> sqlx::Result<&mut PoolConnection<Postgres>> {
+        if let Some(conn) = &mut self.conn
+            && self
+                .last_used
+                .is_none_or(|t| t.elapsed() >= Self::IDLE_CHECK)
+            && conn.ping().await.is_err()
+        {
+            self.conn = None;
+        }
+        match &mut self.conn {
+            Some(conn) => Ok(conn),
+            slot => Ok(slot.insert(pool.acquire().await?)),
+        }
+    }
+
+    /// After a write: anything but an error PostgreSQL answered (the statement failed, the
+    /// connection is fine) may have left the connection broken or mid-exchange, so it goes.
+    fn used<T>(&mut self, result: &sqlx::Result<T>) {
+        self.last_used = Some(Instant::now());
+        if let Err(e) = result
+            && !matches!(e, sqlx::Error::Database(_))
+        {
+            self.conn = None;
+        }
+    }
+}
+
 /// A request with its rate-limit token (step 7), taken before its checks.
 struct Admitted {
     job: Job,
@@ -200,16 +250,21 @@ impl Worker {
 
     /// Writes admitted batches in order; batches that queued up behind a write go together
     /// into the next one.
+    ///
+    /// The stage keeps its connection from one write to the next ([`Held`]).
     async fn write_stage(self: Arc<Self>, mut admitted: mpsc::Receiver<Vec<Admitted>>) {
         let mut batches = Vec::with_capacity(WRITE_QUEUE);
+        let mut held = Held::default();
         while admitted.recv_many(&mut batches, WRITE_QUEUE).await > 0 {
             let batch: Vec<Admitted> = batches.drain(..).flatten().collect();
-            if AssertUnwindSafe(self.store(batch))
+            if AssertUnwindSafe(self.store(&mut held, batch))
                 .catch_unwind()
                 .await
                 .is_err()
             {
                 tracing::error!("message batch panicked in its write");
+                // The statement may have been left half-way: start again on a fresh connection.
+                held.conn = None;
             }
         }
     }
@@ -244,9 +299,9 @@ impl Worker {
 
     /// Steps 3–6 and 8 in one statement, then each request's answer and each new message's
     /// announcement.
-    async fn store(&self, mut batch: Vec<Admitted>) {
+    async fn store(&self, held: &mut Held, mut batch: Vec<Admitted>) {
         let started = Instant::now();
-        let written = self.write_retrying(&batch).await;
+        let written = self.write_retrying(held, &batch).await;
         let wrote = Instant::now();
         self.stages.write.observe((wrote - started).as_secs_f64());
         match written {
@@ -262,7 +317,7 @@ impl Worker {
                 tracing::warn!(error = %e, requests = batch.len(), "batched send failed; writing one by one");
                 for one in batch {
                     let single = std::slice::from_ref(&one);
-                    match self.write_retrying(single).await {
+                    match self.write_retrying(held, single).await {
                         Ok(sent) => self.answer(vec![one], sent).await,
                         Err(e) => {
                             let _ = one.job.answer.send(failed_write(&e));
@@ -273,10 +328,10 @@ impl Worker {
         }
     }
 
-    async fn write_retrying(&self, batch: &[Admitted]) -> sqlx::Result<Vec<Sent>> {
+    async fn write_retrying(&self, held: &mut Held, batch: &[Admitted]) -> sqlx::Result<Vec<Sent>> {
         let mut attempt = 1;
         loop {
-            match self.write(batch).await {
+            match self.write(held, batch).await {
                 Err(e) if attempt < WRITE_ATTEMPTS && is_transient(&e) => {
                     tracing::warn!(error = %e, attempt, "send write conflict; retrying");
                     attempt += 1;
@@ -287,7 +342,7 @@ impl Worker {
     }
 
     /// Steps 3–6 and 8 for every request, in one statement (its own transaction).
-    async fn write(&self, batch: &[Admitted]) -> sqlx::Result<Vec<Sent>> {
+    async fn write(&self, held: &mut Held, batch: &[Admitted]) -> sqlx::Result<Vec<Sent>> {
         let mut news = Vec::with_capacity(batch.len());
         let mut admitted = Vec::with_capacity(batch.len());
         for one in batch {
@@ -306,8 +361,10 @@ impl Worker {
             });
             admitted.push(one.token.allowed());
         }
-        let mut conn = self.pool.acquire().await?;
-        db::messages::send_batch(&mut conn, &news, &admitted).await
+        let conn = held.take(&self.pool).await?;
+        let written = db::messages::send_batch(conn, &news, &admitted).await;
+        held.used(&written);
+        written
     }
 
     /// Answers each request and publishes each new message's event, in batch order. Requests

@@ -70,17 +70,25 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
         .context("cannot connect to PostgreSQL (DATABASE_URL)")
 }
 
+/// `application_name` of the message writers' connections.
+pub const SEND_WRITER_APPLICATION: &str = "api-service send writer";
+
 /// The message writers' own connections (`SEND_WRITERS`, one each): their send statement is the
 /// same every time and finds its rows by key whatever the batch holds, so they keep one generic
 /// plan (`plan_cache_mode = force_generic_plan`) instead of planning it again for every small
 /// batch — at one message per batch, planning took longer than running it (BENCHMARKS.md).
-/// Connected lazily: the main pool has already shown the server is there.
+/// Connected lazily: the main pool has already shown the server is there. They show in
+/// `pg_stat_activity` as [`SEND_WRITER_APPLICATION`].
 pub fn ingest_database(settings: &Settings) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = settings.database_url.parse().context("DATABASE_URL")?;
     Ok(PgPoolOptions::new()
         .max_connections(settings.send_writers.max(1) as u32)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options.options([("plan_cache_mode", "force_generic_plan")])))
+        .connect_lazy_with(
+            options
+                .application_name(SEND_WRITER_APPLICATION)
+                .options([("plan_cache_mode", "force_generic_plan")]),
+        ))
 }
 
 impl Application {

@@ -410,3 +410,66 @@ async fn the_writers_connections_keep_one_generic_plan_for_the_send_statement() 
         .unwrap();
     assert_eq!(mode, "auto");
 }
+
+/// The writer keeps its connection from one write to the next (no pool round trips per batch),
+/// and one the server closed while it sat idle is replaced before the next send, which still
+/// gets its 201.
+#[tokio::test]
+async fn the_writer_keeps_its_connection_and_replaces_one_the_server_closed() {
+    let app = spawn_app().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let conv = app.create_group(alice, &[bob]).await;
+    let path = format!("/conversations/{conv}/messages");
+    let writers = || async {
+        sqlx::query_scalar::<_, i32>(
+            "select pid from pg_stat_activity
+             where datname = current_database() and application_name = $1",
+        )
+        .bind(api_service::startup::SEND_WRITER_APPLICATION)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+    };
+    let send = |text: &'static str| {
+        let (app, path) = (&app, &path);
+        async move {
+            app.post_json(path, As::User(alice), json!({ "content": text }))
+                .await
+        }
+    };
+    let r = send("one").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let first = writers().await;
+    assert_eq!(first.len(), 1, "one writer, one connection: {first:?}");
+    let r = send("two").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(writers().await, first, "the same connection wrote again");
+
+    let terminated: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
+        .bind(first[0])
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+    for _ in 0..100 {
+        if writers().await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(writers().await.is_empty(), "the writer's backend is gone");
+    // Idle for longer than the writer's idle check.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = send("three").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let now = writers().await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, first, "a new connection");
+    let seqs: Vec<i64> =
+        sqlx::query_scalar("select seq from messages where conversation_id = $1 order by seq")
+            .bind(conv)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(seqs, vec![1, 2, 3], "all three stored, gap-free");
+}
