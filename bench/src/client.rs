@@ -2,10 +2,22 @@
 //! the scenarios need (http-api.md §5.1, §7.1), and the WebSocket connect (websocket.md §1–§3),
 //! optionally from a given loopback source address.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{
+    Request,
+    client::conn::http1::SendRequest,
+    header::{CONTENT_TYPE, HOST},
+};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::{
@@ -74,12 +86,128 @@ impl Identity {
     }
 }
 
-/// A REST client of api-service.
+/// A REST client of api-service: reqwest for the setup calls, [`Senders`] for the sends that
+/// are measured.
 #[derive(Clone)]
 pub struct Api {
     base: String,
     http: reqwest::Client,
     identity: Identity,
+    senders: Arc<Senders>,
+}
+
+/// Longest a measured send may take before it counts as a transport error.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Plain HTTP/1.1 connections for the measured sends, one per send in flight, kept idle between
+/// sends (so a closed-loop client keeps one connection). The load tool shares the cores with the
+/// services it measures: through reqwest a send cost it ~23 µs of user CPU (its pool, a timer
+/// per request, the body built and the answer parsed as JSON values); here the request is one
+/// formatted body and the answer is read for its status and `data.seq` only.
+struct Senders {
+    /// `host:port` of the API, resolved at each connect.
+    authority: String,
+    host: HeaderValue,
+    /// The base URL's path (empty for `http://host:port`).
+    path_prefix: String,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl Senders {
+    fn new(base: &str) -> Result<Self> {
+        let rest = base
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow!("API URL must start with http:// ({base})"))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if authority.is_empty() {
+            bail!("API URL without a host ({base})");
+        }
+        Ok(Self {
+            authority: authority.to_owned(),
+            host: HeaderValue::from_str(authority).context("API host")?,
+            path_prefix: if path.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", path.trim_end_matches('/'))
+            },
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .with_context(|| format!("connect {}", self.authority))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP/1.1 handshake")?;
+        tokio::spawn(async move {
+            // Ends with the connection: the server closed it or every sender handle was dropped.
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    async fn send(
+        &self,
+        header: (&'static str, &str),
+        conversation: Uuid,
+        client_msg_id: &str,
+    ) -> Result<Sent> {
+        let idle = self.idle.lock().expect("not poisoned").pop();
+        let mut conn = match idle {
+            Some(conn) if !conn.is_closed() => conn,
+            _ => self.connect().await?,
+        };
+        conn.ready().await.context("connection")?;
+        let body = serde_json::to_vec(&SendBody {
+            content: "retich-bench message",
+            client_msg_id,
+        })?;
+        let request = Request::post(format!(
+            "{}/conversations/{conversation}/messages",
+            self.path_prefix
+        ))
+        .header(HOST, self.host.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .header(header.0, header.1)
+        .body(Full::new(Bytes::from(body)))?;
+        let (status, body) = tokio::time::timeout(SEND_TIMEOUT, async {
+            let response = conn.send_request(request).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        })
+        .await
+        .map_err(|_| anyhow!("send timed out after {SEND_TIMEOUT:?}"))??;
+        self.idle.lock().expect("not poisoned").push(conn);
+        Ok(Sent {
+            status,
+            seq: (status == 201).then(|| created_seq(&body)).flatten(),
+        })
+    }
+}
+
+#[derive(serde::Serialize)]
+struct SendBody<'a> {
+    content: &'a str,
+    client_msg_id: &'a str,
+}
+
+/// `data.seq` of a 201's body (http-api.md §7.1), without building the rest of it.
+fn created_seq(body: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Created {
+        data: Seq,
+    }
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: i64,
+    }
+    serde_json::from_slice::<Created>(body)
+        .ok()
+        .map(|c| c.data.seq)
 }
 
 /// The outcome of one send: HTTP status and, on success, the message's seq.
@@ -99,8 +227,10 @@ impl Api {
             .tcp_nodelay(true)
             .build()
             .context("HTTP client")?;
+        let base = base.trim_end_matches('/');
         Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
+            senders: Arc::new(Senders::new(base)?),
+            base: base.to_owned(),
             http,
             identity,
         })
@@ -141,23 +271,7 @@ impl Api {
         conversation: Uuid,
         client_msg_id: &str,
     ) -> Result<Sent> {
-        let response = self
-            .http
-            .post(format!(
-                "{}/conversations/{conversation}/messages",
-                self.base
-            ))
-            .header(header.0, header.1)
-            .json(&json!({"content": "retich-bench message", "client_msg_id": client_msg_id}))
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await?;
-        let seq = (status == 201)
-            .then(|| serde_json::from_slice::<Value>(&body).ok())
-            .flatten()
-            .and_then(|v| v["data"]["seq"].as_i64());
-        Ok(Sent { status, seq })
+        self.senders.send(header, conversation, client_msg_id).await
     }
 }
 
@@ -294,5 +408,124 @@ mod tests {
         let (name, value) = jwt.header(user);
         assert_eq!(name, "authorization");
         assert!(value.starts_with("Bearer "));
+    }
+
+    #[test]
+    fn api_urls_split_into_authority_and_path_prefix() {
+        let plain = Senders::new("http://127.0.0.1:8082").unwrap();
+        assert_eq!(
+            (plain.authority.as_str(), plain.path_prefix.as_str()),
+            ("127.0.0.1:8082", "")
+        );
+        let nested = Senders::new("http://api.local:80/v1/").unwrap();
+        assert_eq!(
+            (nested.authority.as_str(), nested.path_prefix.as_str()),
+            ("api.local:80", "/v1")
+        );
+        assert!(Senders::new("https://127.0.0.1:8082").is_err());
+        assert!(Senders::new("http:///x").is_err());
+    }
+
+    #[test]
+    fn only_a_created_answer_with_data_seq_gives_a_seq() {
+        assert_eq!(
+            created_seq(br#"{"data":{"id":"x","seq":42,"content":"a"}}"#),
+            Some(42)
+        );
+        assert_eq!(created_seq(br#"{"error":{"code":"FORBIDDEN"}}"#), None);
+        assert_eq!(created_seq(b"not json"), None);
+    }
+
+    /// Against a canned HTTP/1.1 server on loopback: the request is the documented send, the
+    /// answer's status and seq come back, and consecutive sends reuse one connection.
+    #[tokio::test]
+    async fn sends_post_the_message_and_keep_their_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            let mut accepted = 0;
+            while heads.len() < 3 {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                accepted += 1;
+                let mut buf = Vec::new();
+                while heads.len() < 3 {
+                    let mut chunk = [0u8; 4096];
+                    let n = stream.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    // One request at a time: a head and a body of content-length bytes.
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.parse().unwrap())
+                        })
+                        .unwrap();
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    heads.push(String::from_utf8(buf[..end + 4 + len].to_vec()).unwrap());
+                    buf.drain(..end + 4 + len);
+                    let body = format!(r#"{{"data":{{"seq":{}}}}}"#, heads.len());
+                    let answer = format!(
+                        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    stream.write_all(answer.as_bytes()).await.unwrap();
+                }
+            }
+            (heads, accepted)
+        });
+        let api = Api::new(
+            &format!("http://127.0.0.1:{port}"),
+            Identity::new(&AuthArgs {
+                auth: AuthMode::Header,
+                jwt_secret: None,
+            })
+            .unwrap(),
+            1,
+        )
+        .unwrap();
+        let conversation = Uuid::new_v4();
+        let user = Uuid::new_v4().to_string();
+        for (i, key) in ["k1", "k2", "k3"].into_iter().enumerate() {
+            let sent = api
+                .send(("x-user-id", &user), conversation, key)
+                .await
+                .unwrap();
+            assert_eq!(sent.status, 201);
+            assert_eq!(sent.seq, Some(i as i64 + 1));
+        }
+        let (heads, accepted) = server.await.unwrap();
+        assert_eq!(accepted, 1, "one connection for three sends");
+        let first = heads[0].to_ascii_lowercase();
+        assert!(
+            first.starts_with(&format!(
+                "post /conversations/{conversation}/messages http/1.1\r\n"
+            )),
+            "{first}"
+        );
+        assert!(first.contains(&format!("x-user-id: {user}")), "{first}");
+        assert!(first.contains("content-type: application/json"), "{first}");
+        assert!(
+            first.contains(&format!("host: 127.0.0.1:{port}")),
+            "{first}"
+        );
+        let body: Value =
+            serde_json::from_str(&heads[2][heads[2].find("\r\n\r\n").unwrap() + 4..]).unwrap();
+        assert_eq!(
+            body,
+            json!({"content": "retich-bench message", "client_msg_id": "k3"})
+        );
     }
 }
