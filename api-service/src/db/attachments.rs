@@ -58,8 +58,9 @@ pub async fn insert(
 /// first (ties by id), one page of them, with the size of the whole set.
 ///
 /// Attachments carry no conversation id, so the query walks the conversation's messages
-/// (`idx_messages_conversation_seq`, by its `conversation_id` prefix) and joins their attachments (`idx_attachments_message`); the
-/// join on `message_created_at` too keeps each lookup to one partition.
+/// (`idx_messages_conversation_seq`, by its `conversation_id` prefix) and joins their
+/// attachments (`idx_attachments_message`); the join on `message_created_at` too keeps each
+/// lookup to one partition.
 pub async fn gallery(
     conn: &mut PgConnection,
     conversation: Uuid,
