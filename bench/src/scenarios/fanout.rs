@@ -461,9 +461,12 @@ async fn member(
     };
     let mut seen_first = false;
     let mut joined = !wait_joined;
+    // One waiter on the token for the whole run: a fresh `cancelled()` per frame would join and
+    // leave the token's waiter list, shared by every socket of this process, on each event.
+    let mut stopped = std::pin::pin!(stop.cancelled());
     loop {
         let frame = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = &mut stopped => break,
             frame = ws.next() => frame,
         };
         let text = match frame {
