@@ -164,6 +164,15 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
 }
 
 impl TestApp {
+    /// The `seq` of every stored message of `conversation`, ascending.
+    pub async fn stored_seqs(&self, conversation: Uuid) -> Vec<i64> {
+        sqlx::query_scalar("select seq from messages where conversation_id = $1 order by seq")
+            .bind(conversation)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

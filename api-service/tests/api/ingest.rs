@@ -192,12 +192,7 @@ async fn concurrent_batches_over_the_same_conversations_neither_deadlock_nor_ski
     let written: usize = join_all(writers).await.into_iter().sum();
     assert_eq!(written, 8 * 10 * 4);
     for conv in convs {
-        let seqs: Vec<i64> =
-            sqlx::query_scalar("select seq from messages where conversation_id = $1 order by seq")
-                .bind(conv)
-                .fetch_all(&app.pool)
-                .await
-                .unwrap();
+        let seqs = app.stored_seqs(conv).await;
         assert_eq!(seqs, (1..=80).collect::<Vec<_>>());
     }
 }
@@ -286,12 +281,7 @@ async fn a_burst_of_mixed_sends_gets_each_request_its_own_answer() {
             keyed.windows(2).all(|w| w[0] == w[1]),
             "one message per key"
         );
-        let seqs: Vec<i64> =
-            sqlx::query_scalar("select seq from messages where conversation_id = $1 order by seq")
-                .bind(c)
-                .fetch_all(&app.pool)
-                .await
-                .unwrap();
+        let seqs = app.stored_seqs(c).await;
         assert_eq!(
             seqs,
             (1..=11).collect::<Vec<_>>(),
@@ -465,11 +455,6 @@ async fn the_writer_keeps_its_connection_and_replaces_one_the_server_closed() {
     let now = writers().await;
     assert_eq!(now.len(), 1, "{now:?}");
     assert_ne!(now, first, "a new connection");
-    let seqs: Vec<i64> =
-        sqlx::query_scalar("select seq from messages where conversation_id = $1 order by seq")
-            .bind(conv)
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
+    let seqs = app.stored_seqs(conv).await;
     assert_eq!(seqs, vec![1, 2, 3], "all three stored, gap-free");
 }

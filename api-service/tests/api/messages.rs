@@ -854,12 +854,7 @@ async fn fifty_concurrent_sends_get_the_unique_gap_free_seqs_1_to_50() {
     seqs.sort();
     assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
 
-    let stored: Vec<i64> =
-        sqlx::query_scalar("select seq from messages where conversation_id = $1 order by seq")
-            .bind(conv)
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
+    let stored = app.stored_seqs(conv).await;
     assert_eq!(stored, (1..=50).collect::<Vec<_>>());
     let last_seq: i64 = sqlx::query_scalar("select last_seq from conversations where id = $1")
         .bind(conv)
