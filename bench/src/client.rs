@@ -156,11 +156,20 @@ impl Senders {
         client_msg_id: &str,
     ) -> Result<Sent> {
         let idle = self.idle.lock().expect("not poisoned").pop();
-        let mut conn = match idle {
-            Some(conn) if !conn.is_closed() => conn,
-            _ => self.connect().await?,
+        // A kept connection the server closed since its last send is not ready; nothing was
+        // sent on it yet, so a new one takes the send.
+        let kept = match idle {
+            Some(mut conn) => conn.ready().await.is_ok().then_some(conn),
+            None => None,
         };
-        conn.ready().await.context("connection")?;
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => {
+                let mut conn = self.connect().await?;
+                conn.ready().await.context("connection")?;
+                conn
+            }
+        };
         let body = serde_json::to_vec(&SendBody {
             content: "retich-bench message",
             client_msg_id,
@@ -218,7 +227,8 @@ pub struct Sent {
 }
 
 impl Api {
-    /// `max_connections`: the connection pool per host (one per concurrent client).
+    /// `max_connections`: idle connections kept by the setup calls' reqwest pool (the measured
+    /// sends keep one connection per send in flight themselves, [`Senders`]).
     pub fn new(base: &str, identity: Identity, max_connections: usize) -> Result<Self> {
         shared_auth::install_crypto_provider();
         let http = reqwest::Client::builder()
