@@ -6,7 +6,10 @@ use std::{collections::HashMap, sync::Arc};
 
 use api_service::{
     config::Settings,
-    db::messages::{NewMessage, insert_batch, new_identity},
+    db::{
+        messages::{NewMessage, insert_batch, new_identity},
+        participants,
+    },
     error::ApiError,
     metrics::Metrics,
     rate_limit::RateLimiter,
@@ -322,6 +325,60 @@ async fn sends_bump_their_conversation_in_place_without_touching_its_indexes() {
     assert_eq!(hot, updated, "every bump is a HOT update");
     assert_eq!(last_seq(&app, first).await, 40);
     assert_eq!(last_seq(&app, second).await, 20);
+}
+
+/// Rows of conversation_participants fetched through its indexes, as this backend counts them
+/// (its current transaction included). Read twice in one transaction, the difference is exactly
+/// that transaction's: PostgreSQL 15's `pg_stat_xact_*` views also show earlier transactions whose
+/// counts the backend has not flushed yet, and it flushes only between transactions.
+async fn participant_fetches(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "select idx_tup_fetch from pg_stat_xact_user_tables
+         where relid = 'conversation_participants'::regclass",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn in_a_large_group_the_sender_and_membership_checks_fetch_one_participant_row_each() {
+    // Version 16: the active-member check is one index probe, not a walk over the group's active
+    // rows filtered on user_id (which fetched every member's row up to the sender's).
+    let app = spawn_app().await;
+    let owner = Uuid::new_v4();
+    let members: Vec<Uuid> = (0..399).map(|_| Uuid::new_v4()).collect();
+    let conv = app.create_group(owner, &members).await;
+    let sender = *members.last().unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    // The writers run with the generic plan (startup.rs); the other routes with PostgreSQL's
+    // default, which also switches to a generic plan after five runs of a statement.
+    for mode in ["auto", "force_generic_plan"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("set plan_cache_mode = {mode}")))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        for round in 0..7 {
+            sqlx::query("begin").execute(&mut *conn).await.unwrap();
+            let before = participant_fetches(&mut conn).await;
+            let text = format!("{mode} {round}");
+            let stored = insert_batch(&mut conn, &[new(conv, sender, &text, None)])
+                .await
+                .unwrap();
+            assert_eq!(stored.len(), 1);
+            let membership = participants::membership(&mut conn, conv, sender)
+                .await
+                .unwrap();
+            assert!(membership.is_some(), "the sender is an active member");
+            let read = participant_fetches(&mut conn).await - before;
+            sqlx::query("commit").execute(&mut *conn).await.unwrap();
+            assert!(
+                read <= 2,
+                "{mode}, round {round}: {read} participant rows fetched for one send and one \
+                 membership check in a group of 400"
+            );
+        }
+    }
 }
 
 #[tokio::test]
