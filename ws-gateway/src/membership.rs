@@ -8,8 +8,9 @@
 //! for a connection); a lone connect is still one query, sent at once. Each query is driven by
 //! `idx_participants_user_conversations (user_id, conversation_id) where left_at is null`; the
 //! per-conversation member lists come from `idx_participants_conversation_active
-//! (conversation_id, user_id) where left_at is null`. The member count that decides whether a conversation propagates presence stops counting at
-//! `PRESENCE_MAX_MEMBERS + 1`, so a 100K-member channel costs 101 index entries, not 100K.
+//! (conversation_id, user_id) where left_at is null`. The member count that decides whether a
+//! conversation propagates presence stops counting at `PRESENCE_MAX_MEMBERS + 1`, so a
+//! 100K-member channel costs 101 index entries, not 100K.
 //! Every active conversation is returned, archived ones included, without an upper bound.
 
 use std::{collections::HashMap, sync::Arc};
