@@ -764,6 +764,10 @@ impl Fanout {
                 return;
             }
         };
+        if event.occurred_at_us > 0 {
+            let lag_us = now_us().saturating_sub(event.occurred_at_us).max(0);
+            self.metrics.event_lag.observe(lag_us as f64 / 1e6);
+        }
         let frame = match shared_proto::json::client_frame(&event)
             .map_err(|e| e.to_string())
             .and_then(|json| Utf8Bytes::try_from(json).map_err(|e| e.to_string()))

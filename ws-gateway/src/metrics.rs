@@ -5,8 +5,14 @@
 //! small fixed set of values (never a user or conversation id).
 
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// Buckets of `ws_gateway_event_lag_seconds`: 250 µs to 2.5 s.
+pub const LAG_BUCKETS: [f64; 13] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 /// Every metric of the gateway. Cheap to share behind an `Arc`.
 pub struct Metrics {
@@ -22,6 +28,10 @@ pub struct Metrics {
     pub events_in: IntCounterVec,
     /// Events that could not be decoded or rendered (dropped, logged).
     pub events_invalid: IntCounter,
+    /// Seconds from an event's `occurred_at` (its publisher's clock, just before publishing) to
+    /// its receipt here from NATS: the NATS leg of delivery latency, plus any clock difference
+    /// between the two hosts. What follows (queueing per socket, the write) is not included.
+    pub event_lag: Histogram,
     /// WebSocket data frames written (a frame carries every event queued for the socket).
     pub frames_out: IntCounter,
     /// Events written to sockets (deliveries): `events_out / frames_out` is the mean batch.
@@ -82,6 +92,17 @@ impl Metrics {
                 &registry,
                 "ws_gateway_events_invalid_total",
                 "Events from NATS that could not be decoded or rendered",
+            ),
+            event_lag: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ws_gateway_event_lag_seconds",
+                        "From an event's occurred_at to its receipt from NATS",
+                    )
+                    .buckets(LAG_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
             ),
             frames_out: counter(
                 &registry,

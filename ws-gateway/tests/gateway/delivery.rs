@@ -106,3 +106,51 @@ async fn personal_events_reach_every_socket_of_their_user_only() {
     let next = alice_1.next_event_skipping(&skip).await;
     assert_eq!(next["type"], "message.new", "{next}");
 }
+
+#[tokio::test]
+async fn the_nats_leg_of_each_event_is_measured_from_its_occurred_at() {
+    let env = TestEnv::new().await;
+    let gateway = InProcessGateway::start(&env, &[]).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let room = env.conversation("group", &[alice, bob]).await;
+    let (mut alice_socket, _) = connect(&env, gateway.port, alice).await;
+    let skip = ["presence.online", "presence.offline"];
+    let lag = |le: &'static str| {
+        let env = &env;
+        async move {
+            let labels = format!(r#"le="{le}""#);
+            env.metric(gateway.port, "ws_gateway_event_lag_seconds_bucket", &labels)
+                .await
+        }
+    };
+
+    // Published 300 ms after it occurred (as if NATS or the gateway had held it that long).
+    let mut late = message_new(room, bob, 1, "late");
+    late.occurred_at_us -= 300_000;
+    env.publish_to_conversation(room, late).await;
+    assert_eq!(
+        alice_socket.next_event_skipping(&skip).await["payload"]["content"],
+        "late"
+    );
+    // Without an occurred_at there is nothing to measure: not observed.
+    let mut undated = message_new(room, bob, 2, "undated");
+    undated.occurred_at_us = 0;
+    env.publish_to_conversation(room, undated).await;
+    assert_eq!(
+        alice_socket.next_event_skipping(&skip).await["payload"]["content"],
+        "undated"
+    );
+
+    // Other events (the presence of these sockets) are measured too, all well under 250 ms.
+    let count = env
+        .metric(gateway.port, "ws_gateway_event_lag_seconds_count", "")
+        .await;
+    assert_eq!(count - lag("0.25").await, 1.0, "one event over 250 ms");
+    assert_eq!(
+        lag("0.5").await - lag("0.25").await,
+        1.0,
+        "and under 500 ms"
+    );
+    // Measured, the undated one would have lagged 56 years.
+    assert_eq!(count, lag("2.5").await, "nothing over 2.5 s");
+}
