@@ -8,6 +8,7 @@
 //!   of ephemeral ports.
 //! - [`client`]: the identity of a simulated user (jwt or header mode), the REST calls the
 //!   scenarios need and the WebSocket connect (optionally bound to a source address).
+//! - [`prom`]: a histogram read off a service's `/metrics` (the gateway's NATS leg of delivery).
 //! - [`report`]: one scenario's result (metrics + parameters) as a table and as JSON, the
 //!   machine it ran on, and the merge of several results into one file.
 //! - [`scenarios`]: `send`, `fanout`, `idle`, `storm`, `fleet`, `pg-baseline` and the hidden
@@ -15,6 +16,7 @@
 
 pub mod client;
 pub mod ledger;
+pub mod prom;
 pub mod report;
 pub mod scenarios;
 pub mod spread;

@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::{
     client::{self, Api, AuthArgs, Identity},
     ledger::{self, Tally},
+    prom::{self, Buckets},
     report::Report,
     scenarios::{
         nanos_since, secs,
@@ -239,6 +240,13 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         }
     }
 
+    // The gateways' own count of the NATS leg, read before and after the run (the difference is
+    // this run's); a gateway that does not answer only loses that split.
+    let metrics_http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let lag_before = gateway_lag(&metrics_http, &args.gateways).await;
+
     // Publish.
     let headers: Arc<Vec<(&'static str, String)>> =
         Arc::new(users.iter().map(|&u| identity.header(u)).collect());
@@ -363,6 +371,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let grace_used = grace_started.elapsed().as_secs_f64();
     stop.cancel();
+    let lag_after = gateway_lag(&metrics_http, &args.gateways).await;
 
     let mut e2e = Latencies::new();
     let mut total_tally = Tally::default();
@@ -405,6 +414,12 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     report.metric("unexpected deliveries", total_tally.unexpected as f64, "");
     report.latency("end-to-end", &e2e.summary());
     report.latency("http", &latencies.summary());
+    match (lag_before, lag_after) {
+        (Ok(before), Ok(after)) => report_nats_leg(&mut report, &before, &after),
+        (Err(e), _) | (_, Err(e)) => {
+            report.note(format!("no NATS-leg split: {e:#}"));
+        }
+    }
     report.metric("sockets dropped during the run", dropped as f64, "");
     report.metric("grace used", grace_used, "s");
     if first_not_snapshot > 0 {
@@ -425,6 +440,41 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         report.note(format!("socket error ×{v}: {k}"));
     }
     Ok(report)
+}
+
+/// Each gateway's [`prom::EVENT_LAG`] histogram, in `gateways` order (duplicates read once).
+async fn gateway_lag(http: &reqwest::Client, gateways: &[String]) -> Result<Vec<Buckets>> {
+    let mut seen: Vec<&String> = Vec::new();
+    let mut all = Vec::new();
+    for url in gateways {
+        if seen.contains(&url) {
+            continue;
+        }
+        seen.push(url);
+        all.push(prom::fetch(http, url, prom::EVENT_LAG).await?);
+    }
+    Ok(all)
+}
+
+/// The NATS leg of this run (publish to the gateway's receipt, one event per message and gateway
+/// holding a member): bucket bounds of its quantiles, summed over the gateways.
+fn report_nats_leg(report: &mut Report, before: &[Buckets], after: &[Buckets]) {
+    let mut run = Buckets::default();
+    for (after, before) in after.iter().zip(before) {
+        run.add(&after.since(before));
+    }
+    report.metric("gateway NATS-leg events", run.count(), "");
+    for (label, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
+        match run.quantile_bound(q) {
+            Some(bound) if bound.is_finite() => {
+                report.metric(&format!("gateway NATS leg {label} ≤"), bound * 1e3, "ms")
+            }
+            Some(_) => report.note(format!(
+                "gateway NATS leg {label} above the histogram's last bound"
+            )),
+            None => {}
+        }
+    }
 }
 
 /// One member: connect, check the snapshot comes first, (optionally) wait for its group's
