@@ -353,6 +353,8 @@ impl Target {
 pub struct Fanout {
     state: Mutex<State>,
     nats: async_nats::Client,
+    /// Where the subscription tasks run ([`crate::intake`]).
+    intake: crate::intake::Intake,
     prefix: String,
     metrics: Arc<Metrics>,
     presence_max_members: usize,
@@ -364,6 +366,7 @@ pub struct Fanout {
 impl Fanout {
     pub fn new(
         nats: async_nats::Client,
+        intake: crate::intake::Intake,
         prefix: String,
         metrics: Arc<Metrics>,
         presence_max_members: usize,
@@ -373,6 +376,7 @@ impl Fanout {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             nats,
+            intake,
             prefix,
             metrics,
             presence_max_members,
@@ -595,7 +599,7 @@ impl Fanout {
             .nats_subscriptions
             .with_label_values(&[target.label()])
             .inc();
-        let task = tokio::spawn(async move {
+        let task = self.intake.handle().spawn(async move {
             let Some(mut subscriber) = subscribe(&fanout.nats, subject, &task_ready).await else {
                 return;
             };
@@ -619,7 +623,7 @@ impl Fanout {
             .nats_subscriptions
             .with_label_values(&["user"])
             .inc();
-        let task = tokio::spawn(async move {
+        let task = self.intake.handle().spawn(async move {
             let subject = subjects::all_users(&fanout.prefix);
             let Some(mut subscriber) = subscribe(&fanout.nats, subject, &task_ready).await else {
                 return;

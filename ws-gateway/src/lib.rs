@@ -19,6 +19,7 @@ pub mod config;
 pub mod connection;
 pub mod fanout;
 pub mod http;
+pub mod intake;
 pub mod membership;
 pub mod memory;
 pub mod metrics;

@@ -118,15 +118,20 @@ impl Application {
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
 
-        let nats = Box::pin(
-            async_nats::ConnectOptions::new()
-                .name(format!("ws-gateway {}", settings.gateway_id))
-                .retry_on_initial_connect()
-                .connection_timeout(Duration::from_secs(2))
-                .connect(settings.nats_url.as_str()),
-        )
-        .await
-        .context("cannot start the NATS client (NATS_URL)")?;
+        // The NATS client lives on the intake thread (crate::intake): its connection task is
+        // spawned where it connects.
+        let intake = crate::intake::Intake::start().context("cannot start the intake thread")?;
+        let connect = async_nats::ConnectOptions::new()
+            .name(format!("ws-gateway {}", settings.gateway_id))
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(settings.nats_url.clone());
+        let nats = intake
+            .handle()
+            .spawn(connect)
+            .await
+            .context("the intake thread stopped")?
+            .context("cannot start the NATS client (NATS_URL)")?;
         let redis = Arc::new(
             RedisConn::new(&settings.redis_url, REDIS_COMMAND_TIMEOUT).context("REDIS_URL")?,
         );
@@ -134,6 +139,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let fanout = Fanout::new(
             nats.clone(),
+            intake,
             settings.subject_prefix.clone(),
             Arc::clone(&metrics),
             settings.presence_max_members,

@@ -95,6 +95,7 @@ async fn a_second_socket_finding_a_pending_subscription_waits_until_it_is_confir
         .expect("NATS");
     let fanout = Fanout::new(
         nats,
+        ws_gateway::intake::Intake::start().expect("intake thread"),
         env.subject_prefix.clone(),
         Arc::new(Metrics::new()),
         100,
@@ -144,6 +145,7 @@ async fn a_removal_processed_while_a_socket_loads_its_list_is_not_undone_by_that
         .expect("NATS");
     let fanout = Fanout::new(
         nats,
+        ws_gateway::intake::Intake::start().expect("intake thread"),
         env.subject_prefix.clone(),
         Arc::new(Metrics::new()),
         100,

@@ -1,0 +1,97 @@
+//! The NATS intake thread: the NATS client's connection task and the subscription tasks that
+//! decode events and queue them for sockets run on a runtime of their own, on one thread.
+//!
+//! On the main runtime they shared the workers with every socket's task. Under fan-out load
+//! those tasks are many and each of their writes is a `sendto` that wakes a reader, so an event
+//! waiting in the NATS socket waited for the workers to get through the sockets' writes first:
+//! at 2,000 messages/s into groups of 10 the gateway took its events off NATS with a p99 of
+//! 10–25 ms, while another subscriber of the same subjects had them within 2 ms. On this thread,
+//! 98 % arrive within 2.5 ms, and the end-to-end p99 of a full-speed 100 × 10 fan-out went from
+//! 42–49 to 33 ms (BENCHMARKS.md, fifth round). The thread does little per event (decode, render
+//! once, push to the sockets' queues, whose tasks it wakes on the main runtime) and is woken by
+//! the NATS socket alone.
+
+use std::sync::Arc;
+
+use tokio::{runtime::Handle, sync::oneshot};
+
+/// The intake runtime; it stops when the last clone of this is dropped.
+#[derive(Clone)]
+pub struct Intake {
+    handle: Handle,
+    _stop: Arc<Stop>,
+}
+
+struct Stop(Option<oneshot::Sender<()>>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Intake {
+    /// Starts the thread (`ws-gateway-intake`) and its single-threaded runtime.
+    pub fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("ws-gateway-intake".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                // Tasks still running (subscriptions of a gateway being dropped) end here.
+                drop(runtime);
+            })?;
+        Ok(Self {
+            handle,
+            _stop: Arc::new(Stop(Some(stop))),
+        })
+    }
+
+    /// Where intake tasks are spawned.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn its_tasks_run_on_the_intake_thread_and_stop_with_the_last_clone() {
+        let intake = Intake::start().unwrap();
+        let thread = intake
+            .handle()
+            .spawn(async { std::thread::current().name().map(str::to_owned) })
+            .await
+            .unwrap();
+        assert_eq!(thread.as_deref(), Some("ws-gateway-intake"));
+
+        // A task that would run forever holds `held`; it is dropped when the runtime stops.
+        let (held, mut released) = oneshot::channel::<()>();
+        intake.handle().spawn(async move {
+            let _held = held;
+            std::future::pending::<()>().await;
+        });
+        let clone = intake.clone();
+        drop(intake);
+        let early = tokio::time::timeout(Duration::from_millis(200), &mut released).await;
+        assert!(early.is_err(), "still running while a clone is held");
+        drop(clone);
+        let outcome = tokio::time::timeout(Duration::from_secs(5), released).await;
+        assert!(
+            matches!(outcome, Ok(Err(_))),
+            "the task was dropped with the runtime"
+        );
+    }
+}
