@@ -386,6 +386,13 @@ impl Fanout {
         })
     }
 
+    /// Ends the NATS intake ([`crate::intake`]): the subscriptions and the NATS connection's
+    /// task stop, and with them the references they hold to this fan-out. For the end of a
+    /// gateway's life, after its drain.
+    pub fn stop_intake(&self) {
+        self.intake.stop();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than stopping delivery for everyone would.

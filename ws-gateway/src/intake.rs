@@ -11,25 +11,19 @@
 //! once, push to the sockets' queues, whose tasks it wakes on the main runtime) and is woken by
 //! the NATS socket alone.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::{runtime::Handle, sync::oneshot};
 
-/// The intake runtime; it stops when the last clone of this is dropped.
+/// The intake runtime. It stops on [`Intake::stop`] or when the last clone of this is dropped;
+/// its tasks (the NATS connection, the subscriptions) are dropped with it.
+///
+/// The subscription tasks hold the [`crate::fanout::Fanout`] that holds this, so a gateway that
+/// ends calls `stop` rather than waiting for the drop.
 #[derive(Clone)]
 pub struct Intake {
     handle: Handle,
-    _stop: Arc<Stop>,
-}
-
-struct Stop(Option<oneshot::Sender<()>>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        if let Some(stop) = self.0.take() {
-            let _ = stop.send(());
-        }
-    }
+    stop: Arc<Mutex<Option<oneshot::Sender<()>>>>,
 }
 
 impl Intake {
@@ -43,21 +37,33 @@ impl Intake {
         std::thread::Builder::new()
             .name("ws-gateway-intake".into())
             .spawn(move || {
+                // Ends on `stop` and also when the sender is dropped.
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
-                // Tasks still running (subscriptions of a gateway being dropped) end here.
                 drop(runtime);
             })?;
         Ok(Self {
             handle,
-            _stop: Arc::new(Stop(Some(stop))),
+            stop: Arc::new(Mutex::new(Some(stop))),
         })
     }
 
     /// Where intake tasks are spawned.
     pub fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    /// Stops the runtime (for every clone) and drops its tasks.
+    pub fn stop(&self) {
+        let sender = self
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.send(());
+        }
     }
 }
 
@@ -93,5 +99,21 @@ mod tests {
             matches!(outcome, Ok(Err(_))),
             "the task was dropped with the runtime"
         );
+    }
+
+    #[tokio::test]
+    async fn stop_ends_its_tasks_while_clones_are_still_held() {
+        let intake = Intake::start().unwrap();
+        let (held, released) = oneshot::channel::<()>();
+        // The task holds a clone itself, as the subscription tasks hold the fan-out that holds it.
+        let inner = intake.clone();
+        intake.handle().spawn(async move {
+            let (_held, _inner) = (held, inner);
+            std::future::pending::<()>().await;
+        });
+        intake.stop();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), released).await;
+        assert!(matches!(outcome, Ok(Err(_))), "the task was dropped");
+        intake.stop();
     }
 }

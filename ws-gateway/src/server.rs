@@ -273,6 +273,7 @@ impl Application {
         let _ = memory_task.await;
         state.presence.leave().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), state.nats.flush()).await;
+        state.fanout.stop_intake();
         tracing::info!("drained; bye");
         Ok(())
     }
