@@ -19,7 +19,7 @@ impl Buckets {
     /// The buckets of histogram `name` in a text exposition (label sets other than `le` summed).
     pub fn parse(text: &str, name: &str) -> Self {
         let prefix = format!("{name}_bucket{{");
-        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        let mut buckets = Self::default();
         for line in text.lines() {
             let Some(rest) = line.strip_prefix(&prefix) else {
                 continue;
@@ -45,13 +45,10 @@ impl Buckets {
             let Ok(count) = value.parse::<f64>() else {
                 continue;
             };
-            match buckets.iter_mut().find(|(b, _)| *b == bound) {
-                Some((_, c)) => *c += count,
-                None => buckets.push((bound, count)),
-            }
+            buckets.add_count(bound, count);
         }
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Self(buckets)
+        buckets.sort();
+        buckets
     }
 
     /// Observations in total (the `+Inf` bucket).
@@ -79,11 +76,20 @@ impl Buckets {
     /// Adds another process's buckets (same bounds expected; others are added as they come).
     pub fn add(&mut self, other: &Buckets) {
         for &(bound, count) in &other.0 {
-            match self.0.iter_mut().find(|(b, _)| *b == bound) {
-                Some((_, c)) => *c += count,
-                None => self.0.push((bound, count)),
-            }
+            self.add_count(bound, count);
         }
+        self.sort();
+    }
+
+    /// Adds `count` to the bucket bounded by `bound` (a new one if there is none; unsorted).
+    fn add_count(&mut self, bound: f64, count: f64) {
+        match self.0.iter_mut().find(|(b, _)| *b == bound) {
+            Some((_, c)) => *c += count,
+            None => self.0.push((bound, count)),
+        }
+    }
+
+    fn sort(&mut self) {
         self.0.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
 
