@@ -7,6 +7,11 @@ use api_service::{config::Settings, migrate, startup, telemetry};
 use clap::{Parser, Subcommand};
 use sqlx::Connection;
 
+/// mimalloc instead of glibc's allocator (BENCHMARKS.md, fifth round): a request allocates and
+/// frees many small blocks on one worker thread and often frees them on another.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "api-service", version, about = "ReTiCh Messaging REST API")]
 struct Cli {
