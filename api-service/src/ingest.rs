@@ -179,11 +179,15 @@ struct Stages {
 /// where the pool checks it — after any error but one PostgreSQL answered, and taken again for
 /// the next write. One left idle for [`Held::IDLE_CHECK`] is checked before its next write, as
 /// the pool would have, so a connection the server closed meanwhile (a restart, an idle
-/// timeout, `pg_terminate_backend`) costs no send its answer.
+/// timeout, `pg_terminate_backend`) costs no send its answer. One kept for the pool's
+/// `max_lifetime` is given back before the next write, where the pool retires it (the
+/// connection is at least that old), as it would any connection in its care.
 #[derive(Default)]
 struct Held {
     conn: Option<PoolConnection<Postgres>>,
     last_used: Option<Instant>,
+    /// When the kept connection was taken from the pool.
+    taken: Option<Instant>,
 }
 
 impl Held {
@@ -192,6 +196,13 @@ impl Held {
     /// The connection for the next write: the one kept (checked first if it sat idle), or a
     /// new one from the pool.
     async fn take(&mut self, pool: &PgPool) -> sqlx::Result<&mut PoolConnection<Postgres>> {
+        let lifetime = pool.options().get_max_lifetime();
+        if self.conn.is_some()
+            && let (Some(taken), Some(lifetime)) = (self.taken, lifetime)
+            && taken.elapsed() >= lifetime
+        {
+            self.conn = None;
+        }
         if let Some(conn) = &mut self.conn
             && self
                 .last_used
@@ -202,7 +213,11 @@ impl Held {
         }
         match &mut self.conn {
             Some(conn) => Ok(conn),
-            slot => Ok(slot.insert(pool.acquire().await?)),
+            slot => {
+                let conn = pool.acquire().await?;
+                self.taken = Some(Instant::now());
+                Ok(slot.insert(conn))
+            }
         }
     }
 
@@ -491,6 +506,47 @@ pub const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The backend behind the kept connection.
+    async fn backend(held: &mut Held, pool: &PgPool) -> i32 {
+        let conn = held.take(pool).await.expect("connection");
+        let pid = sqlx::query_scalar::<_, i32>("select pg_backend_pid()")
+            .fetch_one(&mut **conn)
+            .await;
+        held.used(&pid);
+        pid.expect("pid")
+    }
+
+    fn pool(max_lifetime: Option<Duration>) -> PgPool {
+        let url = std::env::var("TEST_DATABASE_ADMIN_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned());
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(max_lifetime)
+            .connect_lazy(&url)
+            .expect("database URL")
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_is_retired_once_it_reaches_the_pools_max_lifetime() {
+        // Without a lifetime the same backend serves every write.
+        let (forever, mut held) = (pool(None), Held::default());
+        let first = backend(&mut held, &forever).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(backend(&mut held, &forever).await, first);
+
+        let (short, mut held) = (pool(Some(Duration::from_millis(500))), Held::default());
+        let first = backend(&mut held, &short).await;
+        assert_eq!(backend(&mut held, &short).await, first, "kept while young");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let second = backend(&mut held, &short).await;
+        assert_ne!(second, first, "a new backend after the lifetime");
+        assert_eq!(
+            backend(&mut held, &short).await,
+            second,
+            "and that one is kept"
+        );
+    }
 
     fn request(kind: &str) -> SendRequest {
         SendRequest {
