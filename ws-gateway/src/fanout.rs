@@ -622,6 +622,13 @@ impl Fanout {
     /// Spawns the `<prefix>.user.*` subscription and the [`PERSONAL_WORKERS`] tasks it feeds
     /// (module docs): events of users without a socket here are dropped undecoded, the others go
     /// to the worker of their user, which handles them in order.
+    ///
+    /// The subscription reads on the intake thread ([`crate::intake`]); the workers run on the
+    /// caller's runtime (the main one). A `conversation.joined` carries its whole participant
+    /// list, so creating a group of 1,000 puts 1,000 events of ~130 KB each on this subject.
+    /// Decoded and rendered on the intake thread, they held up the NATS connection's own task
+    /// there, and the round trips that confirm new subscriptions timed out (sixteen in one
+    /// 10 × 1,000 setup), after which a group's first messages may be missed.
     fn spawn_personal(self: &Arc<Self>) -> (AbortHandle, Readiness) {
         let ready = Readiness::new();
         let task_ready = ready.clone();
@@ -630,27 +637,26 @@ impl Fanout {
             .nats_subscriptions
             .with_label_values(&["user"])
             .inc();
+        // Each worker ends when the subscription task (holding every sender) ends or is aborted.
+        let workers: Vec<mpsc::Sender<(Uuid, async_nats::Message)>> = (0..PERSONAL_WORKERS)
+            .map(|_| {
+                let (tx, mut rx) = mpsc::channel::<(Uuid, async_nats::Message)>(PERSONAL_BACKLOG);
+                let fanout = Arc::clone(&fanout);
+                tokio::spawn(async move {
+                    while let Some((user, message)) = rx.recv().await {
+                        fanout
+                            .handle(Target::User(user), &message.subject, message.payload)
+                            .await;
+                    }
+                });
+                tx
+            })
+            .collect();
         let task = self.intake.handle().spawn(async move {
             let subject = subjects::all_users(&fanout.prefix);
             let Some(mut subscriber) = subscribe(&fanout.nats, subject, &task_ready).await else {
                 return;
             };
-            // Each worker ends when this task (holding every sender) ends or is aborted.
-            let workers: Vec<mpsc::Sender<(Uuid, async_nats::Message)>> = (0..PERSONAL_WORKERS)
-                .map(|_| {
-                    let (tx, mut rx) =
-                        mpsc::channel::<(Uuid, async_nats::Message)>(PERSONAL_BACKLOG);
-                    let fanout = Arc::clone(&fanout);
-                    tokio::spawn(async move {
-                        while let Some((user, message)) = rx.recv().await {
-                            fanout
-                                .handle(Target::User(user), &message.subject, message.payload)
-                                .await;
-                        }
-                    });
-                    tx
-                })
-                .collect();
             while let Some(message) = subscriber.next().await {
                 let Some(subjects::Subject::User(user)) =
                     subjects::parse(&fanout.prefix, &message.subject)
