@@ -1,5 +1,8 @@
-//! The NATS intake thread: the NATS client's connection task and the subscription tasks that
-//! decode events and queue them for sockets run on a runtime of their own, on one thread.
+//! The NATS intake thread: the NATS client's connection task and the subscription tasks run on
+//! a runtime of their own, on one thread. The conversation and presence subscriptions decode
+//! their events and queue them for sockets there; the personal subscription only routes its
+//! events to workers on the main runtime, because a `conversation.joined` of a large group is
+//! large to decode ([`crate::fanout`]).
 //!
 //! On the main runtime they shared the workers with every socket's task. Under fan-out load
 //! those tasks are many and each of their writes is a `sendto` that wakes a reader, so an event
