@@ -29,8 +29,10 @@ pub struct Metrics {
     /// Events that could not be decoded or rendered (dropped, logged).
     pub events_invalid: IntCounter,
     /// Seconds from an event's `occurred_at` (its publisher's clock, just before publishing) to
-    /// its receipt here from NATS: the NATS leg of delivery latency, plus any clock difference
-    /// between the two hosts. What follows (queueing per socket, the write) is not included.
+    /// the moment this gateway decodes it: NATS, then the wait for the task that handles it (the
+    /// subscription's on the intake thread; for personal events, also the hand-over to a worker
+    /// on the main runtime), plus any clock difference between the two hosts. What follows
+    /// (queueing per socket, the write) is not included.
     pub event_lag: Histogram,
     /// WebSocket data frames written (a frame carries every event queued for the socket).
     pub frames_out: IntCounter,
