@@ -4,6 +4,13 @@
 //! - `<prefix>.conv.<conversation_id>`: everything that happens inside a conversation;
 //! - `<prefix>.user.<user_id>`: what concerns one user personally (`conversation.joined`,
 //!   `conversation.left`);
+//! - `<prefix>.user.many.<conversation_id>`: a personal event addressed to several users at once
+//!   (the `conversation.joined` of a create or an add; the users are the event's
+//!   `target_user_ids`). Published once however many users it concerns (split over as few
+//!   messages as the server's `max_payload` allows): one event per user, each carrying the whole
+//!   conversation, would make a group of N cost N² on NATS. It shares the
+//!   `<prefix>.user.>` subscription with the personal subjects, so that a gateway handles a
+//!   user's joins and departures in the order they were published.
 //! - `<prefix>.presence.<user_id>`: presence changes of one user.
 //!
 //! Ids are written lowercase hyphenated. The prefix (default `retich`; tests use their own) is
@@ -16,6 +23,8 @@ use uuid::Uuid;
 const CONVERSATION: &str = "conv";
 /// The token after the prefix in personal subjects.
 const USER: &str = "user";
+/// The tokens after the prefix in subjects of personal events addressed to several users.
+const USERS: &str = "user.many";
 /// The token after the prefix in presence subjects.
 const PRESENCE: &str = "presence";
 
@@ -39,6 +48,8 @@ pub enum Subject {
     Conversation(Uuid),
     /// `<prefix>.user.<id>`
     User(Uuid),
+    /// `<prefix>.user.many.<conversation_id>`
+    Users(Uuid),
     /// `<prefix>.presence.<id>`
     Presence(Uuid),
 }
@@ -49,6 +60,7 @@ impl Subject {
         match self {
             Self::Conversation(id) => conversation(prefix, id),
             Self::User(id) => user(prefix, id),
+            Self::Users(id) => users(prefix, id),
             Self::Presence(id) => presence(prefix, id),
         }
     }
@@ -82,6 +94,12 @@ pub fn user(prefix: &str, user_id: &Uuid) -> String {
     with_id(prefix, USER, user_id)
 }
 
+/// `<prefix>.user.many.<conversation_id>`: the subject of a personal event about
+/// `conversation_id` addressed to several users (module docs).
+pub fn users(prefix: &str, conversation_id: &Uuid) -> String {
+    with_id(prefix, USERS, conversation_id)
+}
+
 /// `<prefix>.presence.<user_id>`: the subject of one user's presence changes.
 pub fn presence(prefix: &str, user_id: &Uuid) -> String {
     with_id(prefix, PRESENCE, user_id)
@@ -97,15 +115,18 @@ pub fn all_conversations(prefix: &str) -> String {
     format!("{prefix}.{CONVERSATION}.*")
 }
 
-/// `<prefix>.user.*`: every user's personal events.
+/// `<prefix>.user.>`: every personal event, whether addressed to one user or to several.
 pub fn all_users(prefix: &str) -> String {
-    format!("{prefix}.{USER}.*")
+    format!("{prefix}.{USER}.>")
 }
 
 /// Recognises a subject built by this module under `prefix`. Anything else — another prefix, an
 /// unknown kind, a wildcard, an id that is not a lowercase hyphenated UUID — is `None`.
 pub fn parse(prefix: &str, subject: &str) -> Option<Subject> {
     let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+    if let Some(conversation) = rest.strip_prefix(USERS).and_then(|id| id.strip_prefix('.')) {
+        return parse_id(conversation).map(Subject::Users);
+    }
     let (kind, id) = rest.split_once('.')?;
     let id = parse_id(id)?;
     match kind {

@@ -29,6 +29,7 @@ fn event(kind: EventKind, conversation_id: &str, body: Body) -> Event {
         actor_id: ALICE.into(),
         occurred_at_us: T1166,
         target_user_id: None,
+        target_user_ids: vec![],
         body: Some(body),
     }
 }

@@ -207,6 +207,7 @@ fn every_body_variant_survives_an_encode_decode_round_trip() {
             actor_id: ALICE.into(),
             occurred_at_us: T,
             target_user_id: (kind == EventKind::ConversationJoined).then(|| BOB.into()),
+            target_user_ids: vec![],
             body: Some(body),
         };
         let bytes = event.encode_to_vec();

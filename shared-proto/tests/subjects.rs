@@ -16,6 +16,10 @@ fn subjects_are_prefix_kind_and_lowercase_hyphenated_id() {
         "retich.user.6f1c2a4e-8b3d-4c1a-9e2f-0a1b2c3d4e5f"
     );
     assert_eq!(
+        subjects::users("retich", &ID),
+        "retich.user.many.6f1c2a4e-8b3d-4c1a-9e2f-0a1b2c3d4e5f"
+    );
+    assert_eq!(
         subjects::presence("test.t1", &ID),
         "test.t1.presence.6f1c2a4e-8b3d-4c1a-9e2f-0a1b2c3d4e5f"
     );
@@ -25,7 +29,7 @@ fn subjects_are_prefix_kind_and_lowercase_hyphenated_id() {
 fn wildcard_helpers_cover_one_kind_under_the_prefix() {
     assert_eq!(subjects::all_presence("retich"), "retich.presence.*");
     assert_eq!(subjects::all_conversations("retich"), "retich.conv.*");
-    assert_eq!(subjects::all_users("retich"), "retich.user.*");
+    assert_eq!(subjects::all_users("retich"), "retich.user.>");
 }
 
 #[test]
@@ -34,6 +38,7 @@ fn every_built_subject_parses_back_to_what_built_it() {
         for subject in [
             Subject::Conversation(ID),
             Subject::User(ID),
+            Subject::Users(ID),
             Subject::Presence(Uuid::nil()),
         ] {
             let name = subject.to_subject(prefix);
@@ -52,6 +57,13 @@ fn parsing_rejects_foreign_prefixes_kinds_and_id_forms() {
         format!("retich.conv.{}", id.to_uppercase()),
         format!("retich.conv.{}", id.replace('-', "")),
         format!("retich.conv.{id}.extra"),
+        format!("retich.user.many.{id}.extra"),
+        format!("retich.user.many.{}", id.to_uppercase()),
+        format!("retich.user.{id}.{id}"),
+        format!("retich.conv.many.{id}"),
+        format!("retich.presence.many.{id}"),
+        "retich.user.many".to_owned(),
+        "retich.user.many.*".to_owned(),
         "retich.conv.*".to_owned(),
         "retich.conv".to_owned(),
         "retich".to_owned(),

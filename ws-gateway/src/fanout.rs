@@ -19,9 +19,13 @@
 //!
 //! # Personal events: one wildcard subscription
 //!
-//! `<prefix>.user.<id>` is read through one subscription to `<prefix>.user.*` for the gateway's
+//! `<prefix>.user.<id>` is read through one subscription to `<prefix>.user.>` for the gateway's
 //! whole life, filtered locally (events of users without a socket here are dropped before being
-//! decoded), as presence is. A subscription per user cost ~9 KiB per socket (the subscriber's
+//! decoded), as presence is. The same subscription carries `<prefix>.user.many.<conversation_id>`:
+//! one `conversation.joined` addressed to all the users a create or an add concerns
+//! (`target_user_ids`), instead of one per user each carrying the whole conversation (quadratic in
+//! the group size on NATS); every worker handles it for its own local users among the targets,
+//! and since one subscription reads both, a user's joins and departures keep their order. A subscription per user cost ~9 KiB per socket (the subscriber's
 //! channel block alone is 32 × `async_nats::Message`, ~6 KiB, plus its task) — more than the
 //! whole per-socket budget — and a `SUB`, a flush and an `UNSUB` per connect and disconnect, which
 //! dominated a reconnect storm. The price is that every gateway receives every personal event of
@@ -310,7 +314,7 @@ struct State {
     presence_index: HashMap<Uuid, Vec<Uuid>>,
     /// The task reading `<prefix>.presence.*`.
     presence_subscription: Option<AbortHandle>,
-    /// The task reading `<prefix>.user.*` and handing events to the personal workers; aborting
+    /// The task reading `<prefix>.user.>` and handing events to the personal workers; aborting
     /// it drops the workers' senders, which ends them.
     personal_subscription: Option<AbortHandle>,
 }
@@ -336,6 +340,9 @@ pub struct Registration {
 enum Target {
     Conversation(Uuid),
     User(Uuid),
+    /// A personal event addressed to several users, handled by the personal worker of this index
+    /// for the local users among them that are its own.
+    Users(usize),
     Presence,
 }
 
@@ -343,7 +350,7 @@ impl Target {
     fn label(self) -> &'static str {
         match self {
             Self::Conversation(_) => "conversation",
-            Self::User(_) => "user",
+            Self::User(_) | Self::Users(_) => "user",
             Self::Presence => "presence",
         }
     }
@@ -399,7 +406,7 @@ impl Fanout {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Subscribes to `<prefix>.presence.*` and `<prefix>.user.*` (once per gateway, for its
+    /// Subscribes to `<prefix>.presence.*` and `<prefix>.user.>` (once per gateway, for its
     /// whole life) and waits until the NATS server has both subscriptions. Before this, no
     /// personal or presence event reaches a socket.
     pub async fn start(self: &Arc<Self>) {
@@ -619,9 +626,10 @@ impl Fanout {
         (task.abort_handle(), ready)
     }
 
-    /// Spawns the `<prefix>.user.*` subscription and the [`PERSONAL_WORKERS`] tasks it feeds
+    /// Spawns the `<prefix>.user.>` subscription and the [`PERSONAL_WORKERS`] tasks it feeds
     /// (module docs): events of users without a socket here are dropped undecoded, the others go
-    /// to the worker of their user, which handles them in order.
+    /// to the worker of their user, which handles them in order. An event addressed to several
+    /// users goes to every worker, each of which decodes it and handles its own local users.
     ///
     /// The subscription reads on the intake thread ([`crate::intake`]); the workers run on the
     /// caller's runtime (the main one). A `conversation.joined` carries its whole participant
@@ -638,14 +646,14 @@ impl Fanout {
             .with_label_values(&["user"])
             .inc();
         // Each worker ends when the subscription task (holding every sender) ends or is aborted.
-        let workers: Vec<mpsc::Sender<(Uuid, async_nats::Message)>> = (0..PERSONAL_WORKERS)
+        let workers: Vec<mpsc::Sender<(Target, async_nats::Message)>> = (0..PERSONAL_WORKERS)
             .map(|_| {
-                let (tx, mut rx) = mpsc::channel::<(Uuid, async_nats::Message)>(PERSONAL_BACKLOG);
+                let (tx, mut rx) = mpsc::channel::<(Target, async_nats::Message)>(PERSONAL_BACKLOG);
                 let fanout = Arc::clone(&fanout);
                 tokio::spawn(async move {
-                    while let Some((user, message)) = rx.recv().await {
+                    while let Some((target, message)) = rx.recv().await {
                         fanout
-                            .handle(Target::User(user), &message.subject, message.payload)
+                            .handle(target, &message.subject, message.payload)
                             .await;
                     }
                 });
@@ -658,17 +666,28 @@ impl Fanout {
                 return;
             };
             while let Some(message) = subscriber.next().await {
-                let Some(subjects::Subject::User(user)) =
-                    subjects::parse(&fanout.prefix, &message.subject)
-                else {
-                    continue;
-                };
-                if !fanout.is_local(&user) {
-                    continue;
-                }
-                let worker = (user.as_u64_pair().1 % PERSONAL_WORKERS as u64) as usize;
-                if workers[worker].send((user, message)).await.is_err() {
-                    return;
+                match subjects::parse(&fanout.prefix, &message.subject) {
+                    Some(subjects::Subject::User(user)) => {
+                        if !fanout.is_local(&user) {
+                            continue;
+                        }
+                        let worker = &workers[personal_worker(&user)];
+                        if worker.send((Target::User(user), message)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(subjects::Subject::Users(_)) => {
+                        for (index, worker) in workers.iter().enumerate() {
+                            if worker
+                                .send((Target::Users(index), message.clone()))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
         });
@@ -785,6 +804,18 @@ impl Fanout {
             let lag_us = now_us().saturating_sub(event.occurred_at_us).max(0);
             self.metrics.event_lag.observe(lag_us as f64 / 1e6);
         }
+        // The users of a personal event: its one target, or this worker's local share of many.
+        let personal = match target {
+            Target::User(user) => vec![user],
+            Target::Users(worker) => {
+                let users = self.local_targets(worker, &event.target_user_ids);
+                if users.is_empty() {
+                    return;
+                }
+                users
+            }
+            Target::Conversation(_) | Target::Presence => Vec::new(),
+        };
         let frame = match shared_proto::json::client_frame(&event)
             .map_err(|e| e.to_string())
             .and_then(|json| Utf8Bytes::try_from(json).map_err(|e| e.to_string()))
@@ -806,7 +837,9 @@ impl Fanout {
             Target::Conversation(conversation) => {
                 self.deliver_to_room(conversation, kind, &event, &frame)
             }
-            Target::User(user) => self.deliver_personal(user, kind, &event, &frame).await,
+            Target::User(_) | Target::Users(_) => {
+                self.deliver_personal(&personal, kind, &event, &frame).await
+            }
             Target::Presence => {
                 if let Some(subjects::Subject::Presence(user)) =
                     subjects::parse(&self.prefix, subject)
@@ -900,10 +933,22 @@ impl Fanout {
         }
     }
 
-    /// A personal event: membership changes, then the user's sockets.
+    /// The local users among `targets` (ids as published) whose personal events `worker`
+    /// handles.
+    fn local_targets(&self, worker: usize, targets: &[String]) -> Vec<Uuid> {
+        let state = self.lock();
+        targets
+            .iter()
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .filter(|user| personal_worker(user) == worker && state.users.contains_key(user))
+            .collect()
+    }
+
+    /// A personal event for `users` (local, all of one worker): membership changes, then their
+    /// sockets.
     async fn deliver_personal(
         self: &Arc<Self>,
-        user: Uuid,
+        users: &[Uuid],
         kind: EventKind,
         event: &Event,
         frame: &Utf8Bytes,
@@ -911,24 +956,34 @@ impl Fanout {
         match &event.body {
             Some(Body::ConversationJoined(joined)) if kind == EventKind::ConversationJoined => {
                 if let Some(conversation) = self.joined_conversation(joined) {
-                    let ready = {
+                    // Every user joins the one subscription of the conversation: one wait.
+                    let mut ready = None;
+                    {
                         let mut state = self.lock();
-                        self.join_locked(&mut state, user, conversation)
-                    };
+                        for user in users {
+                            let settling =
+                                self.join_locked(&mut state, *user, conversation.clone());
+                            ready = ready.or(settling);
+                        }
+                    }
                     self.settle(ready.into_iter().collect()).await;
                 }
             }
             Some(Body::ConversationLeft(left)) if kind == EventKind::ConversationLeft => {
                 if let Ok(conversation) = Uuid::parse_str(&left.conversation_id) {
                     let mut state = self.lock();
-                    self.leave_locked(&mut state, user, conversation);
+                    for user in users {
+                        self.leave_locked(&mut state, *user, conversation);
+                    }
                 }
             }
             _ => {}
         }
         let state = self.lock();
-        if let Some(local) = state.users.get(&user) {
-            self.send_to_user(local, frame);
+        for user in users {
+            if let Some(local) = state.users.get(user) {
+                self.send_to_user(local, frame);
+            }
         }
     }
 
@@ -988,6 +1043,11 @@ impl Fanout {
             }
         }
     }
+}
+
+/// The personal worker that handles `user`'s events (module docs).
+fn personal_worker(user: &Uuid) -> usize {
+    (user.as_u64_pair().1 % PERSONAL_WORKERS as u64) as usize
 }
 
 /// Replaces the presence members of `entry` (and the index entries that point at it).

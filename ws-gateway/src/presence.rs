@@ -373,6 +373,7 @@ impl PresenceStore {
             actor_id: user.to_string(),
             occurred_at_us: crate::fanout::now_us(),
             target_user_id: None,
+            target_user_ids: vec![],
             body: Some(Body::Presence(Presence {
                 user_id: user.to_string(),
             })),

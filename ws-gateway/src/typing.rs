@@ -211,6 +211,7 @@ impl TypingStore {
             actor_id: actor.map(|a| a.to_string()).unwrap_or_default(),
             occurred_at_us: crate::fanout::now_us(),
             target_user_id: None,
+            target_user_ids: vec![],
             body: Some(Body::Typing(Typing {
                 user_id: user.to_string(),
                 payload_json,

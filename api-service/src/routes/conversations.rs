@@ -277,18 +277,18 @@ impl ConversationsApi {
         let body = Body::ConversationJoined(pb::ConversationJoined {
             detail: Some((&detail).into()),
         });
-        for p in &detail.participants {
-            state
-                .events
-                .publish(
-                    EventKind::ConversationJoined,
-                    Audience::User(p.user_id),
-                    detail.conversation.id,
-                    user,
-                    body.clone(),
-                )
-                .await;
-        }
+        // One event for every participant (events.rs): each copy would carry the whole list.
+        let everyone = detail.participants.iter().map(|p| p.user_id).collect();
+        state
+            .events
+            .publish(
+                EventKind::ConversationJoined,
+                Audience::Users(everyone),
+                detail.conversation.id,
+                user,
+                body,
+            )
+            .await;
         Ok(Data(detail))
     }
 

@@ -111,8 +111,9 @@ fn participant_updated(p: &Participant) -> Body {
 }
 
 impl ParticipantsApi {
-    /// The events of users joining (§6.1, §6.4): `conversation.joined` to each of them, then one
-    /// `participant.added` listing them all to the conversation.
+    /// The events of users joining (§6.1, §6.4): `conversation.joined` to each of them (one
+    /// event addressed to all of them, events.rs), then one `participant.added` listing them all
+    /// to the conversation.
     async fn announce_joined(
         state: &AppState,
         actor: Uuid,
@@ -123,18 +124,16 @@ impl ParticipantsApi {
         let joined = Body::ConversationJoined(pb::ConversationJoined {
             detail: Some(detail.into()),
         });
-        for p in added {
-            state
-                .events
-                .publish(
-                    EventKind::ConversationJoined,
-                    Audience::User(p.user_id),
-                    conversation,
-                    actor,
-                    joined.clone(),
-                )
-                .await;
-        }
+        state
+            .events
+            .publish(
+                EventKind::ConversationJoined,
+                Audience::Users(added.iter().map(|p| p.user_id).collect()),
+                conversation,
+                actor,
+                joined,
+            )
+            .await;
         let body = Body::ParticipantsAdded(pb::ParticipantsAdded {
             conversation_id: conversation.to_string(),
             participants: added.iter().map(Into::into).collect(),

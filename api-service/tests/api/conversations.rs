@@ -82,6 +82,9 @@ async fn creating_a_group_makes_the_caller_owner_and_tells_every_participant() {
     let mut joined_a = app.user_events(a).await;
     let mut joined_b = app.user_events(b).await;
     let mut joined_c = app.user_events(c).await;
+    let mut all_personal = app
+        .events_on(shared_proto::subjects::all_users(&app.nats_prefix))
+        .await;
 
     let r = create(
         &app,
@@ -162,6 +165,15 @@ async fn creating_a_group_makes_the_caller_owner_and_tells_every_participant() {
         assert_eq!(frame["payload"], data);
         events.assert_quiet(200).await;
     }
+    // all three heard it from one NATS message addressed to them in the detail's order: a copy
+    // per participant would carry the whole participant list each time
+    let event = all_personal.next().await;
+    assert_eq!(event.target_user_id, None);
+    assert_eq!(
+        event.target_user_ids,
+        [a.to_string(), c.to_string(), b.to_string()]
+    );
+    all_personal.assert_quiet(200).await;
 }
 
 #[tokio::test]

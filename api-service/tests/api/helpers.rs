@@ -338,9 +338,18 @@ impl TestApp {
         .await
     }
 
-    /// Subscribes to a user's personal NATS subject.
+    /// Subscribes to every event on `subject` (a wildcard is allowed).
+    pub async fn events_on(&self, subject: String) -> Events {
+        Events::subscribe(subject).await
+    }
+
+    /// Subscribes to what reaches a user personally: events on the user's subject, and those on
+    /// `user.many.<conversation>` that list the user among their `target_user_ids`.
     pub async fn user_events(&self, user: Uuid) -> Events {
-        Events::subscribe(shared_proto::subjects::user(&self.nats_prefix, &user)).await
+        let mut events =
+            Events::subscribe(shared_proto::subjects::all_users(&self.nats_prefix)).await;
+        events.user = Some(user);
+        events
     }
 }
 
@@ -350,6 +359,8 @@ impl TestApp {
 pub struct Events {
     sub: async_nats::Subscriber,
     _client: async_nats::Client,
+    /// Only the personal events of this user (see [`TestApp::user_events`]).
+    user: Option<Uuid>,
 }
 
 impl Events {
@@ -362,18 +373,35 @@ impl Events {
         Self {
             sub,
             _client: client,
+            user: None,
         }
+    }
+
+    /// Whether `event` is one this subscription reports (all, or those for its user).
+    fn wanted(&self, event: &shared_proto::events::Event) -> bool {
+        let Some(user) = self.user else {
+            return true;
+        };
+        let user = user.to_string();
+        event.target_user_id.as_deref() == Some(user.as_str())
+            || event.target_user_ids.contains(&user)
     }
 
     /// The next event (fails after 5 s).
     pub async fn next(&mut self) -> shared_proto::events::Event {
         use futures_util::StreamExt;
         use prost::Message as _;
-        let msg = tokio::time::timeout(Duration::from_secs(5), self.sub.next())
-            .await
-            .expect("an event within 5 s")
-            .expect("subscription open");
-        shared_proto::events::Event::decode(msg.payload).expect("protobuf Event")
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.sub.next())
+                .await
+                .expect("an event within 5 s")
+                .expect("subscription open");
+            let event = shared_proto::events::Event::decode(msg.payload).expect("protobuf Event");
+            if self.wanted(&event) {
+                return event;
+            }
+        }
     }
 
     /// The next event rendered as the client frame JSON (`{"type","conversation_id","payload"}`).
@@ -385,12 +413,13 @@ impl Events {
     /// Asserts that nothing arrives within `ms` milliseconds.
     pub async fn assert_quiet(&mut self, ms: u64) {
         use futures_util::StreamExt;
-        if let Ok(Some(msg)) =
-            tokio::time::timeout(Duration::from_millis(ms), self.sub.next()).await
-        {
-            use prost::Message as _;
-            let ev = shared_proto::events::Event::decode(msg.payload).ok();
-            panic!("unexpected event: {ev:?}");
+        use prost::Message as _;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.sub.next()).await {
+            let event = shared_proto::events::Event::decode(msg.payload).expect("protobuf Event");
+            if self.wanted(&event) {
+                panic!("unexpected event: {event:?}");
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod attachments;
 mod conversations;
+mod events;
 mod helpers;
 mod ingest;
 mod messages;

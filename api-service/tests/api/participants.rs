@@ -176,6 +176,13 @@ impl AllEvents {
 
     /// The next event: its subject without the prefix (`conv.<id>`, `user.<id>`) and its frame.
     pub async fn next(&mut self) -> (String, Value) {
+        let (subject, _, frame) = self.next_addressed().await;
+        (subject, frame)
+    }
+
+    /// The next event with the users it is addressed to when there are several
+    /// (`target_user_ids`, on `user.many.<conversation>`).
+    pub async fn next_addressed(&mut self) -> (String, Vec<String>, Value) {
         use futures_util::StreamExt;
         use prost::Message as _;
         let msg = tokio::time::timeout(Duration::from_secs(5), self.sub.next())
@@ -185,7 +192,11 @@ impl AllEvents {
         let event = shared_proto::events::Event::decode(msg.payload).expect("protobuf Event");
         let frame = shared_proto::json::client_frame(&event).expect("renders");
         let subject = msg.subject.as_str()[self.prefix.len() + 1..].to_owned();
-        (subject, serde_json::from_slice(&frame).unwrap())
+        (
+            subject,
+            event.target_user_ids,
+            serde_json::from_slice(&frame).unwrap(),
+        )
     }
 
     /// Asserts that nothing arrives within `ms` milliseconds.
@@ -402,18 +413,14 @@ async fn admins_add_participants_in_request_order_and_everyone_hears_of_it() {
         ]
     );
 
-    let mut joined = HashMap::new();
-    for _ in 0..2 {
-        let (subject, frame) = events.next().await;
-        assert_eq!(frame["type"], "conversation.joined", "{subject}");
-        assert_eq!(frame["conversation_id"], t.id.to_string());
-        joined.insert(subject, frame["payload"].clone());
-    }
+    // one conversation.joined addressed to both, in request order, not one per user
+    let (subject, targets, frame) = events.next_addressed().await;
+    assert_eq!(subject, format!("user.many.{}", t.id));
+    assert_eq!(targets, [y.to_string(), x.to_string()]);
+    assert_eq!(frame["type"], "conversation.joined", "{subject}");
+    assert_eq!(frame["conversation_id"], t.id.to_string());
     for user in [x, y] {
-        assert_eq!(
-            joined[&format!("user.{user}")],
-            detail_as_event(&app, t.id, user).await
-        );
+        assert_eq!(frame["payload"], detail_as_event(&app, t.id, user).await);
     }
     let (subject, frame) = events.next().await;
     assert_eq!(subject, format!("conv.{}", t.id));

@@ -205,6 +205,14 @@ impl TestEnv {
             .await;
     }
 
+    /// Publishes `event` once, addressed to `users` (`user.many.<conversation>`), and flushes.
+    pub async fn publish_to_users(&self, conversation: Uuid, users: &[Uuid], mut event: Event) {
+        event.target_user_id = None;
+        event.target_user_ids = users.iter().map(Uuid::to_string).collect();
+        self.publish(subjects::users(&self.subject_prefix, &conversation), event)
+            .await;
+    }
+
     async fn publish(&self, subject: String, event: Event) {
         self.nats
             .publish(subject, event.encode_to_vec().into())
@@ -683,6 +691,7 @@ fn envelope(kind: EventKind, conversation: Uuid, actor: Uuid, body: Body) -> Eve
         actor_id: actor.to_string(),
         occurred_at_us: now_us(),
         target_user_id: None,
+        target_user_ids: vec![],
         body: Some(body),
     }
 }

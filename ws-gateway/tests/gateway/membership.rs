@@ -31,6 +31,53 @@ async fn a_user_who_joins_a_conversation_receives_its_events_without_reconnectin
 }
 
 #[tokio::test]
+async fn one_join_addressed_to_many_users_reaches_and_subscribes_each_of_them_and_no_one_else() {
+    let env = TestEnv::new().await;
+    let gateway = InProcessGateway::start(&env, &[]).await;
+    let alice = Uuid::new_v4();
+    // Enough users that every personal worker has some of them.
+    let members: Vec<Uuid> = (0..24).map(|_| Uuid::new_v4()).collect();
+    let mut sockets = Vec::new();
+    for member in &members {
+        sockets.push(connect(&env, gateway.port, *member).await.0);
+    }
+    // Connected, but not among the event's targets (nor in the conversation).
+    let outsider = Uuid::new_v4();
+    let (mut outsider_ws, _) = connect(&env, gateway.port, outsider).await;
+    // A target without a socket here: nothing to do for it.
+    let elsewhere = Uuid::new_v4();
+
+    let mut everyone = vec![alice, elsewhere];
+    everyone.extend(&members);
+    let room = env.conversation("group", &everyone).await;
+    env.publish_to_users(
+        room,
+        &everyone,
+        conversation_joined(room, "group", alice, alice, &everyone),
+    )
+    .await;
+    for ws in &mut sockets {
+        let joined = ws.next_event_skipping(&SKIP).await;
+        assert_eq!(joined["type"], "conversation.joined");
+        assert_eq!(joined["conversation_id"], room.to_string());
+        assert_eq!(
+            joined["payload"]["participants"].as_array().unwrap().len(),
+            26
+        );
+    }
+
+    // Each of them was subscribed before their frame went out.
+    env.publish_to_conversation(room, message_new(room, alice, 1, "welcome all"))
+        .await;
+    for ws in &mut sockets {
+        let message = ws.next_event_skipping(&SKIP).await;
+        assert_eq!(message["type"], "message.new");
+        assert_eq!(message["payload"]["content"], "welcome all");
+    }
+    outsider_ws.assert_quiet().await;
+}
+
+#[tokio::test]
 async fn a_participant_added_event_listing_a_connected_user_subscribes_them_at_once() {
     let env = TestEnv::new().await;
     let gateway = InProcessGateway::start(&env, &[]).await;
