@@ -147,6 +147,15 @@ set -x
   --duration "$D" --grace "$GRACE" --json-out "$work/04-fanout-500.json"
 "$B" fanout --api "$API" --gateway "$first_gw" --groups 100 --members 10 --rate 0 \
   --publishers 64 --duration "$D" --grace "$GRACE" --json-out "$work/05-fanout-max.json"
+if [ "$MODE" = full ]; then
+  # Full speed is a closed loop: the publishers' count sets the operating point on the
+  # throughput/latency curve (more of them: bigger batches and more msg/s, longer queues and a
+  # longer tail). The full run records the curve, not one point of it.
+  for p in 32 48 80 96; do
+    "$B" fanout --api "$API" --gateway "$first_gw" --groups 100 --members 10 --rate 0 \
+      --publishers "$p" --duration "$D" --grace "$GRACE" --json-out "$work/05s-fanout-max-p$p.json"
+  done
+fi
 "$B" fanout --api "$API" --gateway "$first_gw" --groups 10 --members 1000 --rate 0 \
   --publishers 16 --duration "$D_LONG" --grace "$GRACE" --json-out "$work/06-fanout-10x1000.json"
 # The same just above the target (320 msg/s = 320,000 deliveries/s), open loop: at full speed the
