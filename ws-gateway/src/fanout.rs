@@ -23,14 +23,15 @@
 //! whole life, filtered locally (events of users without a socket here are dropped before being
 //! decoded), as presence is. The same subscription carries `<prefix>.user.many.<conversation_id>`:
 //! one `conversation.joined` addressed to all the users a create or an add concerns
-//! (`target_user_ids`), instead of one per user each carrying the whole conversation (quadratic in
-//! the group size on NATS); every worker handles it for its own local users among the targets,
-//! and since one subscription reads both, a user's joins and departures keep their order. A subscription per user cost ~9 KiB per socket (the subscriber's
-//! channel block alone is 32 × `async_nats::Message`, ~6 KiB, plus its task) — more than the
-//! whole per-socket budget — and a `SUB`, a flush and an `UNSUB` per connect and disconnect, which
-//! dominated a reconnect storm. The price is that every gateway receives every personal event of
-//! the fleet; those are membership changes (`conversation.joined` / `left`), rare next to
-//! conversation traffic. Events are handed to [`PERSONAL_WORKERS`] tasks by user, so each user's
+//! (`target_user_ids`), instead of one per user each carrying the whole conversation (quadratic
+//! in the group size on NATS). It is decoded and rendered once, and every worker handles its own
+//! local users among the targets; since one subscription reads both subject forms, a user's joins
+//! and departures keep their order. A subscription per user cost ~9 KiB per socket (the
+//! subscriber's channel block alone is 32 × `async_nats::Message`, ~6 KiB, plus its task) — more
+//! than the whole per-socket budget — and a `SUB`, a flush and an `UNSUB` per connect and
+//! disconnect, which dominated a reconnect storm. The price is that every gateway receives every
+//! personal event of the fleet; those are membership changes (`conversation.joined` / `left`),
+//! rare next to conversation traffic. Events are handed to [`PERSONAL_WORKERS`] tasks by user, so each user's
 //! events stay in order while a worker waiting for a new conversation's subscription (on
 //! `conversation.joined`) holds up only its share of the users.
 //!
@@ -68,7 +69,7 @@ use shared_proto::{
     prost::Message as _,
     subjects,
 };
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, OnceCell, mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::{Utf8Bytes, protocol::frame::coding::CloseCode};
 use uuid::Uuid;
@@ -340,9 +341,6 @@ pub struct Registration {
 enum Target {
     Conversation(Uuid),
     User(Uuid),
-    /// A personal event addressed to several users, handled by the personal worker of this index
-    /// for the local users among them that are its own.
-    Users(usize),
     Presence,
 }
 
@@ -350,7 +348,7 @@ impl Target {
     fn label(self) -> &'static str {
         match self {
             Self::Conversation(_) => "conversation",
-            Self::User(_) | Self::Users(_) => "user",
+            Self::User(_) => "user",
             Self::Presence => "presence",
         }
     }
@@ -629,7 +627,7 @@ impl Fanout {
     /// Spawns the `<prefix>.user.>` subscription and the [`PERSONAL_WORKERS`] tasks it feeds
     /// (module docs): events of users without a socket here are dropped undecoded, the others go
     /// to the worker of their user, which handles them in order. An event addressed to several
-    /// users goes to every worker, each of which decodes it and handles its own local users.
+    /// users goes to every worker ([`Fanout::handle_many`]).
     ///
     /// The subscription reads on the intake thread ([`crate::intake`]); the workers run on the
     /// caller's runtime (the main one). A `conversation.joined` carries its whole participant
@@ -646,15 +644,20 @@ impl Fanout {
             .with_label_values(&["user"])
             .inc();
         // Each worker ends when the subscription task (holding every sender) ends or is aborted.
-        let workers: Vec<mpsc::Sender<(Target, async_nats::Message)>> = (0..PERSONAL_WORKERS)
-            .map(|_| {
-                let (tx, mut rx) = mpsc::channel::<(Target, async_nats::Message)>(PERSONAL_BACKLOG);
+        let workers: Vec<mpsc::Sender<Personal>> = (0..PERSONAL_WORKERS)
+            .map(|worker| {
+                let (tx, mut rx) = mpsc::channel::<Personal>(PERSONAL_BACKLOG);
                 let fanout = Arc::clone(&fanout);
                 tokio::spawn(async move {
-                    while let Some((target, message)) = rx.recv().await {
-                        fanout
-                            .handle(target, &message.subject, message.payload)
-                            .await;
+                    while let Some(personal) = rx.recv().await {
+                        match personal {
+                            Personal::One(user, message) => {
+                                fanout
+                                    .handle(Target::User(user), &message.subject, message.payload)
+                                    .await
+                            }
+                            Personal::Many(many) => fanout.handle_many(worker, &many).await,
+                        }
                     }
                 });
                 tx
@@ -672,14 +675,18 @@ impl Fanout {
                             continue;
                         }
                         let worker = &workers[personal_worker(&user)];
-                        if worker.send((Target::User(user), message)).await.is_err() {
+                        if worker.send(Personal::One(user, message)).await.is_err() {
                             return;
                         }
                     }
                     Some(subjects::Subject::Users(_)) => {
-                        for (index, worker) in workers.iter().enumerate() {
+                        let many = Arc::new(ManyEvent {
+                            message,
+                            decoded: OnceCell::new(),
+                        });
+                        for worker in &workers {
                             if worker
-                                .send((Target::Users(index), message.clone()))
+                                .send(Personal::Many(Arc::clone(&many)))
                                 .await
                                 .is_err()
                             {
@@ -792,30 +799,39 @@ impl Fanout {
                 return;
             }
         }
+        let Some(Decoded { event, kind, frame }) = self.decode(subject, payload) else {
+            return;
+        };
+        match target {
+            Target::Conversation(conversation) => {
+                self.deliver_to_room(conversation, kind, &event, &frame)
+            }
+            Target::User(user) => self.deliver_personal(&[user], kind, &event, &frame).await,
+            Target::Presence => {
+                if let Some(subjects::Subject::Presence(user)) =
+                    subjects::parse(&self.prefix, subject)
+                {
+                    self.deliver_presence(user, &frame);
+                }
+            }
+        }
+    }
+
+    /// Decodes an event, records its NATS leg and renders its client frame, once for all its
+    /// recipients; `None` (counted and logged) when it is not a valid event.
+    fn decode(&self, subject: &str, payload: Bytes) -> Option<Decoded> {
         let event = match Event::decode(payload) {
             Ok(event) => event,
             Err(error) => {
                 self.metrics.events_invalid.inc();
                 tracing::warn!(error = %error, nats.subject = subject, "undecodable event dropped");
-                return;
+                return None;
             }
         };
         if event.occurred_at_us > 0 {
             let lag_us = now_us().saturating_sub(event.occurred_at_us).max(0);
             self.metrics.event_lag.observe(lag_us as f64 / 1e6);
         }
-        // The users of a personal event: its one target, or this worker's local share of many.
-        let personal = match target {
-            Target::User(user) => vec![user],
-            Target::Users(worker) => {
-                let users = self.local_targets(worker, &event.target_user_ids);
-                if users.is_empty() {
-                    return;
-                }
-                users
-            }
-            Target::Conversation(_) | Target::Presence => Vec::new(),
-        };
         let frame = match shared_proto::json::client_frame(&event)
             .map_err(|e| e.to_string())
             .and_then(|json| Utf8Bytes::try_from(json).map_err(|e| e.to_string()))
@@ -829,24 +845,31 @@ impl Fanout {
                     event.kind = event.kind,
                     "unrenderable event dropped"
                 );
-                return;
+                return None;
             }
         };
         let kind = EventKind::try_from(event.kind).unwrap_or(EventKind::Unspecified);
-        match target {
-            Target::Conversation(conversation) => {
-                self.deliver_to_room(conversation, kind, &event, &frame)
-            }
-            Target::User(_) | Target::Users(_) => {
-                self.deliver_personal(&personal, kind, &event, &frame).await
-            }
-            Target::Presence => {
-                if let Some(subjects::Subject::Presence(user)) =
-                    subjects::parse(&self.prefix, subject)
-                {
-                    self.deliver_presence(user, &frame);
-                }
-            }
+        Some(Decoded { event, kind, frame })
+    }
+
+    /// A personal event addressed to several users, in the queue of personal worker `worker`:
+    /// the first worker to reach it decodes and renders it for all of them (it has a place in
+    /// every worker's queue, so that every user's events stay in order), then each worker handles
+    /// the local targets that are its own.
+    async fn handle_many(self: &Arc<Self>, worker: usize, many: &ManyEvent) {
+        let decoded = many
+            .decoded
+            .get_or_init(|| async {
+                self.metrics.events_in.with_label_values(&["user"]).inc();
+                self.decode(&many.message.subject, many.message.payload.clone())
+            })
+            .await;
+        let Some(Decoded { event, kind, frame }) = decoded else {
+            return;
+        };
+        let users = self.local_targets(worker, &event.target_user_ids);
+        if !users.is_empty() {
+            self.deliver_personal(&users, *kind, event, frame).await;
         }
     }
 
@@ -1043,6 +1066,28 @@ impl Fanout {
             }
         }
     }
+}
+
+/// An event decoded and rendered once for all its recipients.
+struct Decoded {
+    event: Event,
+    kind: EventKind,
+    frame: Utf8Bytes,
+}
+
+/// What the personal subscription hands a personal worker.
+enum Personal {
+    /// An event on one user's subject, for that (local) user.
+    One(Uuid, async_nats::Message),
+    /// An event addressed to several users, handed to every worker in turn.
+    Many(Arc<ManyEvent>),
+}
+
+/// An event addressed to several users, shared by the personal workers: decoded and rendered by
+/// the first one that reaches it (`None` inside when it is invalid).
+struct ManyEvent {
+    message: async_nats::Message,
+    decoded: OnceCell<Option<Decoded>>,
 }
 
 /// The personal worker that handles `user`'s events (module docs).

@@ -50,6 +50,8 @@ async fn one_join_addressed_to_many_users_reaches_and_subscribes_each_of_them_an
     let mut everyone = vec![alice, elsewhere];
     everyone.extend(&members);
     let room = env.conversation("group", &everyone).await;
+    let personal_in = || env.metric(gateway.port, "ws_gateway_events_in_total", "kind=\"user\"");
+    let before = personal_in().await;
     env.publish_to_users(
         room,
         &everyone,
@@ -65,6 +67,8 @@ async fn one_join_addressed_to_many_users_reaches_and_subscribes_each_of_them_an
             26
         );
     }
+    // Handed to every personal worker, but received, decoded and counted once.
+    assert_eq!(personal_in().await - before, 1.0);
 
     // Each of them was subscribed before their frame went out.
     env.publish_to_conversation(room, message_new(room, alice, 1, "welcome all"))
