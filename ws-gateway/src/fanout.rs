@@ -853,21 +853,38 @@ impl Fanout {
     }
 
     /// A personal event addressed to several users, in the queue of personal worker `worker`:
-    /// the first worker to reach it decodes and renders it for all of them (it has a place in
-    /// every worker's queue, so that every user's events stay in order), then each worker handles
-    /// the local targets that are its own.
+    /// the first worker to reach it decodes and renders it and sorts its targets by worker, for
+    /// all of them (it has a place in every worker's queue, so that every user's events stay in
+    /// order); then each worker handles the local users among its own targets.
     async fn handle_many(self: &Arc<Self>, worker: usize, many: &ManyEvent) {
         let decoded = many
             .decoded
             .get_or_init(|| async {
                 self.metrics.events_in.with_label_values(&["user"]).inc();
-                self.decode(&many.message.subject, many.message.payload.clone())
+                let decoded = self.decode(&many.message.subject, many.message.payload.clone())?;
+                let mut by_worker = vec![Vec::new(); PERSONAL_WORKERS];
+                for user in decoded
+                    .event
+                    .target_user_ids
+                    .iter()
+                    .filter_map(|id| Uuid::parse_str(id).ok())
+                {
+                    by_worker[personal_worker(&user)].push(user);
+                }
+                Some((decoded, by_worker))
             })
             .await;
-        let Some(Decoded { event, kind, frame }) = decoded else {
+        let Some((Decoded { event, kind, frame }, by_worker)) = decoded else {
             return;
         };
-        let users = self.local_targets(worker, &event.target_user_ids);
+        let users: Vec<Uuid> = {
+            let state = self.lock();
+            by_worker[worker]
+                .iter()
+                .copied()
+                .filter(|user| state.users.contains_key(user))
+                .collect()
+        };
         if !users.is_empty() {
             self.deliver_personal(&users, *kind, event, frame).await;
         }
@@ -954,17 +971,6 @@ impl Fanout {
             let small = entry.direct || grown.len() <= self.presence_max_members;
             set_presence_members(presence_index, conversation, entry, small.then_some(grown));
         }
-    }
-
-    /// The local users among `targets` (ids as published) whose personal events `worker`
-    /// handles.
-    fn local_targets(&self, worker: usize, targets: &[String]) -> Vec<Uuid> {
-        let state = self.lock();
-        targets
-            .iter()
-            .filter_map(|id| Uuid::parse_str(id).ok())
-            .filter(|user| personal_worker(user) == worker && state.users.contains_key(user))
-            .collect()
     }
 
     /// A personal event for `users` (local, all of one worker): membership changes, then their
@@ -1083,11 +1089,12 @@ enum Personal {
     Many(Arc<ManyEvent>),
 }
 
-/// An event addressed to several users, shared by the personal workers: decoded and rendered by
-/// the first one that reaches it (`None` inside when it is invalid).
+/// An event addressed to several users, shared by the personal workers: decoded, rendered and
+/// its targets sorted by worker (index = worker) by the first one that reaches it (`None` inside
+/// when it is invalid).
 struct ManyEvent {
     message: async_nats::Message,
-    decoded: OnceCell<Option<Decoded>>,
+    decoded: OnceCell<Option<(Decoded, Vec<Vec<Uuid>>)>>,
 }
 
 /// The personal worker that handles `user`'s events (module docs).
