@@ -205,6 +205,21 @@ pub fn presence_snapshot_frame(online_user_ids: &[Uuid]) -> Vec<u8> {
     out
 }
 
+/// The `resync` frame (websocket.md §10): events addressed to the socket may have been lost, and
+/// the client should catch up as after a reconnect. `reason` is one of the fixed ASCII tokens
+/// [`RESYNC_STREAM_INTERRUPTED`] or [`RESYNC_NOT_PUBLISHED`]; anything else is escaped as JSON.
+pub fn resync_frame(reason: &str) -> Vec<u8> {
+    let reason = serde_json::to_string(reason).expect("a string serialises");
+    format!(r#"{{"type":"resync","conversation_id":"","payload":{{"reason":{reason}}}}}"#)
+        .into_bytes()
+}
+
+/// `resync` reason: the gateway's NATS connection dropped and came back.
+pub const RESYNC_STREAM_INTERRUPTED: &str = "event_stream_interrupted";
+/// `resync` reason: the api-service could not publish some events (its notice on
+/// `<prefix>.resync`).
+pub const RESYNC_NOT_PUBLISHED: &str = "events_not_published";
+
 /// Removes the white space outside strings from JSON text, changing nothing else: key order,
 /// duplicate keys and numbers are kept exactly as written (`{"a": 1.50}` → `{"a":1.50}`).
 /// Invalid JSON stays invalid (callers validate).

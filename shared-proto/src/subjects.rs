@@ -12,6 +12,8 @@
 //!   `<prefix>.user.>` subscription with the personal subjects, so that a gateway handles a
 //!   user's joins and departures in the order they were published.
 //! - `<prefix>.presence.<user_id>`: presence changes of one user.
+//! - `<prefix>.resync`: the api-service's notices of events that may not have reached NATS
+//!   ([`crate::events::ResyncNotice`]); every gateway reads it and tells the sockets concerned.
 //!
 //! Ids are written lowercase hyphenated. The prefix (default `retich`; tests use their own) is
 //! checked once with [`validate_prefix`] when configuration is loaded; the builders do not check
@@ -27,6 +29,8 @@ const USER: &str = "user";
 const USERS: &str = "user.many";
 /// The token after the prefix in presence subjects.
 const PRESENCE: &str = "presence";
+/// The token after the prefix of the resync notice subject.
+const RESYNC: &str = "resync";
 
 /// Why a subject prefix was rejected by [`validate_prefix`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +107,11 @@ pub fn users(prefix: &str, conversation_id: &Uuid) -> String {
 /// `<prefix>.presence.<user_id>`: the subject of one user's presence changes.
 pub fn presence(prefix: &str, user_id: &Uuid) -> String {
     with_id(prefix, PRESENCE, user_id)
+}
+
+/// `<prefix>.resync`: notices of events that may not have been published (module docs).
+pub fn resync(prefix: &str) -> String {
+    format!("{prefix}.{RESYNC}")
 }
 
 /// `<prefix>.presence.*`: every user's presence changes.

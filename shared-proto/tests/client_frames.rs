@@ -7,7 +7,10 @@ use shared_proto::events::{
     ParticipantUpdated, ParticipantsAdded, PinnedMessage, Presence, Reaction, ReactionRef,
     ReactionRemoved, ReadReceipt, Typing, event::Body,
 };
-use shared_proto::json::{RenderError, client_frame, presence_snapshot_frame};
+use shared_proto::json::{
+    RESYNC_NOT_PUBLISHED, RESYNC_STREAM_INTERRUPTED, RenderError, client_frame,
+    presence_snapshot_frame, resync_frame,
+};
 use uuid::Uuid;
 
 const CONV: &str = "c0000000-0000-4000-8000-000000000001";
@@ -566,4 +569,20 @@ fn compact_json_only_removes_white_space_outside_strings() {
         r#"{"a b":[1,2.50],"c":"x \" y"}"#
     );
     assert_eq!(compact_json(r#""\\" "#), r#""\\""#);
+}
+
+#[test]
+fn resync_renders_the_exact_frame_of_the_protocol() {
+    assert_eq!(
+        String::from_utf8(resync_frame(RESYNC_STREAM_INTERRUPTED)).unwrap(),
+        r#"{"type":"resync","conversation_id":"","payload":{"reason":"event_stream_interrupted"}}"#
+    );
+    assert_eq!(
+        String::from_utf8(resync_frame(RESYNC_NOT_PUBLISHED)).unwrap(),
+        r#"{"type":"resync","conversation_id":"","payload":{"reason":"events_not_published"}}"#
+    );
+    // Not a fixed token: still one valid JSON object.
+    let odd: serde_json::Value =
+        serde_json::from_slice(&resync_frame("a \"quoted\"\nreason")).unwrap();
+    assert_eq!(odd["payload"]["reason"], "a \"quoted\"\nreason");
 }

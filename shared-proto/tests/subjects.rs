@@ -33,6 +33,12 @@ fn wildcard_helpers_cover_one_kind_under_the_prefix() {
 }
 
 #[test]
+fn the_resync_notice_subject_is_outside_every_other_kind() {
+    assert_eq!(subjects::resync("test.t1"), "test.t1.resync");
+    assert_eq!(subjects::parse("test.t1", "test.t1.resync"), None);
+}
+
+#[test]
 fn every_built_subject_parses_back_to_what_built_it() {
     for prefix in ["retich", "test.a1b2", "x"] {
         for subject in [
