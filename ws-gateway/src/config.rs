@@ -91,6 +91,8 @@ pub struct Settings {
     pub presence_max_members: usize,
     pub send_queue: usize,
     pub drain_window: Duration,
+    /// Window over which the sockets concerned receive `resync` (websocket.md §10).
+    pub resync_window: Duration,
     pub typing_rate_per_sec: f64,
     pub typing_burst: u32,
     pub gateway_id: String,
@@ -246,6 +248,7 @@ impl Settings {
             presence_max_members: env.positive("PRESENCE_MAX_MEMBERS", 100usize)?,
             send_queue: env.positive("WS_SEND_QUEUE", 256usize)?,
             drain_window: Duration::from_secs(env.parse("WS_DRAIN_SECONDS", 20u64)?),
+            resync_window: Duration::from_millis(env.parse("WS_RESYNC_WINDOW_MS", 2000u64)?),
             typing_rate_per_sec,
             typing_burst: env.positive("TYPING_BURST", 4u32)?,
             gateway_id: match env.get("GATEWAY_ID") {
@@ -350,6 +353,7 @@ mod tests {
         assert_eq!(s.auth_mode, AuthMode::Jwt);
         assert_eq!(s.send_queue, 256);
         assert_eq!(s.drain_window, Duration::from_secs(20));
+        assert_eq!(s.resync_window, Duration::from_secs(2));
         assert_eq!(s.presence_max_members, 100);
         assert_eq!(s.typing_burst, 4);
         assert!(s.allowed_origins.is_none());

@@ -7,7 +7,8 @@
 //! the snapshot instead of being dropped.
 //!
 //! Then one `select!` over: the end-of-drain hard stop, the socket (typing frames, pings, close),
-//! the [`Outbox`] (queued events — whatever is queued goes out as one frame with one write — and
+//! the [`Outbox`] (queued events — whatever is queued goes out with one write, one text frame per
+//! event — and
 //! the gateway's close requests: send-queue overflow or drain), and the keep-alive timer. A
 //! problem of this socket closes this socket only, with a close frame when the transport still
 //! allows one, then lingers briefly so the client can read it.
@@ -42,10 +43,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the gateway keeps reading after its close frame, so the client can read it (an
 /// unread receive buffer would turn the close into a reset).
 const LINGER: Duration = Duration::from_secs(2);
-/// Most events joined into one frame: everything queued for the socket is sent with one frame
-/// and one `write`, up to this many events or [`BATCH_BYTES`].
+/// Most events in one write: everything queued for the socket is sent with one `write`, one
+/// text frame per event, up to this many events or [`BATCH_BYTES`].
 const BATCH: usize = 64;
-/// A frame stops growing once it holds this many payload bytes (a larger single event is still
+/// A write stops growing once it holds this many payload bytes (a larger single event is still
 /// sent whole).
 const BATCH_BYTES: usize = 64 * 1024;
 /// Bound on loading the user's conversations.
@@ -242,12 +243,13 @@ impl Handler {
     }
 
     /// Writes `first` and whatever else is already queued (up to [`BATCH`] events or
-    /// [`BATCH_BYTES`]) as **one** text frame, events separated by `"\n"` (websocket.md §4), with
-    /// one `write` to the socket, within the write timeout; a blocked write closes with 1013.
+    /// [`BATCH_BYTES`]) with one `write` to the socket, one text frame per event (websocket.md
+    /// §4: one event per WebSocket message), within the write timeout; a blocked write closes
+    /// with 1013.
     ///
-    /// The frame is encoded here and written to the TCP stream directly, after tungstenite's own
-    /// buffer (pongs, pings) is flushed, so frames never interleave. One event per frame and per
-    /// `write` cost a loopback `sendto` — and a wake-up of the reader — per delivery: under a
+    /// The frames are encoded here and written to the TCP stream directly, after tungstenite's
+    /// own buffer (pongs, pings) is flushed, so frames never interleave. One `write` per event
+    /// would cost a loopback `sendto` — and a wake-up of the reader — per delivery: under a
     /// 10 × 1,000 fan-out that kernel path was ~80 % of the gateway's CPU. Going around
     /// tungstenite also keeps its output buffer from growing to the largest frame ever sent
     /// and keeping that capacity for the socket's life (a `conversation.joined` with a
@@ -256,7 +258,7 @@ impl Handler {
         let room = BATCH_BYTES.saturating_sub(first.len());
         let mut events = vec![first];
         self.outbox.pop_batch(&mut events, BATCH, room);
-        let frame = protocol::text_frame(&events);
+        let frame = protocol::text_frames(&events);
         let metrics = Arc::clone(&self.state.metrics);
         let ws = &mut self.ws;
         let mut written = 0usize;
@@ -275,7 +277,7 @@ impl Handler {
         .await;
         match result {
             Ok(Ok(bytes)) => {
-                metrics.frames_out.inc();
+                metrics.socket_writes.inc();
                 metrics.events_out.inc_by(events.len() as u64);
                 metrics.bytes_out.inc_by(bytes as u64);
                 Ok(())

@@ -65,7 +65,7 @@ use std::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 use shared_proto::{
-    events::{Event, EventKind, event::Body},
+    events::{Event, EventKind, ResyncNotice, event::Body},
     prost::Message as _,
     subjects,
 };
@@ -76,7 +76,9 @@ use uuid::Uuid;
 
 use crate::{
     metrics::Metrics,
+    peers::{NewPeers, PeerWork},
     protocol::{Ignored, TokenBucket, close},
+    resync::{Audience, Spreader},
 };
 
 /// How long a new socket or membership waits for its subscriptions to be confirmed.
@@ -318,6 +320,8 @@ struct State {
     /// The task reading `<prefix>.user.>` and handing events to the personal workers; aborting
     /// it drops the workers' senders, which ends them.
     personal_subscription: Option<AbortHandle>,
+    /// The task reading `<prefix>.resync` (the api-service's notices, [`crate::resync`]).
+    resync_subscription: Option<AbortHandle>,
 }
 
 /// A conversation of a user as loaded at connect (or learnt from `conversation.joined`).
@@ -342,6 +346,7 @@ enum Target {
     Conversation(Uuid),
     User(Uuid),
     Presence,
+    Resync,
 }
 
 impl Target {
@@ -350,6 +355,7 @@ impl Target {
             Self::Conversation(_) => "conversation",
             Self::User(_) => "user",
             Self::Presence => "presence",
+            Self::Resync => "resync",
         }
     }
 }
@@ -366,9 +372,19 @@ pub struct Fanout {
     typing_rate_per_sec: f64,
     typing_burst: u32,
     next_socket: AtomicU64,
+    /// Spreads `resync` rounds over the window ([`crate::resync`]).
+    resync: Spreader,
+    /// Pairs of users who became presence peers, and conversations that may have become small
+    /// enough to propagate presence, for the peers task ([`crate::peers::run`]), which holds the
+    /// receiver (taken once with [`Fanout::take_peer_work`]); without it they are dropped.
+    peer_work: mpsc::UnboundedSender<PeerWork>,
+    peer_work_receiver: Mutex<Option<mpsc::UnboundedReceiver<PeerWork>>>,
 }
 
 impl Fanout {
+    /// A fan-out with nothing subscribed yet ([`Fanout::start`] subscribes). Must be called on
+    /// the main runtime, where `resync` rounds run.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         nats: async_nats::Client,
         intake: crate::intake::Intake,
@@ -377,8 +393,13 @@ impl Fanout {
         presence_max_members: usize,
         typing_rate_per_sec: f64,
         typing_burst: u32,
+        resync_window: Duration,
     ) -> Arc<Self> {
+        let (peer_work, peer_work_receiver) = mpsc::unbounded_channel();
         Arc::new(Self {
+            resync: Spreader::new(resync_window),
+            peer_work,
+            peer_work_receiver: Mutex::new(Some(peer_work_receiver)),
             state: Mutex::new(State::default()),
             nats,
             intake,
@@ -411,12 +432,107 @@ impl Fanout {
         let (presence, presence_ready) =
             self.spawn_subscription(subjects::all_presence(&self.prefix), Target::Presence);
         let (personal, personal_ready) = self.spawn_personal();
+        let (resync, resync_ready) =
+            self.spawn_subscription(subjects::resync(&self.prefix), Target::Resync);
         {
             let mut state = self.lock();
             state.presence_subscription = Some(presence);
             state.personal_subscription = Some(personal);
+            state.resync_subscription = Some(resync);
         }
-        self.settle(vec![presence_ready, personal_ready]).await;
+        self.settle(vec![presence_ready, personal_ready, resync_ready])
+            .await;
+    }
+
+    /// The receiving end of the work for the peers task; `None` after the first call.
+    pub fn take_peer_work(&self) -> Option<mpsc::UnboundedReceiver<PeerWork>> {
+        self.peer_work_receiver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// After the NATS connection came back: once a round trip has confirmed that the server has
+    /// the client's subscriptions again, every socket open now gets `resync`, spread over the
+    /// window ([`crate::resync`]).
+    pub async fn resync_after_reconnect(self: &Arc<Self>) {
+        if !matches!(
+            tokio::time::timeout(SETTLE_TIMEOUT, self.round_trip()).await,
+            Ok(true)
+        ) {
+            tracing::warn!("NATS round trip after reconnecting failed; sending resync anyway");
+        }
+        let outboxes = self.outboxes_of(&Audience::Everyone);
+        self.resync.start_round(
+            self,
+            outboxes,
+            shared_proto::json::RESYNC_STREAM_INTERRUPTED,
+        );
+    }
+
+    /// The outboxes of the sockets `audience` names, each once.
+    fn outboxes_of(&self, audience: &Audience) -> Vec<Arc<Outbox>> {
+        let state = self.lock();
+        let mut users: HashSet<Uuid> = HashSet::new();
+        match audience {
+            Audience::Everyone => users.extend(state.users.keys().copied()),
+            Audience::Some {
+                conversations,
+                users: listed,
+            } => {
+                for conversation in conversations {
+                    if let Some(entry) = state.conversations.get(conversation) {
+                        users.extend(entry.local_members.iter().copied());
+                    }
+                }
+                users.extend(listed.iter().filter(|u| state.users.contains_key(u)));
+            }
+        }
+        users
+            .iter()
+            .filter_map(|user| state.users.get(user))
+            .flat_map(|local| local.sockets.iter().map(|s| Arc::clone(&s.outbox)))
+            .collect()
+    }
+
+    /// Queues one `resync` frame for a socket (a full queue closes it with 1013, as for any
+    /// event).
+    pub(crate) fn push_resync(&self, outbox: &Outbox, frame: &Utf8Bytes, reason: &str) {
+        self.metrics.resyncs.with_label_values(&[reason]).inc();
+        self.push_or_close(outbox, frame);
+    }
+
+    /// Queues `frame` for one socket; a full queue asks it to close with 1013 (websocket.md §7:
+    /// events are never silently dropped for an open socket).
+    fn push_or_close(&self, outbox: &Outbox, frame: &Utf8Bytes) {
+        if outbox.push(frame.clone()).is_err() && outbox.request_close(close::TRY_AGAIN) {
+            self.metrics.queue_overflows.inc();
+            tracing::warn!("send queue full; closing with 1013");
+        }
+    }
+
+    /// A notice of the api-service on `<prefix>.resync`: a round for the sockets it concerns.
+    fn on_resync_notice(self: &Arc<Self>, payload: Bytes) {
+        let notice = match ResyncNotice::decode(payload) {
+            Ok(notice) => notice,
+            Err(error) => {
+                self.metrics.events_invalid.inc();
+                tracing::warn!(error = %error, "undecodable resync notice dropped");
+                return;
+            }
+        };
+        let reason = if notice.reason.is_empty() {
+            shared_proto::json::RESYNC_NOT_PUBLISHED
+        } else {
+            notice.reason.as_str()
+        };
+        let outboxes = self.outboxes_of(&Audience::of_notice(&notice));
+        self.resync.start_round(self, outboxes, reason);
     }
 
     /// Registers a new socket of `user` with a send queue of `queue_size` events.
@@ -788,6 +904,10 @@ impl Fanout {
         // Every gateway receives every presence change of the fleet; most concern users no local
         // socket shares a small conversation with. Those are dropped before being decoded and
         // rendered (in a reconnect storm of 15,000 users, 30,000 of them).
+        if let Target::Resync = target {
+            self.on_resync_notice(payload);
+            return;
+        }
         if let Target::Presence = target {
             let audience = match subjects::parse(&self.prefix, subject) {
                 Some(subjects::Subject::Presence(user)) => {
@@ -807,6 +927,7 @@ impl Fanout {
                 self.deliver_to_room(conversation, kind, &event, &frame)
             }
             Target::User(user) => self.deliver_personal(&[user], kind, &event, &frame).await,
+            Target::Resync => {}
             Target::Presence => {
                 if let Some(subjects::Subject::Presence(user)) =
                     subjects::parse(&self.prefix, subject)
@@ -900,6 +1021,7 @@ impl Fanout {
         frame: &Utf8Bytes,
     ) {
         let mut state = self.lock();
+        let mut met = Vec::new();
         if let Some(Body::ParticipantsAdded(added)) = &event.body {
             let added: Vec<Uuid> = added
                 .participants
@@ -907,6 +1029,21 @@ impl Fanout {
                 .filter_map(|p| Uuid::parse_str(&p.user_id).ok())
                 .collect();
             self.participants_added(&mut state, conversation, &added);
+            // The members who were there before meet the added users; each added user meets
+            // everyone on their own `conversation.joined`, which must reach them first.
+            let existing: Vec<Uuid> = state
+                .conversations
+                .get(&conversation)
+                .map(|entry| {
+                    entry
+                        .local_members
+                        .iter()
+                        .copied()
+                        .filter(|member| !added.contains(member))
+                        .collect()
+                })
+                .unwrap_or_default();
+            met = new_peers_locked(&state, conversation, &existing, Some(&added));
         }
         let typist = match &event.body {
             Some(Body::Typing(typing)) => Uuid::parse_str(&typing.user_id).ok(),
@@ -938,6 +1075,51 @@ impl Fanout {
             }
             remove_from_index(&mut state.presence_index, user, conversation);
             self.leave_locked(&mut state, user, conversation);
+            // A large conversation may have shrunk to `PRESENCE_MAX_MEMBERS`: only the database
+            // knows its size now.
+            if let Some(entry) = state.conversations.get(&conversation)
+                && entry.presence_members.is_none()
+                && !entry.direct
+            {
+                let _ = self.peer_work.send(PeerWork::Recount(conversation));
+            }
+        }
+        if !met.is_empty() {
+            let _ = self.peer_work.send(PeerWork::Met(met));
+        }
+    }
+
+    /// A conversation that did not propagate presence has `members` now (all of them, at most
+    /// `PRESENCE_MAX_MEMBERS`): it propagates presence from now on, and its local members meet
+    /// those of them they did not share a small conversation with.
+    pub fn conversation_recounted(&self, conversation: Uuid, members: Vec<Uuid>) -> Vec<NewPeers> {
+        let mut state = self.lock();
+        let State {
+            conversations,
+            presence_index,
+            ..
+        } = &mut *state;
+        let Some(entry) = conversations.get_mut(&conversation) else {
+            return Vec::new();
+        };
+        if entry.presence_members.is_some() || members.len() > self.presence_max_members {
+            return Vec::new();
+        }
+        set_presence_members(presence_index, conversation, entry, Some(members));
+        let locals = entry.local_members.clone();
+        new_peers_locked(&state, conversation, &locals, None)
+    }
+
+    /// `presence.online` of `peer` to every socket of local `user` (a new peer who is online).
+    pub fn send_presence_online(&self, user: Uuid, peer: Uuid, frame: &Utf8Bytes) {
+        let state = self.lock();
+        if let Some(local) = state.users.get(&user) {
+            self.metrics
+                .presence_ops
+                .with_label_values(&["new_peer"])
+                .inc();
+            tracing::trace!(user.id = %user, peer.id = %peer, "new presence peer online");
+            self.send_to_user(local, frame);
         }
     }
 
@@ -982,6 +1164,7 @@ impl Fanout {
         event: &Event,
         frame: &Utf8Bytes,
     ) {
+        let mut met = Vec::new();
         match &event.body {
             Some(Body::ConversationJoined(joined)) if kind == EventKind::ConversationJoined => {
                 if let Some(conversation) = self.joined_conversation(joined) {
@@ -989,11 +1172,13 @@ impl Fanout {
                     let mut ready = None;
                     {
                         let mut state = self.lock();
+                        let id = conversation.id;
                         for user in users {
                             let settling =
                                 self.join_locked(&mut state, *user, conversation.clone());
                             ready = ready.or(settling);
                         }
+                        met = new_peers_locked(&state, id, users, None);
                     }
                     self.settle(ready.into_iter().collect()).await;
                 }
@@ -1013,6 +1198,10 @@ impl Fanout {
             if let Some(local) = state.users.get(user) {
                 self.send_to_user(local, frame);
             }
+        }
+        // After the `conversation.joined` frame: the peers task answers with `presence.online`.
+        if !met.is_empty() {
+            let _ = self.peer_work.send(PeerWork::Met(met));
         }
     }
 
@@ -1064,12 +1253,7 @@ impl Fanout {
 
     fn send_to_user(&self, local: &LocalUser, frame: &Utf8Bytes) {
         for socket in &local.sockets {
-            if socket.outbox.push(frame.clone()).is_err()
-                && socket.outbox.request_close(close::TRY_AGAIN)
-            {
-                self.metrics.queue_overflows.inc();
-                tracing::warn!(socket.id = socket.id, "send queue full; closing with 1013");
-            }
+            self.push_or_close(&socket.outbox, frame);
         }
     }
 }
@@ -1100,6 +1284,49 @@ struct ManyEvent {
 /// The personal worker that handles `user`'s events (module docs).
 fn personal_worker(user: &Uuid) -> usize {
     (user.as_u64_pair().1 % PERSONAL_WORKERS as u64) as usize
+}
+
+/// Of `users` (local members of `conversation`), those for whom some of the conversation's
+/// presence members are new peers (websocket.md §9, "peers made while connected"): members not
+/// sharing another small conversation with them; only members in `among` when given. Nothing
+/// when the conversation does not propagate presence.
+fn new_peers_locked(
+    state: &State,
+    conversation: Uuid,
+    users: &[Uuid],
+    among: Option<&[Uuid]>,
+) -> Vec<NewPeers> {
+    let Some(members) = state
+        .conversations
+        .get(&conversation)
+        .and_then(|entry| entry.presence_members.as_deref())
+    else {
+        return Vec::new();
+    };
+    let mut met = Vec::new();
+    for user in users {
+        let Some(local) = state.users.get(user) else {
+            continue;
+        };
+        let already = |peer: &Uuid| {
+            state.presence_index.get(peer).is_some_and(|shared| {
+                shared
+                    .iter()
+                    .any(|c| *c != conversation && local.conversations.contains(c))
+            })
+        };
+        let peers: Vec<Uuid> = members
+            .iter()
+            .filter(|peer| *peer != user)
+            .filter(|peer| among.is_none_or(|among| among.contains(peer)))
+            .filter(|peer| !already(peer))
+            .copied()
+            .collect();
+        if !peers.is_empty() {
+            met.push(NewPeers { user: *user, peers });
+        }
+    }
+    met
 }
 
 /// Replaces the presence members of `entry` (and the index entries that point at it).

@@ -9,7 +9,10 @@
 //! - [`protocol`]: socket buffer sizes, close codes, typing-frame validation, token bucket;
 //! - [`fanout`]: reference-counted NATS subscriptions and delivery of each event (rendered once)
 //!   to exactly the local sockets that should get it; live membership;
-//! - [`membership`]: the one SQL query (a user's conversations at connect);
+//! - [`membership`]: the SQL of the gateway (a user's conversations at connect; a conversation's
+//!   members once it may have become small enough to propagate presence);
+//! - [`peers`]: `presence.online` for users who become presence peers while connected;
+//! - [`resync`]: `resync` frames after a NATS interruption or the api-service's notice;
 //! - [`presence`] / [`typing`]: the fleet-wide state in Redis and the events it emits (the Redis
 //!   key layouts are documented there — api-service reads the typing one);
 //! - [`memory`]: gives the heap's freed memory back to the system after a burst;
@@ -23,8 +26,10 @@ pub mod intake;
 pub mod membership;
 pub mod memory;
 pub mod metrics;
+pub mod peers;
 pub mod presence;
 pub mod protocol;
+pub mod resync;
 pub mod server;
 pub mod telemetry;
 pub mod typing;

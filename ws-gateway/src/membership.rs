@@ -150,3 +150,29 @@ pub fn presence_peers(user: Uuid, conversations: &[LoadedConversation]) -> Vec<U
     peers.dedup();
     peers
 }
+
+/// Every active participant of `conversation` when it propagates presence (direct, or at most
+/// `presence_max_members` active participants); `None` when it is larger. Reads at most
+/// `presence_max_members + 1` index entries, however large the conversation.
+pub async fn members_if_small(
+    db: &PgPool,
+    conversation: Uuid,
+    presence_max_members: usize,
+) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
+    let row: Option<(bool, Vec<Uuid>)> = sqlx::query_as(
+        "select c.type = 'direct',
+                array(select m.user_id from conversation_participants m
+                       where m.conversation_id = c.id
+                         and m.left_at is null
+                       limit $2 + 1)
+           from conversations c
+          where c.id = $1",
+    )
+    .bind(conversation)
+    .bind(presence_max_members as i64)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.and_then(|(direct, members)| {
+        (direct || members.len() <= presence_max_members).then_some(members)
+    }))
+}

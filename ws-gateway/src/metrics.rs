@@ -28,15 +28,22 @@ pub struct Metrics {
     pub events_in: IntCounterVec,
     /// Events that could not be decoded or rendered (dropped, logged).
     pub events_invalid: IntCounter,
+    /// Times the NATS connection came back after dropping (each starts a `resync` round).
+    pub nats_reconnects: IntCounter,
+    /// `resync` frames queued for sockets, by reason: `event_stream_interrupted`,
+    /// `events_not_published`.
+    pub resyncs: IntCounterVec,
     /// Seconds from an event's `occurred_at` (its publisher's clock, just before publishing) to
     /// the moment this gateway decodes it: NATS, then the wait for the task that handles it (the
     /// subscription's on the intake thread; for personal events, also the hand-over to a worker
     /// on the main runtime), plus any clock difference between the two hosts. What follows
     /// (queueing per socket, the write) is not included.
     pub event_lag: Histogram,
-    /// WebSocket data frames written (a frame carries every event queued for the socket).
-    pub frames_out: IntCounter,
-    /// Events written to sockets (deliveries): `events_out / frames_out` is the mean batch.
+    /// Writes of events to sockets: each carries every event queued for the socket, one
+    /// WebSocket text frame per event.
+    pub socket_writes: IntCounter,
+    /// Events written to sockets (deliveries), one text frame each: `events_out /
+    /// socket_writes` is the mean batch.
     pub events_out: IntCounter,
     /// Connections that ended before a complete request head, by reason: `timeout` (none within
     /// the head timeout after the accept), `closed` (the client closed or reset first).
@@ -106,15 +113,26 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
-            frames_out: counter(
+            socket_writes: counter(
                 &registry,
-                "ws_gateway_frames_out_total",
-                "WebSocket data frames written",
+                "ws_gateway_socket_writes_total",
+                "Writes of events to sockets (each carries one text frame per queued event)",
             ),
             events_out: counter(
                 &registry,
                 "ws_gateway_events_out_total",
-                "Events written to sockets (several may share a frame)",
+                "Events written to sockets, one text frame each",
+            ),
+            nats_reconnects: counter(
+                &registry,
+                "ws_gateway_nats_reconnects_total",
+                "Times the NATS connection came back after dropping",
+            ),
+            resyncs: counter_vec(
+                &registry,
+                "ws_gateway_resyncs_total",
+                "resync frames queued for sockets, by reason",
+                &["reason"],
             ),
             request_head_failures: counter_vec(
                 &registry,

@@ -2,7 +2,8 @@
 //! sizes, close codes, and the validation of client typing frames.
 //!
 //! Server → client events are rendered by `shared_proto::json` (once per event); this module
-//! puts the events queued for one socket into one text frame ([`text_frame`]) and reads what
+//! writes the events queued for one socket as one text frame each, back to back in one buffer
+//! ([`text_frames`]), and reads what
 //! clients send. A client can send nothing but `typing.start` / `typing.stop`:
 //! every other frame is ignored, so a client can never inject an event.
 
@@ -30,7 +31,7 @@ pub const READ_BUFFER: usize = 512;
 ///   its header and reads it in 512-byte steps.
 /// - `write_buffer_size` 0: what tungstenite itself writes (pings, pongs, close frames) goes to
 ///   the kernel at once. Events do not go through it: the connection writes them as
-///   [`text_frame`]s, so tungstenite's output buffer never grows to the size of an event batch.
+///   [`text_frames`], so tungstenite's output buffer never grows to the size of an event batch.
 /// - `max_message_size` / `max_frame_size` 4096: tungstenite rejects a larger frame from its
 ///   header alone (before buffering the payload) with `CapacityError::MessageTooLong`, and a
 ///   fragmented message as soon as its fragments exceed the limit; the connection answers that
@@ -43,31 +44,36 @@ pub fn websocket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_CLIENT_MESSAGE))
 }
 
-/// One unmasked server text frame (RFC 6455 §5.2) carrying `events`, one JSON object per line,
-/// separated by `"\n"` (websocket.md §4: a frame may hold several events, never part of one).
-pub fn text_frame(events: &[Utf8Bytes]) -> Vec<u8> {
-    let payload = events.iter().map(|e| e.len()).sum::<usize>() + events.len().saturating_sub(1);
-    let mut frame = Vec::with_capacity(payload + 10);
+/// The events queued for one socket, written back to back as unmasked server text frames
+/// (RFC 6455 §5.2), **one event per frame** (websocket.md §4): clients call `JSON.parse` once per
+/// WebSocket message, so a frame holding two events would lose both. They still leave in one
+/// buffer and one `write`, which is where batching pays (one `sendto` and one wake-up of the
+/// reader per batch instead of per event); a frame header costs 2 to 10 bytes.
+pub fn text_frames(events: &[Utf8Bytes]) -> Vec<u8> {
+    let payload = events.iter().map(|e| e.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(payload + 10 * events.len());
+    for event in events {
+        push_text_frame(&mut out, event.as_bytes());
+    }
+    out
+}
+
+/// Appends one unmasked, final text frame carrying `payload`.
+fn push_text_frame(out: &mut Vec<u8>, payload: &[u8]) {
     // FIN + opcode 1 (text); the server never masks.
-    frame.push(0x81);
-    match payload {
-        0..=125 => frame.push(payload as u8),
-        126..=0xffff => {
-            frame.push(126);
-            frame.extend_from_slice(&(payload as u16).to_be_bytes());
+    out.push(0x81);
+    match payload.len() {
+        len @ 0..=125 => out.push(len as u8),
+        len @ 126..=0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
         }
-        _ => {
-            frame.push(127);
-            frame.extend_from_slice(&(payload as u64).to_be_bytes());
+        len => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
         }
     }
-    for (index, event) in events.iter().enumerate() {
-        if index > 0 {
-            frame.push(b'\n');
-        }
-        frame.extend_from_slice(event.as_bytes());
-    }
-    frame
+    out.extend_from_slice(payload);
 }
 
 /// The close codes the gateway sends (websocket.md §7).
@@ -292,24 +298,28 @@ mod tests {
     }
 
     #[test]
-    fn queued_events_go_out_as_one_text_frame_of_lines_at_every_length_encoding() {
-        // 7-bit, 16-bit and 64-bit payload lengths.
+    fn queued_events_go_out_as_one_text_frame_each_at_every_length_encoding() {
+        // 7-bit, 16-bit and 64-bit payload lengths, mixed in one buffer.
         for size in [3usize, 200, 70_000] {
             let events: Vec<Utf8Bytes> = (0..3)
-                .map(|i| Utf8Bytes::from(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(size))))
+                .map(|i| {
+                    let pad = "x".repeat(size * (i + 1) / 2);
+                    Utf8Bytes::from(format!("{{\"n\":{i},\"pad\":\"{pad}\"}}"))
+                })
                 .collect();
-            let mut bytes = text_frame(&events);
-            // A second frame right behind: the first one's length must be exact.
-            bytes.extend(text_frame(&events[..1]));
+            let mut bytes = text_frames(&events);
+            // More frames right behind: every length must be exact.
+            bytes.extend(text_frames(&events[..1]));
             let messages = client_reads(bytes);
-            assert_eq!(messages.len(), 2, "size {size}");
-            let lines: Vec<&str> = messages[0].split('\n').collect();
-            assert_eq!(lines.len(), 3);
-            for (line, event) in lines.iter().zip(&events) {
-                assert_eq!(*line, event.as_str());
+            assert_eq!(messages.len(), 4, "size {size}");
+            for (message, event) in messages.iter().zip(events.iter().chain(&events[..1])) {
+                // What a web client does: one JSON.parse per message.
+                let parsed: serde_json::Value = serde_json::from_str(message).unwrap();
+                assert!(parsed.is_object());
+                assert_eq!(message, event.as_str());
             }
-            assert_eq!(messages[1], events[0].as_str());
         }
+        assert!(text_frames(&[]).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -95,6 +95,8 @@ pub struct Application {
     port: u16,
     state: Arc<AppState>,
     max_connections: usize,
+    /// The NATS client's connection events; its event callback holds the sender.
+    nats_events: tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
 }
 
 impl Application {
@@ -121,10 +123,17 @@ impl Application {
         // The NATS client lives on the intake thread (crate::intake): its connection task is
         // spawned where it connects.
         let intake = crate::intake::Intake::start().context("cannot start the intake thread")?;
+        // Connection events for `resync` after an interruption (crate::resync).
+        let (nats_events, nats_event_receiver) = tokio::sync::mpsc::unbounded_channel();
         let connect = async_nats::ConnectOptions::new()
             .name(format!("ws-gateway {}", settings.gateway_id))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
+            .reconnect_delay_callback(nats_reconnect_delay)
+            .event_callback(move |event| {
+                let _ = nats_events.send(event);
+                std::future::ready(())
+            })
             .connect(settings.nats_url.clone());
         let nats = intake
             .handle()
@@ -145,6 +154,7 @@ impl Application {
             settings.presence_max_members,
             settings.typing_rate_per_sec,
             settings.typing_burst,
+            settings.resync_window,
         );
         let presence = Arc::new(PresenceStore::new(
             Arc::clone(&redis),
@@ -216,6 +226,7 @@ impl Application {
             port,
             state,
             max_connections,
+            nats_events: nats_event_receiver,
         })
     }
 
@@ -237,6 +248,21 @@ impl Application {
             crate::memory::CHECK_EVERY,
             background.clone(),
         ));
+        let connection_task = tokio::spawn(crate::resync::watch_connection(
+            Arc::clone(&state.fanout),
+            self.nats_events,
+            background.clone(),
+        ));
+        let peers_task = state.fanout.take_peer_work().map(|work| {
+            tokio::spawn(crate::peers::run(
+                Arc::clone(&state.fanout),
+                Arc::clone(&state.presence),
+                state.db.clone(),
+                state.settings.presence_max_members,
+                work,
+                background.clone(),
+            ))
+        });
 
         let tracker = TaskTracker::new();
         let listener = Listener {
@@ -271,6 +297,10 @@ impl Application {
         let _ = presence_task.await;
         let _ = typing_task.await;
         let _ = memory_task.await;
+        let _ = connection_task.await;
+        if let Some(task) = peers_task {
+            let _ = task.await;
+        }
         state.presence.leave().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), state.nats.flush()).await;
         state.fanout.stop_intake();
@@ -344,6 +374,19 @@ impl Listener {
             }
         }
     }
+}
+
+/// How long the NATS client waits before its `attempts`-th reconnection attempt: 50 ms more per
+/// attempt up to 250 ms, plus up to 50 ms of jitter. A gateway is back within about a quarter of
+/// a second of NATS accepting connections again (async-nats' default doubles up to seconds),
+/// and a fleet reconnecting at once is spread over the jitter; an attempt to a server that is
+/// down is one refused connection, so the steady retry costs little.
+fn nats_reconnect_delay(attempts: usize) -> Duration {
+    let step = Duration::from_millis(50 * attempts.min(5) as u64);
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos() % 50_000_000);
+    step + Duration::from_nanos(u64::from(jitter))
 }
 
 /// Binds `address` (`host:port`, the host may be a name) with a [`LISTEN_BACKLOG`] backlog.

@@ -570,9 +570,7 @@ impl Client {
             }
             match self.ws.next().await {
                 Some(Ok(Message::Text(text))) => {
-                    for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
-                        self.pending.push_back(line.to_owned());
-                    }
+                    self.pending.push_back(one_event(text.as_str()).to_owned());
                 }
                 Some(Ok(Message::Close(frame))) => panic!("socket closed: {frame:?}"),
                 Some(Ok(_)) => {}
@@ -638,9 +636,7 @@ impl Client {
             loop {
                 match self.ws.next().await {
                     Some(Ok(Message::Text(text))) => {
-                        for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
-                            events.push(serde_json::from_str(line).expect("an event is JSON"));
-                        }
+                        events.push(serde_json::from_str(one_event(text.as_str())).unwrap());
                     }
                     Some(Ok(Message::Close(frame))) => {
                         return (events, Ok(frame.map_or(1005, |f| u16::from(f.code))));
@@ -673,6 +669,16 @@ impl Client {
             while let Some(Ok(_)) = self.ws.next().await {}
         })
         .await;
+    }
+}
+
+/// The one event a WebSocket message holds, as the ReTiCh web client reads it: one `JSON.parse`
+/// of the whole message (websocket.md §4). A message that is not exactly one JSON object fails
+/// the test — that client would drop it, and every event in it, without a word.
+pub fn one_event(message: &str) -> &str {
+    match serde_json::from_str::<Value>(message) {
+        Ok(Value::Object(_)) => message,
+        _ => panic!("a WebSocket message is not exactly one JSON object: {message:?}"),
     }
 }
 

@@ -101,6 +101,7 @@ async fn a_second_socket_finding_a_pending_subscription_waits_until_it_is_confir
         100,
         2.0,
         4,
+        std::time::Duration::from_secs(2),
     );
     for round in 0..3 {
         let (alice, bob, room) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -151,6 +152,7 @@ async fn a_removal_processed_while_a_socket_loads_its_list_is_not_undone_by_that
         100,
         2.0,
         4,
+        std::time::Duration::from_secs(2),
     );
     let (alice, owner, room, other) = (
         Uuid::new_v4(),
