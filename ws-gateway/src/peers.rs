@@ -69,8 +69,7 @@ pub async fn run(
             None => return,
             Some(PeerWork::Met(met)) => met,
             Some(PeerWork::Recount(conversation)) => {
-                match membership::members_if_small(&db, conversation, presence_max_members).await
-                {
+                match membership::members_if_small(&db, conversation, presence_max_members).await {
                     Ok(Some(members)) => fanout.conversation_recounted(conversation, members),
                     Ok(None) => continue,
                     Err(error) => {

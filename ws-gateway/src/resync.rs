@@ -23,8 +23,8 @@ use std::{sync::Arc, time::Duration};
 
 use shared_proto::events::ResyncNotice;
 use tokio::{runtime::Handle, sync::mpsc};
-use tokio_util::sync::CancellationToken;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::fanout::{Fanout, Outbox};

@@ -57,6 +57,11 @@ impl Drop for TempDir {
 
 impl Api {
     async fn start(env: &TestEnv) -> Self {
+        Self::start_with(env, &[]).await
+    }
+
+    /// With variables of its own (`extra` overrides the defaults).
+    async fn start_with(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
         let uploads = std::env::temp_dir().join(format!("retich-e2e-{}", Uuid::new_v4().simple()));
         let vars: HashMap<String, String> = [
             ("HOST", "127.0.0.1"),
@@ -73,6 +78,7 @@ impl Api {
             ("UPLOAD_DIR", &uploads.to_string_lossy()),
         ]
         .into_iter()
+        .chain(extra.iter().copied())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let settings = api_service::config::Settings::from_map(&vars).expect("API settings");
@@ -470,4 +476,189 @@ async fn typing_crosses_gateways_skips_every_socket_of_the_typist_and_shows_in_t
         &sent.raw_data(),
     )
     .await;
+}
+
+/// Creates a conversation through the API as `creator`; returns its id.
+async fn create(api: &Api, creator: Uuid, kind: &str, others: &[Uuid]) -> Uuid {
+    let body = if kind == "direct" {
+        json!({"type": "direct", "participant_ids": others})
+    } else {
+        json!({"type": kind, "name": "a room", "participant_ids": others})
+    };
+    let created = api.post("/conversations", creator, body).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    created.data()["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// Sends a message through the API; asserts it was stored (201).
+async fn send(api: &Api, sender: Uuid, conversation: Uuid, content: &str) {
+    let sent = api
+        .post(
+            &format!("/conversations/{conversation}/messages"),
+            sender,
+            json!({"content": content}),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+}
+
+#[tokio::test]
+async fn a_web_client_receives_every_message_of_a_burst_of_concurrent_sends_through_the_api() {
+    const BURST: usize = 50;
+    let env = TestEnv::new().await;
+    let api = Box::pin(Api::start_with(
+        &env,
+        &[("RATE_LIMIT_MESSAGES_BURST", "200")],
+    ))
+    .await;
+    let gateway = ProcessGateway::start(&env, &[]).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let room = create(&api, alice, "group", &[bob]).await;
+    let (mut bob_ws, _) = connect(&env, gateway.port, bob).await;
+
+    let api = &api;
+    let sends = (0..BURST).map(|n| async move {
+        send(api, alice, room, &format!("burst {n}")).await;
+    });
+    futures_util::future::join_all(sends).await;
+
+    // One JSON.parse per message, what does not parse is dropped: the web client's way.
+    let mut contents = std::collections::BTreeSet::new();
+    let mut seqs = Vec::new();
+    while contents.len() < BURST {
+        let Some(message) = bob_ws.next_message(WAIT).await else {
+            break;
+        };
+        let Ok(event) = serde_json::from_str::<Value>(&message) else {
+            continue;
+        };
+        if event["type"] == "message.new" {
+            contents.insert(event["payload"]["content"].as_str().unwrap().to_owned());
+            seqs.push(event["payload"]["seq"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(contents.len(), BURST, "every message of the burst arrived");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in seq order: {seqs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dm_made_while_both_are_connected_brings_presence_both_ways_and_a_second_one_nothing() {
+    let env = TestEnv::new().await;
+    let api = Box::pin(Api::start(&env)).await;
+    let (g1, g2) = tokio::join!(
+        ProcessGateway::start(&env, &[]),
+        ProcessGateway::start(&env, &[])
+    );
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let (mut alice_ws, online) = connect(&env, g1.port, alice).await;
+    assert!(online.is_empty());
+    let (mut bob_ws, online) = connect(&env, g2.port, bob).await;
+    assert!(online.is_empty(), "no shared conversation yet");
+
+    let dm = create(&api, alice, "direct", &[bob]).await;
+    for (ws, peer) in [(&mut alice_ws, bob), (&mut bob_ws, alice)] {
+        let joined = ws.next_event().await;
+        assert_eq!(joined["type"], "conversation.joined", "{joined}");
+        assert_eq!(joined["conversation_id"], dm.to_string());
+        let online = ws.next_event().await;
+        assert_eq!(online["type"], "presence.online", "{online}");
+        assert_eq!(online["payload"]["user_id"], peer.to_string());
+    }
+
+    // A second shared conversation: joined, then the first message, and nothing else.
+    let group = create(&api, bob, "group", &[alice]).await;
+    send(&api, bob, group, "sentinel").await;
+    for ws in [&mut alice_ws, &mut bob_ws] {
+        let joined = ws.next_event().await;
+        assert_eq!(joined["type"], "conversation.joined", "{joined}");
+        let message = ws.next_event().await;
+        assert_eq!(message["type"], "message.new", "{message}");
+        ws.assert_quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn a_message_sent_while_nats_is_down_reaches_the_sockets_once_it_is_back() {
+    let env = TestEnv::new().await;
+    let mut nats = OwnNats::start().await;
+    let api = Box::pin(Api::start_with(&env, &[("NATS_URL", nats.url.as_str())])).await;
+    let gateway = ProcessGateway::start(&env, &[("NATS_URL", nats.url.as_str())]).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let room = create(&api, alice, "group", &[bob]).await;
+    let (mut bob_ws, _) = connect(&env, gateway.port, bob).await;
+    send(&api, alice, room, "before").await;
+    assert_eq!(
+        bob_ws.next_event_skipping(&SKIP).await["payload"]["content"],
+        "before"
+    );
+
+    nats.kill();
+    // Stored and answered while NATS is down.
+    send(&api, alice, room, "during").await;
+    nats.restart().await;
+
+    // The API publishes what it kept; the gateway, whose stream was interrupted, says so too.
+    let mut got_message = false;
+    let mut got_resync = false;
+    while !(got_message && got_resync) {
+        let event = bob_ws.next_event_skipping(&SKIP).await;
+        match event["type"].as_str().unwrap() {
+            "message.new" => {
+                assert_eq!(event["payload"]["content"], "during");
+                assert_eq!(event["payload"]["seq"], 2);
+                got_message = true;
+            }
+            "resync" => {
+                assert_eq!(event["payload"]["reason"], "event_stream_interrupted");
+                got_resync = true;
+            }
+            other => panic!("unexpected {other}: {event}"),
+        }
+    }
+    send(&api, alice, room, "after").await;
+    let event = bob_ws.next_event_skipping(&SKIP).await;
+    assert_eq!(event["payload"]["content"], "after", "{event}");
+}
+
+#[tokio::test]
+async fn events_the_api_had_to_drop_during_an_outage_are_answered_with_resync() {
+    let env = TestEnv::new().await;
+    let mut nats = OwnNats::start().await;
+    let api = Box::pin(Api::start_with(
+        &env,
+        &[("NATS_URL", nats.url.as_str()), ("EVENT_BUFFER_SIZE", "2")],
+    ))
+    .await;
+    let gateway = ProcessGateway::start(&env, &[("NATS_URL", nats.url.as_str())]).await;
+    let (alice, bob, carol) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let room = create(&api, alice, "group", &[bob]).await;
+    let _elsewhere = create(&api, carol, "group", &[]).await;
+    let (mut bob_ws, _) = connect(&env, gateway.port, bob).await;
+
+    nats.kill();
+    for n in 1..=4 {
+        send(&api, alice, room, &format!("while down {n}")).await;
+    }
+    nats.restart().await;
+
+    // Two were kept and published; two were dropped, which the notice tells Bob's gateway.
+    let mut reasons = std::collections::BTreeSet::new();
+    let mut contents = Vec::new();
+    while reasons.len() < 2 || contents.len() < 2 {
+        let event = bob_ws.next_event_skipping(&SKIP).await;
+        match event["type"].as_str().unwrap() {
+            "message.new" => {
+                contents.push(event["payload"]["content"].as_str().unwrap().to_owned())
+            }
+            "resync" => {
+                reasons.insert(event["payload"]["reason"].as_str().unwrap().to_owned());
+            }
+            other => panic!("unexpected {other}: {event}"),
+        }
+    }
+    assert_eq!(contents, ["while down 1", "while down 2"]);
+    assert!(reasons.contains("events_not_published"), "{reasons:?}");
 }

@@ -416,6 +416,69 @@ impl ProcessGateway {
     }
 }
 
+/// A NATS server of the test's own on a free port, which the test can kill (SIGKILL) and start
+/// again on the same port; killed when dropped. Never the shared server on 4222.
+pub struct OwnNats {
+    pub port: u16,
+    pub url: String,
+    child: Option<std::process::Child>,
+}
+
+impl OwnNats {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let mut nats = Self {
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server (again) on its port and waits until it accepts clients.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nats-server");
+        self.child = Some(
+            std::process::Command::new(binary)
+                .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nats-server"),
+        );
+        eventually("the test's nats-server to accept clients", || async {
+            async_nats::connect(&self.url).await.is_ok()
+        })
+        .await;
+    }
+
+    /// A client of this server.
+    pub async fn client(&self) -> async_nats::Client {
+        within("a NATS client", async_nats::connect(&self.url))
+            .await
+            .expect("connect to the test's nats-server")
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -486,8 +549,7 @@ pub async fn response_head(port: u16, request: &[u8]) -> String {
 /// A WebSocket client of the tests.
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// Events already received but not yet consumed (a frame may hold several), as the exact
-    /// lines the gateway sent.
+    /// Events already received but not yet consumed, as the exact messages the gateway sent.
     pending: VecDeque<String>,
 }
 
@@ -578,6 +640,24 @@ impl Client {
                 None => panic!("socket ended"),
             }
         }
+    }
+
+    /// The next text message exactly as received, parsed or not — what a web client hands to
+    /// `JSON.parse`; `None` when the socket ends or nothing arrives within `limit`.
+    pub async fn next_message(&mut self, limit: Duration) -> Option<String> {
+        if let Some(event) = self.pending.pop_front() {
+            return Some(event);
+        }
+        let read = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(text))) => return Some(text.as_str().to_owned()),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                    Some(Ok(_)) => {}
+                }
+            }
+        };
+        tokio::time::timeout(limit, read).await.ok().flatten()
     }
 
     /// Asserts that nothing arrives for [`QUIET`].

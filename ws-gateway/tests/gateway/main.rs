@@ -10,6 +10,7 @@ mod helpers;
 mod limits;
 mod membership;
 mod presence;
+mod recovery;
 mod startup;
 mod subscriptions;
 mod typing;
