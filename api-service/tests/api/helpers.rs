@@ -96,6 +96,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub nats_prefix: String,
     pub redis_prefix: String,
+    /// The app's own Redis handle (its circuit and connection attempts).
+    pub redis: std::sync::Arc<shared_redis::RedisConn>,
     pub client: reqwest::Client,
     stop: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -144,6 +146,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let redis_prefix = settings.redis_key_prefix.clone();
     let app = Application::build(settings).await.expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let redis = app.state().redis.clone();
     let pool = db.pool().await;
     let stop = CancellationToken::new();
     let token = stop.clone();
@@ -154,6 +157,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         pool,
         nats_prefix,
         redis_prefix,
+        redis,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

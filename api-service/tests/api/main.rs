@@ -16,4 +16,5 @@ mod participants;
 mod pins;
 mod reactions;
 mod receipts;
+mod redis_outage;
 mod routing;

@@ -1,0 +1,219 @@
+//! Sends while Redis is unreachable (shared-redis's circuit): they are written and answered
+//! without a Redis connection attempt each, and rate limiting comes back by itself once Redis
+//! answers again. Each test runs a `redis-server` of its own (the shared one is never touched).
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::json;
+use shared_redis::Circuit;
+use uuid::Uuid;
+
+use crate::helpers::{As, TestApp, spawn_app_with};
+
+/// Every wait of these tests is bounded by this.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A `redis-server` of this test's own, on a free port; killed (SIGKILL) when dropped.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers.
+    async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.child = Some(
+            Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server"),
+        );
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let answer = tokio::time::timeout(Duration::from_secs(1), async {
+                    let mut conn = self.connect().await?;
+                    redis::cmd("PING").query_async::<String>(&mut conn).await
+                })
+                .await;
+                if matches!(answer, Ok(Ok(_))) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("redis-server on port {} did not come up", self.port));
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    async fn exists(&self, key: &str) -> bool {
+        let mut conn = self.connect().await.expect("the test's redis answers");
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Two tokens, one more per 20 s: nothing refills during a test.
+const TWO_TOKENS: [(&str, &str); 2] = [
+    ("RATE_LIMIT_MESSAGES_PER_SEC", "0.05"),
+    ("RATE_LIMIT_MESSAGES_BURST", "2"),
+];
+
+async fn send(app: &TestApp, conversation: Uuid, who: Uuid, text: &str) -> crate::helpers::Reply {
+    app.post_json(
+        &format!("/conversations/{conversation}/messages"),
+        As::User(who),
+        json!({ "content": text }),
+    )
+    .await
+}
+
+async fn stored(app: &TestApp, conversation: Uuid) -> i64 {
+    sqlx::query_scalar("select count(*) from messages where conversation_id = $1")
+        .bind(conversation)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// The value of one sample of `/metrics`; 0 when absent.
+async fn metric(app: &TestApp, sample: &str) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+async fn ready_redis(app: &TestApp) -> serde_json::Value {
+    let body: serde_json::Value = app.get("/ready").await.json().await.expect("JSON");
+    body["checks"]["redis"].clone()
+}
+
+#[tokio::test]
+async fn sends_while_redis_is_down_make_no_connection_attempt_and_limiting_returns_with_redis() {
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(&[TWO_TOKENS[0], TWO_TOKENS[1], ("REDIS_URL", url.as_str())]).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let conv = app.create_group(alice, &[bob]).await;
+    let bucket = format!("{}:ratelimit:send:{alice}", app.redis_prefix);
+
+    // Redis up: the send takes a token from alice's bucket in the test's Redis.
+    assert_eq!(send(&app, conv, alice, "before").await.status, 201);
+    assert!(redis.exists(&bucket).await, "{bucket}");
+    assert_eq!(app.redis.circuit(), Circuit::Closed);
+    assert_eq!(ready_redis(&app).await, "ok");
+
+    // Redis down: the first send's failed command opens the circuit; every send is written and
+    // answered (the limiter fails open, beyond alice's burst too) without a connection attempt.
+    redis.kill();
+    let r = send(&app, conv, alice, "down 0").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(app.redis.circuit(), Circuit::Open);
+    let attempts = app.redis.connection_attempts();
+    for i in 1..=5 {
+        let r = send(&app, conv, alice, &format!("down {i}")).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    assert_eq!(app.redis.connection_attempts(), attempts);
+    assert_eq!(app.redis.circuit(), Circuit::Open);
+    assert_eq!(stored(&app, conv).await, 7);
+    assert_eq!(metric(&app, "rate_limiter_errors_total").await, 6.0);
+    assert_eq!(ready_redis(&app).await, "fail");
+
+    // Redis back (empty): the circuit closes by itself and alice's new bucket limits her again.
+    redis.restart().await;
+    tokio::time::timeout(PATIENCE, async {
+        while app.redis.circuit() != Circuit::Closed {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the circuit closes once Redis answers");
+    assert_eq!(
+        app.redis.connection_attempts(),
+        attempts,
+        "the probe did it"
+    );
+    assert_eq!(send(&app, conv, alice, "back 1").await.status, 201);
+    assert!(redis.exists(&bucket).await, "{bucket}");
+    assert_eq!(send(&app, conv, alice, "back 2").await.status, 201);
+    send(&app, conv, alice, "back 3")
+        .await
+        .assert_error(429, "RATE_LIMITED", "Too many requests");
+    assert_eq!(stored(&app, conv).await, 9);
+    assert_eq!(
+        metric(&app, "rate_limiter_errors_total").await,
+        6.0,
+        "no more sends fail open"
+    );
+    assert_eq!(ready_redis(&app).await, "ok");
+}
+
+#[tokio::test]
+async fn sends_to_an_app_whose_redis_never_answered_cost_one_connection_attempt_in_all() {
+    let nobody = format!("redis://127.0.0.1:{}", free_port());
+    let app = spawn_app_with(&[TWO_TOKENS[0], TWO_TOKENS[1], ("REDIS_URL", nobody.as_str())]).await;
+    let alice = Uuid::new_v4();
+    let conv = app.create_group(alice, &[Uuid::new_v4()]).await;
+
+    for i in 0..6 {
+        let r = send(&app, conv, alice, &format!("{i}")).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+
+    assert_eq!(app.redis.circuit(), Circuit::Open);
+    assert_eq!(app.redis.connection_attempts(), 1);
+    assert_eq!(stored(&app, conv).await, 6);
+    assert_eq!(ready_redis(&app).await, "fail");
+    assert_eq!(app.redis.connection_attempts(), 1);
+}
