@@ -27,9 +27,15 @@ if ! command -v pgbench >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql-contrib >/dev/null
 fi
 
-echo "bench: building release binaries"
-cargo build --release --locked -p api-service -p ws-gateway -p retich-bench
-bin=target/release
+# BENCH_BIN: a folder holding api-service, ws-gateway and retich-bench built elsewhere (another
+# commit, for a before/after comparison: scripts/bench-ab.sh); unset, this tree's release build.
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  echo "bench: building release binaries"
+  cargo build --release --locked -p api-service -p ws-gateway -p retich-bench
+  bin=target/release
+fi
 ulimit -n "$(ulimit -Hn)" || true
 
 if [ "$MODE" = full ]; then GATEWAYS=${BENCH_GATEWAYS:-6}; else GATEWAYS=${BENCH_GATEWAYS:-3}; fi

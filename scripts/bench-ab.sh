@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Before/after fan-out comparison on this machine, alternating the two builds so that the
+# machine's drift hits both alike:
+#
+#   scripts/bench-ab.sh DIR_A DIR_B [ROUNDS]
+#
+# DIR_A and DIR_B each hold api-service, ws-gateway and retich-bench binaries (e.g. a release
+# build of another commit, made in a worktree with its own CARGO_TARGET_DIR). Each round starts
+# the services of A with `scripts/bench.sh serve` (BENCH_BIN=DIR_A), runs the two full-speed
+# fan-out scenarios of BENCHMARKS.md (100 groups x 10 members with 64 publishers, 10 x 1,000 with
+# 16), stops them, then does the same for B; the order of A and B flips every round. The same
+# load tool (DIR_B's retich-bench) drives both, so only the services differ.
+#
+# Prints one line per run and keeps each run's JSON in .bench-ab/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
+D=${AB_DURATION:-20}; GRACE=${AB_GRACE:-10}
+TOOL="$B/retich-bench"
+out=.bench-ab
+mkdir -p "$out"
+
+serve_pid=""
+stop_serve() {
+  if [ -n "$serve_pid" ]; then
+    kill -TERM "$serve_pid" 2>/dev/null || true
+    wait "$serve_pid" 2>/dev/null || true
+    serve_pid=""
+  fi
+}
+trap stop_serve EXIT INT TERM
+
+run_one() { # label dir round
+  local label=$1 dir=$2 round=$3 work=".bench-ab-work"
+  rm -f "$work/env"
+  BENCH_BIN="$dir" BENCH_WORK="$work" BENCH_GATEWAYS=3 scripts/bench.sh serve \
+    >"$out/serve-$label-$round.log" 2>&1 &
+  serve_pid=$!
+  for _ in $(seq 1 600); do [ -f "$work/env" ] && break; sleep 0.2; done
+  [ -f "$work/env" ] || { echo "ab: services of $label did not start" >&2; exit 1; }
+  # shellcheck disable=SC1091
+  source "$work/env"
+  "$TOOL" fanout --api "$API" --gateway "$FIRST_GW" --groups 100 --members 10 --rate 0 \
+    --publishers 64 --duration "$D" --grace "$GRACE" \
+    --json-out "$out/$label-$round-100x10.json" >"$out/$label-$round-100x10.txt" 2>&1
+  "$TOOL" fanout --api "$API" --gateway "$FIRST_GW" --groups 10 --members 1000 --rate 0 \
+    --publishers 16 --duration "$D" --grace "$GRACE" \
+    --json-out "$out/$label-$round-10x1000.json" >"$out/$label-$round-10x1000.txt" 2>&1
+  stop_serve
+  for scenario in 100x10 10x1000; do
+    printf '%s round %s %-8s ' "$label" "$round" "$scenario"
+    python3 - "$out/$label-$round-$scenario.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+if "reports" in report:
+    report = report["reports"][0]
+metrics = {m["name"]: m for m in report.get("metrics", [])}
+keep = ["messages sent/s", "deliveries/s", "end-to-end p50", "end-to-end p99", "missing deliveries"]
+print("  ".join(f'{k}={metrics[k]["value"]:.5g}' for k in keep if k in metrics))
+PY
+  done
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) = 1 ]; then order="A B"; else order="B A"; fi
+  for which in $order; do
+    if [ "$which" = A ]; then run_one A "$A" "$round"; else run_one B "$B" "$round"; fi
+  done
+done
