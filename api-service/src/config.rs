@@ -104,6 +104,9 @@ pub struct Settings {
     pub nats_url: String,
     /// First token of every NATS subject (`<prefix>.conv.<id>`); tests use their own.
     pub nats_subject_prefix: String,
+    /// Events kept while NATS is unreachable, published when it is back (events.rs); 0 keeps
+    /// none.
+    pub event_buffer_size: usize,
     pub redis_url: String,
     /// Prefix of every Redis key; tests use their own.
     pub redis_key_prefix: String,
@@ -268,6 +271,10 @@ impl Settings {
         if rate_limit_burst == 0 {
             return Err(bad("RATE_LIMIT_MESSAGES_BURST", "must be at least 1"));
         }
+        let event_buffer_size: usize = env.parse("EVENT_BUFFER_SIZE", 10_000)?;
+        if event_buffer_size > 1_000_000 {
+            return Err(bad("EVENT_BUFFER_SIZE", "must be between 0 and 1000000"));
+        }
         let send_writers: usize = env.parse("SEND_WRITERS", 1)?;
         if !(1..=64).contains(&send_writers) {
             return Err(bad("SEND_WRITERS", "must be between 1 and 64"));
@@ -282,6 +289,7 @@ impl Settings {
             send_writers,
             nats_url,
             nats_subject_prefix,
+            event_buffer_size,
             redis_url,
             redis_key_prefix: env.string("REDIS_KEY_PREFIX", "retich"),
             auth: AuthSettings::from_env(&env)?,
@@ -379,6 +387,18 @@ mod tests {
                 endpoint: Some("http://127.0.0.1:9000".into()),
             }
         );
+    }
+
+    #[test]
+    fn the_event_buffer_defaults_to_ten_thousand_and_may_be_zero_but_not_huge() {
+        let s = Settings::from_map(&HashMap::new()).unwrap();
+        assert_eq!(s.event_buffer_size, 10_000);
+        let s = Settings::from_map(&vars(&[("EVENT_BUFFER_SIZE", "0")])).unwrap();
+        assert_eq!(s.event_buffer_size, 0);
+        for bad in ["-1", "lots", "1000001"] {
+            let err = Settings::from_map(&vars(&[("EVENT_BUFFER_SIZE", bad)])).unwrap_err();
+            assert_eq!(err.name, "EVENT_BUFFER_SIZE");
+        }
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use poem::{Endpoint, IntoResponse, Middleware, PathPattern, Request, Response, Result};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// The counters and histograms of one api-service process.
@@ -21,6 +21,11 @@ pub struct Metrics {
     pub messages_persisted: IntCounter,
     pub events_published: IntCounterVec,
     pub event_publish_failures: IntCounterVec,
+    /// Events waiting in the publisher's buffer for NATS (events.rs).
+    pub event_buffer: IntGauge,
+    pub events_buffered: IntCounter,
+    pub events_dropped: IntCounterVec,
+    pub resync_notices_published: IntCounter,
     pub rate_limited: IntCounter,
     pub rate_limiter_errors: IntCounter,
     pub send_batch_size: Histogram,
@@ -66,9 +71,39 @@ impl Metrics {
         let event_publish_failures = IntCounterVec::new(
             Opts::new(
                 "event_publish_failures_total",
-                "Events that could not be published on NATS, by event type",
+                "Events that could not be published on NATS when they were made (not connected, \
+                 publish failed or timed out, or dropped), by event type; each was then buffered \
+                 or dropped",
             ),
             &["type"],
+        )
+        .expect("metric");
+        let event_buffer = IntGauge::new(
+            "event_buffer_events",
+            "Events buffered while NATS is unreachable, waiting to be published",
+        )
+        .expect("metric");
+        let events_buffered = IntCounter::new(
+            "events_buffered_total",
+            "Events that went through the buffer instead of straight to NATS",
+        )
+        .expect("metric");
+        let events_dropped = IntCounterVec::new(
+            Opts::new(
+                "events_dropped_total",
+                "Events never published, by reason (overflow: buffer full; too_large: over the \
+                 server's max_payload; shutdown: still buffered at exit)",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        // Every reason shows from the start (at 0), so a rate over it is defined before any drop.
+        for reason in ["overflow", "too_large", "shutdown"] {
+            events_dropped.with_label_values(&[reason]);
+        }
+        let resync_notices_published = IntCounter::new(
+            "resync_notices_published_total",
+            "Resync notices published for events that may not have reached NATS",
         )
         .expect("metric");
         let rate_limited = IntCounter::new("rate_limited_total", "Message sends refused with 429")
@@ -104,6 +139,10 @@ impl Metrics {
             Box::new(messages_persisted.clone()),
             Box::new(events_published.clone()),
             Box::new(event_publish_failures.clone()),
+            Box::new(event_buffer.clone()),
+            Box::new(events_buffered.clone()),
+            Box::new(events_dropped.clone()),
+            Box::new(resync_notices_published.clone()),
             Box::new(rate_limited.clone()),
             Box::new(rate_limiter_errors.clone()),
             Box::new(send_batch_size.clone()),
@@ -118,6 +157,10 @@ impl Metrics {
             messages_persisted,
             events_published,
             event_publish_failures,
+            event_buffer,
+            events_buffered,
+            events_dropped,
+            resync_notices_published,
             rate_limited,
             rate_limiter_errors,
             send_batch_size,

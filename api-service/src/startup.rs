@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{AuthMode, Settings},
     error::ApiError,
-    events::Publisher,
+    events::{Backlog, Publisher},
     ingest::Ingest,
     metrics::{HttpMetrics, Metrics},
     migrate, partitions,
@@ -34,6 +34,32 @@ use crate::{
 /// Longest a Redis command may take on a request path before the request goes on without it
 /// (rate limiting fails open, typing lists are empty).
 const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Longest one NATS connection attempt may take (TCP, INFO, TLS, CONNECT, PONG). A handshake
+/// takes milliseconds on a healthy network; 2 s leaves room for TLS on a loaded link while an
+/// attempt stuck on an address that no longer answers (a node gone without a reset) gives way to
+/// the next one within 2 s rather than the client's default 5 s.
+const NATS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Delay before NATS reconnection attempt `attempts` (1 for the first after a loss, back to 0
+/// once connected). The first is immediate: in a cluster another server takes the connection at
+/// once. Then 50 ms more per attempt up to 250 ms, plus 0–50 ms of jitter so the replicas do not
+/// reconnect in step. A server that comes back is thus reached within about 300 ms (the client's
+/// default delay doubles with every attempt up to 4 s: after a 2 s outage it waits about another
+/// second), while a failed attempt
+/// against a closed port costs one refused TCP connection, so three or four a second per replica
+/// put no load on NATS during a long outage.
+fn nats_reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let step = Duration::from_millis(50)
+        .saturating_mul(u32::try_from(attempts - 1).unwrap_or(u32::MAX))
+        .min(Duration::from_millis(250));
+    // Any random bits do; uuid's generator is already here.
+    let jitter = Duration::from_millis((uuid::Uuid::new_v4().as_u128() % 51) as u64);
+    step + jitter
+}
 
 /// Everything a request handler may need. Cloned per request (all fields are handles).
 #[derive(Clone)]
@@ -141,9 +167,14 @@ impl Application {
                 );
             }
         }
+        let metrics = Metrics::new();
+        let backlog = Backlog::new(settings.event_buffer_size, metrics.clone());
         let nats = async_nats::ConnectOptions::new()
             .name("api-service")
             .retry_on_initial_connect()
+            .reconnect_delay_callback(nats_reconnect_delay)
+            .connection_timeout(NATS_CONNECTION_TIMEOUT)
+            .event_callback(backlog.on_nats_event())
             .connect(&settings.nats_url)
             .await
             .context("invalid NATS_URL")?;
@@ -172,11 +203,11 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().map(SocketAddr::port))
             .context("listener has no TCP address")?;
-        let metrics = Metrics::new();
         let events = Publisher::new(
             nats.clone(),
             settings.nats_subject_prefix.clone(),
             metrics.clone(),
+            backlog,
         );
         let users = UserService::new(settings.user_service_url.clone());
         let storage = Storage::from_settings(&settings, port).context("attachment storage")?;
@@ -237,6 +268,8 @@ impl Application {
             settings.partition_check_interval,
             stop.clone(),
         ));
+        // Publishes what NATS could not take at once, when it is back (events.rs).
+        let publisher = tokio::spawn(state.events.clone().run(stop.clone()));
         tracing::info!(port, "api-service listening");
         let app = build_routes(state.clone());
         let result = Server::new_with_acceptor(acceptor)
@@ -244,6 +277,7 @@ impl Application {
             .await;
         stop.cancel();
         let _ = maintenance.await;
+        let _ = publisher.await;
         // Deliver whatever events are still buffered before the process ends.
         let _ = tokio::time::timeout(Duration::from_secs(2), state.nats.flush()).await;
         state.pool.close().await;
