@@ -30,7 +30,10 @@
 //!
 //! A background task ([`Publisher::run`]) publishes the buffer, oldest first, once the client is
 //! connected again: the client's `Connected` event wakes it ([`Backlog::on_nats_event`]), and it
-//! also looks every [`DRAIN_POLL`] in case a wake-up is missed. The event it is publishing still
+//! also looks every [`DRAIN_POLL`] in case a wake-up is missed. After a connection it holds the
+//! buffer back for [`RECONNECT_SETTLE`], so that gateways that lost the same server are
+//! subscribed again when it goes out (otherwise it would be announced by their `resync` but not
+//! delivered live). The event it is publishing still
 //! counts as buffered until the client has taken it, so a new event cannot overtake it. When the
 //! buffer is empty again, events go straight to the client.
 //!
@@ -111,6 +114,12 @@ pub const IN_FLIGHT_CAPACITY: usize = 8192;
 pub const NOTICE_MAX_CONVERSATIONS: usize = 1000;
 /// Most users a resync notice lists before it says `everyone`.
 pub const NOTICE_MAX_USERS: usize = 1000;
+/// How long the drain holds the buffer back after the client connects, so that the gateways,
+/// which lost the same NATS server and retry as often, have subscribed again before it is
+/// published (they are back within about 300 ms of NATS accepting connections). Published
+/// earlier, the buffer would reach NATS while nobody listens: recovered by the gateways'
+/// `resync`, but not delivered live.
+pub const RECONNECT_SETTLE: Duration = Duration::from_millis(500);
 /// Longest the drain may go on once the service is stopping.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 
@@ -222,6 +231,8 @@ struct BacklogState {
     dropped: u64,
     /// Recent publishes, for a disconnect.
     recent: Recent,
+    /// When the client last connected (the drain holds back for [`RECONNECT_SETTLE`] after it).
+    connected_at: Option<Instant>,
 }
 
 impl BacklogState {
@@ -344,6 +355,7 @@ impl Backlog {
                 notice: NoticeTargets::default(),
                 dropped: 0,
                 recent: Recent::new(),
+                connected_at: None,
             }),
             wake: Notify::new(),
             capacity,
@@ -360,7 +372,10 @@ impl Backlog {
         move |event| {
             match event {
                 async_nats::Event::Disconnected => backlog.disconnected(Instant::now()),
-                async_nats::Event::Connected => backlog.0.wake.notify_one(),
+                async_nats::Event::Connected => {
+                    backlog.lock().connected_at = Some(Instant::now());
+                    backlog.0.wake.notify_one();
+                }
                 _ => {}
             }
             std::future::ready(())
@@ -645,6 +660,20 @@ impl Publisher {
                 () = stop.cancelled() => break,
                 () = self.backlog.0.wake.notified() => {}
                 () = tokio::time::sleep(DRAIN_POLL) => {}
+            }
+            let settled_at = {
+                let state = self.backlog.lock();
+                let waiting = state.buffered() > 0;
+                state
+                    .connected_at
+                    .map(|at| at + RECONNECT_SETTLE)
+                    .filter(|settled| waiting && *settled > Instant::now())
+            };
+            if let Some(settled_at) = settled_at {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep_until(settled_at.into()) => {}
+                }
             }
             self.drain().await;
         }

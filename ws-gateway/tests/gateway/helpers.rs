@@ -459,15 +459,18 @@ impl OwnNats {
                 .spawn()
                 .expect("start nats-server"),
         );
-        eventually("the test's nats-server to accept clients", || async {
-            async_nats::connect(&self.url).await.is_ok()
-        })
+        // Boxed: a NATS connect future is large, and every caller's future would carry it.
+        let url = self.url.clone();
+        Box::pin(eventually("the test's nats-server to accept clients", || {
+            let url = url.clone();
+            Box::pin(async move { async_nats::connect(url).await.is_ok() })
+        }))
         .await;
     }
 
     /// A client of this server.
     pub async fn client(&self) -> async_nats::Client {
-        within("a NATS client", async_nats::connect(&self.url))
+        within("a NATS client", Box::pin(async_nats::connect(&self.url)))
             .await
             .expect("connect to the test's nats-server")
     }
