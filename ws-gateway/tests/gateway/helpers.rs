@@ -461,10 +461,13 @@ impl OwnNats {
         );
         // Boxed: a NATS connect future is large, and every caller's future would carry it.
         let url = self.url.clone();
-        Box::pin(eventually("the test's nats-server to accept clients", || {
-            let url = url.clone();
-            Box::pin(async move { async_nats::connect(url).await.is_ok() })
-        }))
+        Box::pin(eventually(
+            "the test's nats-server to accept clients",
+            || {
+                let url = url.clone();
+                Box::pin(async move { async_nats::connect(url).await.is_ok() })
+            },
+        ))
         .await;
     }
 
