@@ -11,7 +11,9 @@
 # 16), stops them, then does the same for B; the order of A and B flips every round. The same
 # load tool (DIR_B's retich-bench) drives both, so only the services differ.
 #
-# Prints one line per run and keeps each run's JSON in .bench-ab/.
+# Prints one line per run — throughput, latency, and the CPU time per delivery of the first
+# gateway, per message of the api-service and per delivery of the load tool — and keeps each
+# run's JSON in .bench-ab/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
@@ -40,25 +42,52 @@ run_one() { # label dir round
   [ -f "$work/env" ] || { echo "ab: services of $label did not start" >&2; exit 1; }
   # shellcheck disable=SC1091
   source "$work/env"
-  "$TOOL" fanout --api "$API" --gateway "$FIRST_GW" --groups 100 --members 10 --rate 0 \
-    --publishers 64 --duration "$D" --grace "$GRACE" \
-    --json-out "$out/$label-$round-100x10.json" >"$out/$label-$round-100x10.txt" 2>&1
-  "$TOOL" fanout --api "$API" --gateway "$FIRST_GW" --groups 10 --members 1000 --rate 0 \
-    --publishers 16 --duration "$D" --grace "$GRACE" \
-    --json-out "$out/$label-$round-10x1000.json" >"$out/$label-$round-10x1000.txt" 2>&1
+  scenario 100x10 --groups 100 --members 10 --rate 0 --publishers 64
+  scenario 10x1000 --groups 10 --members 1000 --rate 0 --publishers 16
   stop_serve
   for scenario in 100x10 10x1000; do
     printf '%s round %s %-8s ' "$label" "$round" "$scenario"
-    python3 - "$out/$label-$round-$scenario.json" <<'PY'
+    python3 - "$out/$label-$round-$scenario.json" "$out/$label-$round-$scenario.cpu" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
 if "reports" in report:
     report = report["reports"][0]
 metrics = {m["name"]: m for m in report.get("metrics", [])}
 keep = ["messages sent/s", "deliveries/s", "end-to-end p50", "end-to-end p99", "missing deliveries"]
-print("  ".join(f'{k}={metrics[k]["value"]:.5g}' for k in keep if k in metrics))
+line = [f'{k}={metrics[k]["value"]:.5g}' for k in keep if k in metrics]
+gateway, api, tool = (float(x) for x in open(sys.argv[2]).read().split())
+deliveries = metrics["deliveries"]["value"]
+messages = metrics["messages accepted (201)"]["value"]
+line.append(f"gateway CPU/delivery={gateway / deliveries * 1e6:.3g}us")
+line.append(f"api CPU/msg={api / messages * 1e6:.3g}us")
+line.append(f"load tool CPU/delivery={tool / deliveries * 1e6:.3g}us")
+print("  ".join(line))
 PY
   done
+}
+
+cpu_seconds() { # pid: user + system CPU seconds so far
+  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
+}
+
+# One fan-out run of the services just started; also records the CPU seconds the first gateway,
+# the api-service and the load tool spent on it.
+scenario() { # name fanout-args...
+  local name=$1; shift
+  local gw0 api0 gw1 api1
+  gw0=$(cpu_seconds "$FIRST_GW_PID"); api0=$(cpu_seconds "$API_PID")
+  local tool
+  tool=$(python3 - "$TOOL" fanout --api "$API" --gateway "$FIRST_GW" "$@" --duration "$D" \
+    --grace "$GRACE" --json-out "$out/$label-$round-$name.json" <<'PY'
+import os, resource, subprocess, sys
+with open(os.devnull, "w") as sink:
+    subprocess.run(sys.argv[1:], stdout=sink, stderr=sink, check=True)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(usage.ru_utime + usage.ru_stime)
+PY
+  )
+  gw1=$(cpu_seconds "$FIRST_GW_PID"); api1=$(cpu_seconds "$API_PID")
+  echo "$(echo "$gw1 - $gw0" | bc -l) $(echo "$api1 - $api0" | bc -l) $tool" >"$out/$label-$round-$name.cpu"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
