@@ -17,6 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$(realpath "$1"); B=$(realpath "$2"); ROUNDS=${3:-3}
+# Scenarios, each `100x10` or `10x1000`, at full speed or `@<msg/s>` (e.g. `10x1000@320`).
+SCENARIOS=${AB_SCENARIOS:-100x10 10x1000}
 D=${AB_DURATION:-20}; GRACE=${AB_GRACE:-10}
 TOOL="$B/retich-bench"
 out=.bench-ab
@@ -42,10 +44,18 @@ run_one() { # label dir round
   [ -f "$work/env" ] || { echo "ab: services of $label did not start" >&2; exit 1; }
   # shellcheck disable=SC1091
   source "$work/env"
-  scenario 100x10 --groups 100 --members 10 --rate 0 --publishers 64
-  scenario 10x1000 --groups 10 --members 1000 --rate 0 --publishers 16
+  for name in $SCENARIOS; do
+    local rate=${name#*@}
+    [ "$rate" = "$name" ] && rate=0
+    case "${name%@*}" in
+      100x10) scenario "$name" --groups 100 --members 10 --rate "$rate" --publishers 64 ;;
+      10x1000) scenario "$name" --groups 10 --members 1000 --rate "$rate" --publishers 16 ;;
+      *) echo "ab: unknown scenario $name" >&2; exit 2 ;;
+    esac
+  done
+  read_gateway_counters "$label-$round"
   stop_serve
-  for scenario in 100x10 10x1000; do
+  for scenario in $SCENARIOS; do
     printf '%s round %s %-8s ' "$label" "$round" "$scenario"
     python3 - "$out/$label-$round-$scenario.json" "$out/$label-$round-$scenario.cpu" <<'PY'
 import json, sys
@@ -64,6 +74,14 @@ line.append(f"load tool CPU/delivery={tool / deliveries * 1e6:.3g}us")
 print("  ".join(line))
 PY
   done
+}
+
+# The first gateway's write counters over the whole serve (both builds' names).
+read_gateway_counters() { # label
+  local port=${FIRST_GW#ws://127.0.0.1:}; port=${port%/ws}
+  curl -s "http://127.0.0.1:$port/metrics" |
+    grep -E '^ws_gateway_(frames_out|socket_writes|events_out|bytes_out)_total' |
+    tr '\n' ' ' >"$out/$1.counters"
 }
 
 cpu_seconds() { # pid: user + system CPU seconds so far

@@ -289,10 +289,16 @@ impl Api {
 pub type Socket = WebSocketStream<TcpStream>;
 
 /// Client buffers: the events are small; tungstenite's default 128 KiB read buffer per socket
-/// would make the load tool, not the gateway, run out of memory at 100K sockets.
+/// would make the load tool, not the gateway, run out of memory at 100K sockets. The read buffer
+/// is 4096 bytes unless `BENCH_READ_BUFFER` says otherwise (a browser reads larger chunks; the
+/// size changes how many reads, and acknowledgements, a burst of events costs both sides).
 pub fn socket_config() -> WebSocketConfig {
+    let read_buffer = std::env::var("BENCH_READ_BUFFER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(0)
 }
 

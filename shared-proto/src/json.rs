@@ -57,8 +57,8 @@ pub enum RenderError {
     Write(#[source] serde_json::Error),
 }
 
-/// The client frame of `event`: one compact JSON object, no trailing newline (the gateway joins
-/// several frames with `"\n"`, websocket.md §4).
+/// The client frame of `event`: one compact JSON object, no raw newline, sent by the gateway as
+/// a WebSocket message of its own (websocket.md §4).
 pub fn client_frame(event: &Event) -> Result<Vec<u8>, RenderError> {
     let kind = EventKind::try_from(event.kind).map_err(|_| RenderError::UnknownKind(event.kind))?;
     let event_type = kind
