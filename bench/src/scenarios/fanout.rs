@@ -514,10 +514,21 @@ async fn member(
     // One waiter on the token for the whole run: a fresh `cancelled()` per frame would join and
     // leave the token's waiter list, shared by every socket of this process, on each event.
     let mut stopped = std::pin::pin!(stop.cancelled());
+    // Deliveries not yet added to the shared counter: it is updated once per burst (when no
+    // further message is ready on the socket), not once per event — every receiving task
+    // updates that one counter, and an atomic add per event from every task made the two cores
+    // trade its cache line for each of them.
+    let mut unreported = 0u64;
     loop {
         let frame = tokio::select! {
+            biased;
             _ = &mut stopped => break,
             frame = ws.next() => frame,
+            () = std::future::ready(()), if unreported > 0 => {
+                shared.deliveries.fetch_add(unreported, Ordering::Relaxed);
+                unreported = 0;
+                continue;
+            }
         };
         let text = match frame {
             Some(Ok(Message::Text(text))) => text,
@@ -564,11 +575,9 @@ async fn member(
                 shared.joined.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if delivered > 0 {
-            // Once per frame, not per event: every receiving task updates this one counter.
-            shared.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        }
+        unreported += delivered;
     }
+    shared.deliveries.fetch_add(unreported, Ordering::Relaxed);
     drop(permit);
     result
 }
