@@ -478,5 +478,8 @@ where
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
 #[cfg(test)]
 mod tests;

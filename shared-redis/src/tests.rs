@@ -1,96 +1,13 @@
 //! The circuit against real `redis-server`s of the tests' own (never the shared one on 6379),
 //! each on a free port and killed when dropped.
 
-use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
-};
+use std::net::TcpListener;
 
 use super::*;
+use crate::testing::{TestRedis, free_port};
 
 /// Every wait of these tests is bounded by this.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A `redis-server` of one test, on its own port, killed (SIGKILL) when dropped.
-struct TestRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl TestRedis {
-    async fn start() -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            child: None,
-        };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on its port and waits until it answers.
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        self.child = Some(
-            Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server"),
-        );
-        let client = redis::Client::open(self.url()).unwrap();
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                let answer = tokio::time::timeout(Duration::from_secs(1), async {
-                    let mut conn = client.get_multiplexed_async_connection().await?;
-                    redis::cmd("PING").query_async::<String>(&mut conn).await
-                })
-                .await;
-                if matches!(answer, Ok(Ok(_))) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("redis-server on port {} did not come up", self.port));
-    }
-
-    /// Kills the server with SIGKILL and reaps it.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// A plain connection of the test's own, bypassing the handle under test.
-    async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 async fn ping_through_run(redis: &RedisConn) -> Option<String> {
     run(redis, "test", |mut c| async move {
@@ -162,7 +79,7 @@ async fn a_restarted_redis_is_found_by_the_probe_which_closes_the_circuit_by_its
         Duration::from_millis(50),
     )
     .unwrap();
-    let mut raw = server.raw().await;
+    let mut raw = server.connect().await.unwrap();
     let _: () = redis::cmd("SET")
         .arg("before")
         .arg(1)
@@ -193,7 +110,7 @@ async fn a_restarted_redis_is_found_by_the_probe_which_closes_the_circuit_by_its
     })
     .await;
     assert_eq!(written, Some(1), "commands reach the new server");
-    let mut raw = server.raw().await;
+    let mut raw = server.connect().await.unwrap();
     let after: i64 = redis::cmd("GET")
         .arg("after")
         .query_async(&mut raw)
@@ -351,7 +268,7 @@ async fn a_command_that_runs_out_of_time_opens_the_circuit_until_redis_answers_a
     assert_eq!(ping_through_run(&redis).await.as_deref(), Some("PONG"));
 
     // Every client's commands wait for 2 s (the pausing client's own answer comes at once).
-    let mut raw = server.raw().await;
+    let mut raw = server.connect().await.unwrap();
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(2000)

@@ -2,14 +2,13 @@
 //! without a Redis connection attempt each, and rate limiting comes back by itself once Redis
 //! answers again. Each test runs a `redis-server` of its own (the shared one is never touched).
 
-use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use serde_json::json;
-use shared_redis::Circuit;
+use shared_redis::{
+    Circuit,
+    testing::{TestRedis, free_port},
+};
 use uuid::Uuid;
 
 use crate::helpers::{As, TestApp, spawn_app_with};
@@ -17,89 +16,14 @@ use crate::helpers::{As, TestApp, spawn_app_with};
 /// Every wait of these tests is bounded by this.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A `redis-server` of this test's own, on a free port; killed (SIGKILL) when dropped.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    async fn start() -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            child: None,
-        };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on its port and waits until it answers.
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        self.child = Some(
-            Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server"),
-        );
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                let answer = tokio::time::timeout(Duration::from_secs(1), async {
-                    let mut conn = self.connect().await?;
-                    redis::cmd("PING").query_async::<String>(&mut conn).await
-                })
-                .await;
-                if matches!(answer, Ok(Ok(_))) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
+/// Whether `key` exists in the test's own Redis.
+async fn exists(redis: &TestRedis, key: &str) -> bool {
+    let mut conn = redis.connect().await.expect("the test's redis answers");
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(&mut conn)
         .await
-        .unwrap_or_else(|_| panic!("redis-server on port {} did not come up", self.port));
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        redis::Client::open(self.url())?
-            .get_multiplexed_async_connection()
-            .await
-    }
-
-    async fn exists(&self, key: &str) -> bool {
-        let mut conn = self.connect().await.expect("the test's redis answers");
-        redis::cmd("EXISTS")
-            .arg(key)
-            .query_async(&mut conn)
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+        .unwrap()
 }
 
 /// Two tokens, one more per 20 s: nothing refills during a test.
@@ -140,7 +64,7 @@ async fn ready_redis(app: &TestApp) -> serde_json::Value {
 
 #[tokio::test]
 async fn sends_while_redis_is_down_make_no_connection_attempt_and_limiting_returns_with_redis() {
-    let mut redis = OwnRedis::start().await;
+    let mut redis = TestRedis::start().await;
     let url = redis.url();
     let app = spawn_app_with(&[TWO_TOKENS[0], TWO_TOKENS[1], ("REDIS_URL", url.as_str())]).await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
@@ -149,7 +73,7 @@ async fn sends_while_redis_is_down_make_no_connection_attempt_and_limiting_retur
 
     // Redis up: the send takes a token from alice's bucket in the test's Redis.
     assert_eq!(send(&app, conv, alice, "before").await.status, 201);
-    assert!(redis.exists(&bucket).await, "{bucket}");
+    assert!(exists(&redis, &bucket).await, "{bucket}");
     assert_eq!(app.redis.circuit(), Circuit::Closed);
     assert_eq!(ready_redis(&app).await, "ok");
 
@@ -185,7 +109,7 @@ async fn sends_while_redis_is_down_make_no_connection_attempt_and_limiting_retur
         "the probe did it"
     );
     assert_eq!(send(&app, conv, alice, "back 1").await.status, 201);
-    assert!(redis.exists(&bucket).await, "{bucket}");
+    assert!(exists(&redis, &bucket).await, "{bucket}");
     assert_eq!(send(&app, conv, alice, "back 2").await.status, 201);
     send(&app, conv, alice, "back 3")
         .await

@@ -226,6 +226,16 @@ async fn every_socket_gets_exactly_one_resync_spread_over_the_window_after_nats_
     );
 }
 
+/// Publishes a resync notice as the api-service does.
+async fn publish_notice(env: &TestEnv, notice: &ResyncNotice) {
+    let subject = subjects::resync(&env.subject_prefix);
+    env.nats
+        .publish(subject, notice.encode_to_vec().into())
+        .await
+        .unwrap();
+    env.nats.flush().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_notice_of_unpublished_events_reaches_exactly_the_sockets_it_names() {
     let env = TestEnv::new().await;
@@ -254,14 +264,7 @@ async fn a_notice_of_unpublished_events_reaches_exactly_the_sockets_it_names() {
         everyone: false,
         reason: "events_not_published".into(),
     };
-    env.nats
-        .publish(
-            subjects::resync(&env.subject_prefix),
-            notice.encode_to_vec().into(),
-        )
-        .await
-        .unwrap();
-    env.nats.flush().await.unwrap();
+    publish_notice(&env, &notice).await;
     let expected = serde_json::json!({"type": "resync", "conversation_id": "",
                                       "payload": {"reason": "events_not_published"}});
     for ws in [&mut alice_ws, &mut bob_ws, &mut dave_ws] {
@@ -280,14 +283,7 @@ async fn a_notice_of_unpublished_events_reaches_exactly_the_sockets_it_names() {
         reason: "events_not_published".into(),
         ..Default::default()
     };
-    env.nats
-        .publish(
-            subjects::resync(&env.subject_prefix),
-            notice.encode_to_vec().into(),
-        )
-        .await
-        .unwrap();
-    env.nats.flush().await.unwrap();
+    publish_notice(&env, &notice).await;
     for ws in [&mut alice_ws, &mut bob_ws, &mut carol_ws, &mut dave_ws] {
         assert_eq!(ws.next_event_skipping(&["message.new"]).await, expected);
     }
