@@ -52,6 +52,15 @@
 //!   `conversation.left` ends the membership: since a conversation's events are handled in order
 //!   by one task, nothing published after the removal reaches the user, and their typing frames
 //!   for it are ignored from then on.
+//!
+//! Membership changes also make presence peers (§9): the pairs that are new are worked out here,
+//! under the lock, and handed to [`crate::peers`], which asks Redis who of them is online.
+//!
+//! # Resync (§10)
+//!
+//! `<prefix>.resync` is read like presence, once per gateway: the api-service's notices of
+//! events it could not publish. They, and this gateway's own NATS reconnections, become rounds
+//! of `resync` frames for the sockets concerned ([`crate::resync`]).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -901,13 +910,14 @@ impl Fanout {
             .events_in
             .with_label_values(&[target.label()])
             .inc();
-        // Every gateway receives every presence change of the fleet; most concern users no local
-        // socket shares a small conversation with. Those are dropped before being decoded and
-        // rendered (in a reconnect storm of 15,000 users, 30,000 of them).
+        // Not an event: a notice for this gateway itself.
         if let Target::Resync = target {
             self.on_resync_notice(payload);
             return;
         }
+        // Every gateway receives every presence change of the fleet; most concern users no local
+        // socket shares a small conversation with. Those are dropped before being decoded and
+        // rendered (in a reconnect storm of 15,000 users, 30,000 of them).
         if let Target::Presence = target {
             let audience = match subjects::parse(&self.prefix, subject) {
                 Some(subjects::Subject::Presence(user)) => {
