@@ -406,18 +406,27 @@ async fn events_beyond_the_buffer_are_dropped_counted_and_announced_by_one_resyn
             "the buffered three, in order"
         );
     }
-    let notice =
-        shared_proto::events::ResyncNotice::decode(next_msg(&mut notices).await.payload).unwrap();
-    assert!(
-        notice.conversation_ids.contains(&conv.to_string()),
-        "{notice:?}"
-    );
-    assert_eq!(notice.reason, shared_proto::json::RESYNC_NOT_PUBLISHED);
+    let notice = next_notice_for(&mut notices, conv).await;
     assert!(!notice.everyone, "{notice:?}");
     assert_quiet(&mut events, 300).await;
     assert_quiet(&mut notices, 300).await;
     assert_eq!(metric(&app, "resync_notices_published_total").await, 1.0);
     assert_eq!(metric(&app, "event_buffer_events").await, 0.0);
+}
+
+/// The next resync notice, which must name `conv` with the api-service's reason.
+async fn next_notice_for(
+    notices: &mut async_nats::Subscriber,
+    conv: Uuid,
+) -> shared_proto::events::ResyncNotice {
+    let notice =
+        shared_proto::events::ResyncNotice::decode(next_msg(notices).await.payload).unwrap();
+    assert!(
+        notice.conversation_ids.contains(&conv.to_string()),
+        "{notice:?}"
+    );
+    assert_eq!(notice.reason, shared_proto::json::RESYNC_NOT_PUBLISHED);
+    notice
 }
 
 #[tokio::test]
@@ -435,13 +444,7 @@ async fn a_connection_lost_just_after_a_publish_leads_to_a_resync_notice_for_its
     let client = nats.client().await;
     let mut notices = subscribe(&client, shared_proto::subjects::resync(&app.nats_prefix)).await;
     nats.admit_app();
-    let notice =
-        shared_proto::events::ResyncNotice::decode(next_msg(&mut notices).await.payload).unwrap();
-    assert!(
-        notice.conversation_ids.contains(&conv.to_string()),
-        "{notice:?}"
-    );
-    assert_eq!(notice.reason, shared_proto::json::RESYNC_NOT_PUBLISHED);
+    next_notice_for(&mut notices, conv).await;
     assert_eq!(
         metric(&app, r#"events_dropped_total{reason="overflow"}"#).await,
         0.0
