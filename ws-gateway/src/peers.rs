@@ -96,9 +96,13 @@ async fn announce(fanout: &Fanout, presence: &PresenceStore, met: Vec<NewPeers>)
     if online.is_empty() {
         return;
     }
+    // Each online peer's frame is rendered once, however many users meet it.
+    let frames: Vec<Utf8Bytes> = online.iter().map(|peer| online_frame(*peer)).collect();
     for NewPeers { user, peers } in met {
-        for peer in peers.iter().filter(|p| online.binary_search(p).is_ok()) {
-            fanout.send_presence_online(user, *peer, &online_frame(*peer));
+        for peer in &peers {
+            if let Ok(index) = online.binary_search(peer) {
+                fanout.send_presence_online(user, *peer, &frames[index]);
+            }
         }
     }
 }
