@@ -150,6 +150,8 @@ export class RealtimeConnection {
   private readonly emitter = new Emitter<RealtimeEventMap>();
   private readonly tracker: SeqTracker;
   private readonly limiter: Limiter;
+  /** Aborted by close(): ends back-off sleeps and in-flight sync requests. */
+  private readonly lifetime = new AbortController();
 
   private socket: WebSocketLike | undefined;
   private socketOpen = false;
@@ -255,6 +257,7 @@ export class RealtimeConnection {
       // already closed
     }
     this.wake?.();
+    this.lifetime.abort(new Error("RealtimeConnection closed"));
     this.tracker.dispose();
     this.typing.dispose();
     this.rejectReady?.(new Error("RealtimeConnection closed before it was ready"));
@@ -306,7 +309,10 @@ export class RealtimeConnection {
     const limit = options?.limit ?? 50;
     return this.tracker.run(conversationId, async (last) => {
       const before = Math.min(options?.beforeSeq ?? Number.POSITIVE_INFINITY, last + 1);
-      const page = await this.limiter.run(() => this.api.listMessages(conversationId, { beforeSeq: before, limit }));
+      const signal = this.lifetime.signal;
+      const page = await this.limiter.run(() =>
+        this.api.listMessages(conversationId, { beforeSeq: before, limit, signal }),
+      );
       return page.data.slice().reverse();
     });
   }
@@ -528,7 +534,7 @@ export class RealtimeConnection {
 
   private async checkCredentials(): Promise<void> {
     try {
-      await this.api.listConversations({ limit: 1 });
+      await this.api.listConversations({ limit: 1, signal: this.lifetime.signal });
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) this.emitter.emit("error", error);
     }
@@ -566,11 +572,16 @@ export class RealtimeConnection {
     for (let attempt = 0; conversations === undefined; attempt++) {
       if (this.stopped) return;
       try {
-        conversations = await this.limiter.run(() => this.api.listAllConversations());
+        const signal = this.lifetime.signal;
+        conversations = await this.limiter.run(() => this.api.listAllConversations({ signal }));
       } catch (error) {
         if (this.stopped) return;
         this.emitter.emit("error", error);
-        await sleep(backoffDelay(attempt, this.retryOptions));
+        try {
+          await sleep(backoffDelay(attempt, this.retryOptions), this.lifetime.signal);
+        } catch {
+          return;
+        }
       }
     }
     if (this.stopped) return;
