@@ -56,7 +56,7 @@ describe("REST wrappers", () => {
     const all = await bob.api.listAllConversations();
     assert.equal(all.length, 1);
 
-    const channel = await alice.api.createConversation({ type: "channel", name: "announcements", participant_ids: [] });
+    const channel = await alice.api.createConversation({ type: "channel", name: "announcements", participant_ids: [bob.id] });
     const discovered = await carol.api.discoverChannels({ search: "announce" });
     assert.ok(discovered.data.some((c) => c.id === channel.id));
     const joined = await carol.api.joinChannel(channel.id);
