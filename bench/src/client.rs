@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::{
     WebSocketStream,
-    tungstenite::{client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig},
+    tungstenite::{self, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig},
 };
 use uuid::Uuid;
 
@@ -333,6 +333,103 @@ pub async fn connect(
             .await
             .context("WebSocket upgrade")?;
     Ok(ws)
+}
+
+/// A client socket read the way a browser's event loop reads one: every message already
+/// received is handled before the reader waits again, so a burst costs one wake-up and one
+/// readiness wait, not a future poll (and two waker registrations) per WebSocket message. The
+/// fan-out members use it: with one event per message, `WebSocketStream`'s per-message poll was
+/// a cost of the load tool that grew with the number of messages and took CPU from the gateway
+/// it measures on a small machine. tungstenite's own frame and message parsing is unchanged.
+pub struct DrainSocket {
+    ws: tungstenite::WebSocket<NonBlocking>,
+}
+
+/// A tokio `TcpStream` as a non-blocking `std::io` stream: `WouldBlock` when nothing is ready.
+pub struct NonBlocking(TcpStream);
+
+impl std::io::Read for NonBlocking {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl std::io::Write for NonBlocking {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What [`DrainSocket::read`] found.
+pub enum Drained {
+    /// A text message.
+    Text(tungstenite::Utf8Bytes),
+    /// Nothing more is buffered or readable now: wait with [`DrainSocket::readable`].
+    Empty,
+    /// The peer closed or the connection failed (`Some` says how).
+    Closed(Option<String>),
+}
+
+impl DrainSocket {
+    /// Opens `ws_url` as `user` and completes the upgrade, like [`connect`].
+    pub async fn connect(ws_url: &str, identity: &Identity, user: Uuid) -> Result<Self> {
+        use tungstenite::HandshakeError;
+        let mut request = ws_url.into_client_request().context("gateway URL")?;
+        let (h, v) = identity.header(user);
+        request
+            .headers_mut()
+            .insert(h, HeaderValue::from_str(&v).context("header value")?);
+        let stream = tcp_connect(target_addr(ws_url)?, None).await?;
+        stream.set_nodelay(true)?;
+        let mut attempt = tungstenite::client::client_with_config(
+            request,
+            NonBlocking(stream),
+            Some(socket_config()),
+        );
+        loop {
+            match attempt {
+                Ok((ws, _)) => return Ok(Self { ws }),
+                Err(HandshakeError::Interrupted(mid)) => {
+                    // The request is written in one go on a fresh connection; what is missing
+                    // is the answer.
+                    mid.get_ref().get_ref().0.readable().await?;
+                    attempt = mid.handshake();
+                }
+                Err(HandshakeError::Failure(e)) => {
+                    return Err(anyhow::Error::new(e).context("WebSocket upgrade"));
+                }
+            }
+        }
+    }
+
+    /// The next message already received, without waiting. Pings are answered (tungstenite
+    /// queues the pong and writes it on the next read).
+    pub fn read(&mut self) -> Drained {
+        use tungstenite::{Error, Message};
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(text)) => return Drained::Text(text),
+                Ok(Message::Close(_)) => return Drained::Closed(None),
+                Ok(_) => continue,
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Drained::Empty;
+                }
+                Err(Error::ConnectionClosed | Error::AlreadyClosed) => {
+                    return Drained::Closed(None);
+                }
+                Err(e) => return Drained::Closed(Some(e.to_string())),
+            }
+        }
+    }
+
+    /// Waits until the socket has something to read.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        self.ws.get_ref().0.readable().await
+    }
 }
 
 /// A TCP connection to `addr`, bound to `source` first when given.

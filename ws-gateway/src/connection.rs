@@ -163,7 +163,13 @@ impl Handler {
             settings.idle_timeout,
             settings.write_timeout,
         );
-        let shutdown = self.state.shutdown.clone();
+        // A drain asks each socket to close through its outbox; the `shutdown` token is read
+        // once, here, for a socket registered after the drain's last sweep (server.rs). Polling
+        // the token in the loop below would take its mutex, shared by every socket of the
+        // process, once or more per batch written.
+        if self.state.shutdown.is_cancelled() {
+            return self.close(close::RESTART, "Service restart").await;
+        }
         let mut next_ping = Instant::now() + ping_every;
         let timer = tokio::time::sleep_until(next_ping);
         tokio::pin!(timer);
@@ -180,15 +186,11 @@ impl Handler {
             }
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Step::Shutdown,
                 incoming = self.ws.next() => Step::Incoming(incoming),
                 frame = self.outbox.next() => Step::Outgoing(frame),
                 _ = &mut timer => Step::Timer,
             };
             match step {
-                Step::Shutdown => {
-                    return self.close(close::RESTART, "Service restart").await;
-                }
                 Step::Incoming(None) => return None,
                 Step::Incoming(Some(Ok(message))) => {
                     self.last_received = Instant::now();
@@ -381,7 +383,6 @@ impl Handler {
 
 /// What woke the connection's `select!`.
 enum Step {
-    Shutdown,
     Incoming(Option<Result<Message, WsError>>),
     Outgoing(Option<Utf8Bytes>),
     Timer,

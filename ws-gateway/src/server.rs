@@ -9,8 +9,8 @@
 //!    they can be answered);
 //! 2. the sockets open at that moment are asked to close with 1012, one after another, spread
 //!    evenly over `WS_DRAIN_SECONDS`;
-//! 3. the `shutdown` token is cancelled: anything still open (sockets still in setup) closes
-//!    with 1012 at once;
+//! 3. the `shutdown` token is cancelled and every socket still open is asked to close with 1012
+//!    at once (sockets still in setup close when their setup ends);
 //! 4. once every connection task has ended (bounded), presence leaves Redis, NATS is flushed, and
 //!    `run_until` returns.
 //!
@@ -78,8 +78,8 @@ pub struct AppState {
     pub redis: Arc<RedisConn>,
     /// Set once the drain starts: `/ready` and new upgrades answer 503.
     draining: AtomicBool,
-    /// Cancelled at the end of the drain window; every connection selects on it and closes with
-    /// 1012. Held here only: connections clone it.
+    /// Cancelled at the end of the drain window; a socket whose setup ends after that closes
+    /// with 1012 (open sockets are asked through their outboxes).
     pub shutdown: CancellationToken,
 }
 
@@ -325,7 +325,13 @@ async fn drain(state: &AppState) {
         tokio::time::sleep_until(start + window * index as u32 / count.max(1)).await;
         outbox.request_close(close::RESTART);
     }
+    // Then everything still open: sockets registered after the list above was taken are asked
+    // through their outboxes, and a socket registered after this sweep reads the cancelled
+    // token when its setup ends (connection.rs), as do those still in setup.
     state.shutdown.cancel();
+    for outbox in state.fanout.outboxes() {
+        outbox.request_close(close::RESTART);
+    }
 }
 
 /// The accept loop.

@@ -15,17 +15,15 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use anyhow::{Result, bail};
 use clap::Args;
-use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -108,6 +106,10 @@ struct Shared {
     connect_retries: AtomicUsize,
     joined: AtomicUsize,
     deliveries: AtomicU64,
+    /// Set just before the stop token is cancelled. Receiving sockets read this flag after each
+    /// burst: `CancellationToken::is_cancelled` and a poll of a waiting `cancelled()` each take a
+    /// mutex that every socket of the process shares.
+    stopping: AtomicBool,
 }
 
 /// What one member socket saw.
@@ -152,6 +154,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
         connect_retries: AtomicUsize::new(0),
         joined: AtomicUsize::new(0),
         deliveries: AtomicU64::new(0),
+        stopping: AtomicBool::new(false),
     });
     let users: Vec<Uuid> = (0..g * m).map(|_| Uuid::new_v4()).collect();
     let total = users.len();
@@ -370,6 +373,7 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     // A little longer in any case, so late duplicates are seen too.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let grace_used = grace_started.elapsed().as_secs_f64();
+    shared.stopping.store(true, Ordering::Relaxed);
     stop.cancel();
     let lag_after = gateway_lag(&metrics_http, &args.gateways).await;
 
@@ -495,7 +499,7 @@ async fn member(
     let retry_until = Instant::now() + CONNECT_RETRY;
     let mut attempt = 0;
     let mut ws = loop {
-        match client::connect(&url, &identity, user, None).await {
+        match client::DrainSocket::connect(&url, &identity, user).await {
             Ok(ws) => break ws,
             Err(e) if Instant::now() >= retry_until => {
                 result.error = Some(client::error_kind(&e));
@@ -511,73 +515,78 @@ async fn member(
     };
     let mut seen_first = false;
     let mut joined = !wait_joined;
-    // One waiter on the token for the whole run: a fresh `cancelled()` per frame would join and
-    // leave the token's waiter list, shared by every socket of this process, on each event.
+    // One waiter on the token for the whole run, polled only while the socket has nothing to
+    // read: each poll of a waiting `cancelled()` takes a mutex every socket of this process
+    // shares. While messages keep coming, the `stopping` flag ends the loop.
     let mut stopped = std::pin::pin!(stop.cancelled());
-    // Deliveries not yet added to the shared counter: it is updated once per burst (when no
-    // further message is ready on the socket), not once per event — every receiving task
-    // updates that one counter, and an atomic add per event from every task made the two cores
-    // trade its cache line for each of them.
-    let mut unreported = 0u64;
-    loop {
-        let frame = tokio::select! {
-            biased;
-            _ = &mut stopped => break,
-            frame = ws.next() => frame,
-            () = std::future::ready(()), if unreported > 0 => {
-                shared.deliveries.fetch_add(unreported, Ordering::Relaxed);
-                unreported = 0;
-                continue;
-            }
-        };
-        let text = match frame {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(_))) | None => {
-                result.dropped = seen_first;
-                if !seen_first {
-                    result.error = Some("closed before the first event".into());
-                    shared.connect_failed.fetch_add(1, Ordering::Relaxed);
+    'run: loop {
+        // Every message already received, then one wait (client::DrainSocket).
+        let mut delivered = 0u64;
+        loop {
+            let text = match ws.read() {
+                client::Drained::Text(text) => text,
+                client::Drained::Empty => break,
+                client::Drained::Closed(error) => {
+                    result.dropped = seen_first;
+                    if !seen_first {
+                        result.error =
+                            Some(error.map_or("closed before the first event".into(), |e| {
+                                format!("read: {e}").chars().take(120).collect()
+                            }));
+                        shared.connect_failed.fetch_add(1, Ordering::Relaxed);
+                    } else if let Some(e) = error {
+                        result.error = Some(format!("read: {e}").chars().take(120).collect());
+                    }
+                    shared.deliveries.fetch_add(delivered, Ordering::Relaxed);
+                    break 'run;
                 }
-                break;
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => {
-                result.dropped = seen_first;
-                result.error = Some(format!("read: {e}").chars().take(120).collect());
+            };
+            let now_ns = nanos_since(shared.origin);
+            // One event per message; a message holding several lines is still counted whole.
+            for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
                 if !seen_first {
-                    shared.connect_failed.fetch_add(1, Ordering::Relaxed);
+                    seen_first = true;
+                    result.first_not_snapshot = !line.contains("\"type\":\"presence.snapshot\"");
+                    shared.connected.fetch_add(1, Ordering::Relaxed);
+                    permit.take();
                 }
-                break;
-            }
-        };
-        let now_ns = nanos_since(shared.origin);
-        let mut delivered = 0;
-        for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
-            if !seen_first {
-                seen_first = true;
-                result.first_not_snapshot = !line.contains("\"type\":\"presence.snapshot\"");
-                shared.connected.fetch_add(1, Ordering::Relaxed);
-                permit.take();
-            }
-            if let Some(n) = ledger::message_number(line, &shared.prefix) {
-                let Some(sent) = shared.sent_ns.get(n as usize) else {
-                    continue;
-                };
-                let sent = sent.load(Ordering::Acquire);
-                let micros = now_ns.saturating_sub(sent) / 1000;
-                result
-                    .receipts
-                    .push((n, micros.min(u64::from(u32::MAX)) as u32));
-                result.last_receipt_ns = now_ns;
-                delivered += 1;
-            } else if !joined && line.contains("\"type\":\"conversation.joined\"") {
-                joined = true;
-                shared.joined.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = ledger::message_number(line, &shared.prefix) {
+                    let Some(sent) = shared.sent_ns.get(n as usize) else {
+                        continue;
+                    };
+                    let sent = sent.load(Ordering::Acquire);
+                    let micros = now_ns.saturating_sub(sent) / 1000;
+                    result
+                        .receipts
+                        .push((n, micros.min(u64::from(u32::MAX)) as u32));
+                    result.last_receipt_ns = now_ns;
+                    delivered += 1;
+                } else if !joined && line.contains("\"type\":\"conversation.joined\"") {
+                    joined = true;
+                    shared.joined.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
-        unreported += delivered;
+        // The shared counter once per burst: every receiving task updates it, and an add per
+        // event from every task made the two cores trade its cache line for each of them.
+        if delivered > 0 {
+            shared.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        }
+        if shared.stopping.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::select! {
+            biased;
+            ready = ws.readable() => {
+                if let Err(e) = ready {
+                    result.dropped = seen_first;
+                    result.error = Some(format!("read: {e}").chars().take(120).collect());
+                    break;
+                }
+            }
+            _ = &mut stopped => break,
+        }
     }
-    shared.deliveries.fetch_add(unreported, Ordering::Relaxed);
     drop(permit);
     result
 }
