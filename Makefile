@@ -1,5 +1,5 @@
 # ReTiCh Messaging. `make dev` runs the whole stack from nothing; `make test` runs every test.
-.PHONY: dev dev-stop services test lint fmt build migrate token validate-deploy bench
+.PHONY: dev dev-stop services test test-rust test-clients validate-asyncapi lint fmt build migrate token validate-deploy bench
 
 CARGO ?= cargo
 
@@ -14,6 +14,15 @@ services: ## make sure PostgreSQL, Redis and NATS answer (installs/starts them)
 
 test: services ## the whole test suite against the real PostgreSQL, Redis and NATS
 	$(CARGO) test --workspace --locked
+	$(CARGO) build --locked -p api-service -p ws-gateway
+	scripts/test-clients.sh
+
+test-rust: services ## the Rust tests only
+	$(CARGO) test --workspace --locked
+
+test-clients: services ## the AsyncAPI check, the TypeScript client's tests and the demo's browser test
+	$(CARGO) build --locked -p api-service -p ws-gateway
+	scripts/test-clients.sh
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
@@ -28,8 +37,11 @@ build:
 migrate: ## apply pending migrations to DATABASE_URL
 	$(CARGO) run -q -p api-service -- migrate up
 
-token: ## print a development token (JWT_SECRET must match the running services)
-	@$(CARGO) run -q -p api-service -- token
+token: ## print a development token: `make token [ID=<user uuid>] [HOURS=24]` (default: make dev's first user)
+	@TOKEN_USER="$(ID)" TOKEN_HOURS="$(HOURS)" scripts/token.sh
+
+validate-asyncapi: ## docs/asyncapi.yaml through the AsyncAPI parser; its and websocket.md's examples against its schemas
+	scripts/validate-asyncapi.sh
 
 validate-deploy: ## validate Dockerfile, compose, k8s manifests, dashboards (no cluster/engine needed)
 	scripts/validate-deploy.sh

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make dev`: from nothing to a running stack. Ensures PostgreSQL, Redis and NATS are there,
 # builds both services, migrates the database, starts api-service (:8082) and ws-gateway (:8085)
-# in the background (logs and pids in .dev/), waits until both are ready, and prints a
-# development token with the URLs to try. `make dev-stop` stops the two services.
+# in the background (logs and pids in .dev/), waits until both are ready, and prints two
+# development users with their tokens and commands to try them together. `make dev-stop` stops the two services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,27 +51,50 @@ for svc in "api-service 8082" "ws-gateway 8085"; do
   fi
 done
 
-user=$(cat /proc/sys/kernel/random/uuid)
-token=$("$dir/api-service" token --user "$user" --hours 24)
+# Two development users, kept in .dev/users so they (and their conversations) survive a restart.
+if [ ! -s .dev/users ]; then
+  printf '%s\n%s\n' "$(cat /proc/sys/kernel/random/uuid)" "$(cat /proc/sys/kernel/random/uuid)" >.dev/users
+fi
+alice=$(sed -n 1p .dev/users)
+bob=$(sed -n 2p .dev/users)
+# What `make token` needs to mint tokens these services accept.
+cat >.dev/env <<ENV
+JWT_SECRET='$JWT_SECRET'
+DEV_BIN_DIR='$dir'
+DEV_USER_A=$alice
+DEV_USER_B=$bob
+ENV
+alice_token=$("$dir/api-service" token --user "$alice" --hours 24)
+bob_token=$("$dir/api-service" token --user "$bob" --hours 24)
 cat <<MSG
 
 ReTiCh Messaging is running.
-  REST API     http://localhost:8082        (docs: http://localhost:8082/docs)
+  REST API     http://localhost:8082        (API reference: http://localhost:8082/docs,
+                                             document: http://localhost:8082/openapi.json)
   WebSocket    ws://localhost:8085/ws
   Health       http://localhost:8082/ready  http://localhost:8085/ready
   Metrics      http://localhost:8082/metrics  http://localhost:8085/metrics
   Logs         .dev/api-service.log  .dev/ws-gateway.log
 
-Development user: $user
-Development token (24 h):
-$token
+Development users (tokens valid 24 h; \`make token ID=<uuid>\` mints more):
+  Alice  $alice
+         $alice_token
+  Bob    $bob
+         $bob_token
 
-Try:
-  curl -s -H "Authorization: Bearer $token" http://localhost:8082/conversations
-  curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \\
-       -d '{"type":"group","name":"hello","participant_ids":["$(cat /proc/sys/kernel/random/uuid)"]}' \\
-       http://localhost:8082/conversations
+Try (in two terminals):
+  # Bob listens on the WebSocket (one JSON event per line):
+  node --experimental-websocket -e 'const ws = new WebSocket("ws://localhost:8085/ws?token=$bob_token"); ws.onmessage = (m) => console.log(m.data)'
 
-More tokens: JWT_SECRET=$JWT_SECRET $dir/api-service token --user <uuid>
+  # Alice opens a direct conversation with Bob, then sends a message into it:
+  conv=\$(curl -s -H "Authorization: Bearer $alice_token" -H 'Content-Type: application/json' \\
+         -d '{"type":"direct","participant_ids":["$bob"]}' http://localhost:8082/conversations \\
+         | grep -o '"id":"[^"]*"' | head -n 1 | cut -d '"' -f 4)
+  curl -s -H "Authorization: Bearer $alice_token" -H 'Content-Type: application/json' \\
+       -d '{"content":"hello Bob"}' http://localhost:8082/conversations/\$conv/messages
+
+  # Bob's conversations, with unread counts:
+  curl -s -H "Authorization: Bearer $bob_token" http://localhost:8082/conversations
+
 Stop: make dev-stop
 MSG
