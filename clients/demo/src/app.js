@@ -28,6 +28,7 @@ function describeError(error) {
       text += ` — ${Object.entries(error.details).map(([field, reason]) => `${field}: ${reason}`).join("; ")}`;
     }
     if (error.retryAfter !== undefined) text += ` (retry in ${error.retryAfter} s)`;
+    if (error.status === 401) text += " — the token in users.json may have expired: run `make dev` again";
     return text;
   }
   if (error instanceof NetworkError) return `Network error: ${error.message}`;

@@ -236,6 +236,24 @@ test("two people chat in the demo: live messages, unread, typing, presence, repl
     await noErrorsShown(a);
   });
 
+  await step("the gateway dies and comes back: both reconnect, B catches up on what it missed", both, async () => {
+    await stack.killGateway();
+    await a.locator("#connection[data-state=reconnecting]").waitFor();
+    await b.locator("#connection[data-state=reconnecting]").waitFor();
+    // REST still works: A sends while nobody has a socket.
+    await send(a, "Did you get this?");
+    await send(a, "And this?");
+    await stack.startGateway();
+    await a.locator("#connection[data-state=open]").waitFor();
+    await b.locator("#connection[data-state=open]").waitFor();
+    // Fetched by the connection's catch-up (after_seq), in order, each once.
+    await message(b, "And this?").waitFor();
+    const texts = await b.locator(".message .body").allTextContents();
+    assert.deepEqual(texts.slice(-3), ["The whiteboard", "Did you get this?", "And this?"]);
+    await b.locator('#chat-presence[data-presence="online"]').waitFor();
+    await a.locator('#chat-presence[data-presence="online"]').waitFor();
+  });
+
   await step("Alice's view: reactions, reply, edit, image", both, async () => {
     await screenshot(a, "04-alice.png");
   });
@@ -246,7 +264,16 @@ test("two people chat in the demo: live messages, unread, typing, presence, repl
     await a.locator("#chat[data-loaded=true]").waitFor();
     await a.locator("#chat-title", { hasText: "Bob" }).waitFor();
     const texts = await a.locator(".message .body").allTextContents();
-    assert.deepEqual(texts, ["Hi Bob!", "Are you there?", "Lunch at 12:30?", "Sounds good!", "See you there", "The whiteboard"]);
+    assert.deepEqual(texts, [
+      "Hi Bob!",
+      "Are you there?",
+      "Lunch at 12:30?",
+      "Sounds good!",
+      "See you there",
+      "The whiteboard",
+      "Did you get this?",
+      "And this?",
+    ]);
     await message(a, "Hi Bob!").locator('.reaction.mine[data-emoji="👍"][data-count="2"]').waitFor();
     await message(a, "See you there").locator(".quote", { hasText: "Bob Sounds good!" }).waitFor();
     await message(a, "Lunch at 12:30?").locator(".edited").waitFor();

@@ -170,21 +170,35 @@ export class Stack {
       DATABASE_MAX_CONNECTIONS: "8",
       DEMO_DIR: this.demoDir,
     });
+    await this.waitReady(this.api, `${this.apiUrl}/ready`);
+    await this.startGateway();
+    await this.checkDemo();
+  }
+
+  async waitReady(proc, url) {
+    await eventually(`${proc.name} /ready`, async () => {
+      if (!proc.running) throw new Error(`${proc.name} exited:\n${proc.tail()}`);
+      return (await httpStatus(url)) === 200;
+    });
+  }
+
+  /** Starts ws-gateway (again) on its port and waits until it is ready. */
+  async startGateway() {
     this.gateway = this.spawn("ws-gateway", binary("ws-gateway"), {
       PORT: String(this.gatewayPort),
       DATABASE_MAX_CONNECTIONS: "4",
       WS_DRAIN_SECONDS: "1",
+      // A killed gateway's presence entries expire after 3 s instead of about 40 s.
+      PRESENCE_HEARTBEAT_SECONDS: "1",
+      PRESENCE_EXPIRY_SECONDS: "3",
     });
-    for (const [proc, url] of [
-      [this.api, `${this.apiUrl}/ready`],
-      [this.gateway, `http://127.0.0.1:${this.gatewayPort}/ready`],
-    ]) {
-      await eventually(`${proc.name} /ready`, async () => {
-        if (!proc.running) throw new Error(`${proc.name} exited:\n${proc.tail()}`);
-        return (await httpStatus(url)) === 200;
-      });
-    }
-    await this.checkDemo();
+    await this.waitReady(this.gateway, `http://127.0.0.1:${this.gatewayPort}/ready`);
+  }
+
+  /** Kills ws-gateway (SIGKILL: its sockets drop without a close frame). */
+  async killGateway() {
+    this.gateway.child.kill("SIGKILL");
+    await this.gateway.exited;
   }
 
   /** api-service serves DEMO_DIR: /demo redirects to /demo/, which is index.html. */
