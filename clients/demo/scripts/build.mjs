@@ -1,6 +1,7 @@
 // Builds the demo into dist/: the files of src/ as they are, plus the client library's compiled
-// ES modules (clients/typescript/dist/*.js) in dist/lib/, which index.html's import map names
-// `@retich/messaging-client`. No bundler: the browser loads the modules one by one.
+// ES modules (clients/typescript/dist/*.js) in dist/lib/, which app.js imports as ./lib/index.js.
+// No bundler: the browser loads the modules one by one. Uses nothing but Node's own modules, so
+// it runs without `npm ci` here.
 //
 // The library must be built first (cd ../typescript && npm ci && npm run build);
 // RETICH_CLIENT_DIST points at another build of it.

@@ -8,7 +8,11 @@
 //   `make dev`: [{"name": "Alice", "id": "<uuid>", "token": "<jwt>"}, …]. The API mints no tokens.
 // - Who you are and which conversation is open live in the URL's hash (#u=<user>&c=<conversation>),
 //   so a reload (or a bookmark) comes back to the same place.
-import { ApiError, MessagingApi, NetworkError, RealtimeConnection, randomId } from "@retich/messaging-client";
+//
+// The client library (@retich/messaging-client) is imported from ./lib/, where the build copies
+// its compiled ES modules (scripts/build.mjs); an app with a bundler imports the package name.
+// No inline script and no import map, so a strict Content-Security-Policy (script-src 'self') fits.
+import { ApiError, MessagingApi, NetworkError, RealtimeConnection, randomId } from "./lib/index.js";
 
 import { $, formatSize, formatTime, h, snippet } from "./dom.js";
 

@@ -104,8 +104,10 @@ test("two people chat in the demo: live messages, unread, typing, presence, repl
   const both = { alice: a, bob: b };
 
   await step("the first screen offers both users", both, async () => {
-    await a.locator("button.user-button[data-user=Alice]").waitFor();
-    await a.locator("button.user-button[data-user=Bob]").waitFor();
+    for (const page of [a, b]) {
+      await page.locator("button.user-button[data-user=Alice]").waitFor();
+      await page.locator("button.user-button[data-user=Bob]").waitFor();
+    }
     await screenshot(a, "01-pick-user.png");
   });
 
