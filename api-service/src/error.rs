@@ -5,7 +5,9 @@
 use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{
     ApiResponse,
-    registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
+    registry::{
+        MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+    },
     types::Type,
 };
 use serde::Serialize;
@@ -225,33 +227,182 @@ struct ErrorEnvelopeDoc {
     error: ErrorBodyDoc,
 }
 
-impl ApiResponse for ApiError {
-    fn meta() -> MetaResponses {
-        let content = || {
-            vec![MetaMediaType {
-                content_type: "application/json",
-                schema: ErrorEnvelopeDoc::schema_ref(),
-            }]
-        };
-        let mut responses = Vec::new();
-        for (status, description) in [
-            (400, "VALIDATION_ERROR or BAD_REQUEST"),
-            (401, "UNAUTHORIZED (jwt mode)"),
-            (403, "FORBIDDEN"),
-            (404, "NOT_FOUND"),
-            (409, "CONFLICT"),
-            (413, "PAYLOAD_TOO_LARGE"),
-            (429, "RATE_LIMITED"),
-            (500, "INTERNAL_ERROR"),
-        ] {
-            responses.push(MetaResponse {
-                description,
-                status: Some(status),
-                status_range: None,
-                content: content(),
-                headers: vec![],
-            });
+// ----- the error answers of each operation, for the OpenAPI document ------------------------------
+
+// Each `E…` constant is one member of the error sets that [`Fail`] is written with.
+
+/// 400 `VALIDATION_ERROR` or `BAD_REQUEST`.
+pub const E400: u32 = 1;
+/// 401 `UNAUTHORIZED`: the jwt-mode credential check of [`crate::http::Caller`].
+pub const E401: u32 = 1 << 1;
+/// 403 `FORBIDDEN`.
+pub const E403: u32 = 1 << 2;
+/// 404 `NOT_FOUND`.
+pub const E404: u32 = 1 << 3;
+/// 409 `CONFLICT` without `data`.
+pub const E409: u32 = 1 << 4;
+/// 409 `CONFLICT` carrying the existing direct conversation as `data` (http-api.md §5.1).
+pub const E409_DM: u32 = 1 << 5;
+/// 413 `PAYLOAD_TOO_LARGE`: a JSON body over 1 MiB.
+pub const E413: u32 = 1 << 6;
+/// 429 `RATE_LIMITED`, with `Retry-After`.
+pub const E429: u32 = 1 << 7;
+/// 500 `INTERNAL_ERROR`.
+pub const E500: u32 = 1 << 8;
+
+impl ApiError {
+    /// The member of a [`Fail`] set this error is answered under.
+    fn documented_as(&self) -> u32 {
+        match self {
+            Self::Validation(_) | Self::BadRequest(_) => E400,
+            Self::Unauthorized => E401,
+            Self::Forbidden(_) => E403,
+            Self::NotFound(_) => E404,
+            Self::Conflict(_) => E409,
+            Self::DmConflict(_) => E409_DM,
+            Self::PayloadTooLarge => E413,
+            Self::RateLimited { .. } => E429,
+            Self::Internal(_) => E500,
         }
+    }
+}
+
+/// An operation's error answer: an [`ApiError`], from an operation that can answer only the
+/// statuses in `S` (a union of the `E…` constants above). The OpenAPI document lists exactly
+/// those for the operation, so each handler's signature is the documented list of its errors,
+/// e.g. `Result<Data<Message>, Fail<{ E400 | E401 | E403 | E404 | E500 }>>`.
+///
+/// Debug builds (the test suite) panic when an error outside `S` is raised, so a handler cannot
+/// drift from its documented statuses unnoticed. The 401 of the credential check is answered by
+/// the [`crate::http::Caller`] extractor before the handler runs; it is listed with `E401`.
+pub struct Fail<const S: u32>(ApiError);
+
+impl<const S: u32, E: Into<ApiError>> From<E> for Fail<S> {
+    fn from(e: E) -> Self {
+        let e = e.into();
+        debug_assert!(
+            S & e.documented_as() != 0,
+            "the operation answered {} ({e}), which its OpenAPI description does not list",
+            e.status()
+        );
+        Self(e)
+    }
+}
+
+impl<const S: u32> IntoResponse for Fail<S> {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+impl<const S: u32> From<Fail<S>> for poem::Error {
+    fn from(e: Fail<S>) -> Self {
+        e.0.into()
+    }
+}
+
+/// How each member of a [`Fail`] set is described.
+struct ErrorDoc {
+    member: u32,
+    status: u16,
+    description: &'static str,
+    /// A response header it carries: name, description, schema type.
+    header: Option<(&'static str, &'static str, &'static str)>,
+}
+
+const ERROR_DOCS: [ErrorDoc; 9] = [
+    ErrorDoc {
+        member: E400,
+        status: 400,
+        description: "VALIDATION_ERROR (with `details`) or BAD_REQUEST",
+        header: None,
+    },
+    ErrorDoc {
+        member: E401,
+        status: 401,
+        description: "UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt)",
+        header: Some(("WWW-Authenticate", "Always `Bearer`.", "string")),
+    },
+    ErrorDoc {
+        member: E403,
+        status: 403,
+        description: "FORBIDDEN",
+        header: None,
+    },
+    ErrorDoc {
+        member: E404,
+        status: 404,
+        description: "NOT_FOUND",
+        header: None,
+    },
+    ErrorDoc {
+        member: E409,
+        status: 409,
+        description: "CONFLICT",
+        header: None,
+    },
+    ErrorDoc {
+        member: E409_DM,
+        status: 409,
+        description: "CONFLICT: an active direct conversation between these users already exists; `data` is that ConversationDetail",
+        header: None,
+    },
+    ErrorDoc {
+        member: E413,
+        status: 413,
+        description: "PAYLOAD_TOO_LARGE: the JSON body exceeds 1 MiB",
+        header: None,
+    },
+    ErrorDoc {
+        member: E429,
+        status: 429,
+        description: "RATE_LIMITED",
+        header: Some((
+            "Retry-After",
+            "Seconds to wait before sending again (at least 1).",
+            "integer",
+        )),
+    },
+    ErrorDoc {
+        member: E500,
+        status: 500,
+        description: "INTERNAL_ERROR",
+        header: None,
+    },
+];
+
+impl<const S: u32> ApiResponse for Fail<S> {
+    fn meta() -> MetaResponses {
+        const {
+            assert!(
+                S & E409 == 0 || S & E409_DM == 0,
+                "one status, one description: a set lists 409 with or without `data`, not both"
+            )
+        };
+        let responses = ERROR_DOCS
+            .iter()
+            .filter(|doc| S & doc.member != 0)
+            .map(|doc| MetaResponse {
+                description: doc.description,
+                status: Some(doc.status),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: "application/json",
+                    schema: ErrorEnvelopeDoc::schema_ref(),
+                }],
+                headers: doc
+                    .header
+                    .iter()
+                    .map(|&(name, description, ty)| MetaHeader {
+                        name: name.to_owned(),
+                        description: Some(description.to_owned()),
+                        required: true,
+                        deprecated: false,
+                        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new(ty))),
+                    })
+                    .collect(),
+            })
+            .collect();
         MetaResponses { responses }
     }
 
@@ -286,6 +437,28 @@ mod tests {
             String::from_utf8(body.body()).unwrap(),
             r#"{"error":{"code":"VALIDATION_ERROR","message":"Invalid request parameters","details":{"limit":"limit must be a positive integer"}}}"#
         );
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "which its OpenAPI description does not list")]
+    fn an_operation_cannot_answer_a_status_it_does_not_document() {
+        let _: Fail<{ E400 | E404 }> = ApiError::Conflict("Already a participant").into();
+    }
+
+    #[test]
+    fn an_operation_documents_exactly_its_statuses() {
+        let statuses = |meta: MetaResponses| {
+            meta.responses
+                .iter()
+                .map(|r| r.status.unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            statuses(Fail::<{ E400 | E401 | E409_DM | E413 | E500 }>::meta()),
+            [400, 401, 409, 413, 500]
+        );
+        assert_eq!(statuses(Fail::<E500>::meta()), [500]);
     }
 
     #[test]

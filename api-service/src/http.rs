@@ -6,9 +6,9 @@
 //!   else); header mode keeps the `X-User-ID` outcome for the route's `HDR` step.
 //! - [`JsonBody`]: the raw body, read up to 1 MiB (+1 byte to detect overflow), parsed at the
 //!   `BODY` step into [`JsonObject`] whose typed getters implement §2.4.
-//! - [`conv_id`], [`msg_id`], [`user_id`]: the `PATH-*` steps.
+//! - [`conv_id`], [`msg_id`], [`user_id`]: the `PATH-*` steps, judging a [`PathId`].
 //! - [`Data`], [`Page`], [`NoContent`]: the success envelopes, serialised with serde exactly as
-//!   §2.2 writes them, and described to the OpenAPI document.
+//!   §2.2 writes them, and described to the OpenAPI document with an example ([`BodyExample`]).
 
 use std::marker::PhantomData;
 
@@ -19,10 +19,10 @@ use poem_openapi::{
         MetaMediaType, MetaRequest, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef,
         MetaSecurityScheme, Registry,
     },
-    types::Type,
+    types::{ParseFromParameter, ParseResult, Type},
 };
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
@@ -166,6 +166,48 @@ impl<'a> ApiExtractor<'a> for Caller {
 }
 
 // ----- path ids ---------------------------------------------------------------------------------
+
+/// A UUID path variable as sent, not yet judged: the route parses it at its `PATH-*` step
+/// ([`conv_id`], [`msg_id`], [`user_id`]), so a malformed one gets that step's 400 in its place
+/// in the check order. The OpenAPI document describes it as a `uuid` string.
+pub struct PathId(String);
+
+impl std::ops::Deref for PathId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Type for PathId {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string_uuid".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", "uuid")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl ParseFromParameter for PathId {
+    /// Any segment is taken; judging it is the route's `PATH-*` step.
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Ok(Self(value.to_owned()))
+    }
+}
 
 /// `PATH-C`.
 pub fn conv_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -462,12 +504,35 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     }
 }
 
-fn object_schema(properties: Vec<(&'static str, MetaSchemaRef)>) -> MetaSchemaRef {
+/// A value shown in the OpenAPI document as the example of a success body's `data`: what the
+/// route would send, serialised exactly as on the wire.
+pub trait BodyExample {
+    fn body_example() -> Value;
+}
+
+impl<T: BodyExample> BodyExample for Vec<T> {
+    fn body_example() -> Value {
+        Value::Array(vec![T::body_example()])
+    }
+}
+
+fn object_schema(properties: Vec<(&'static str, MetaSchemaRef)>, example: Value) -> MetaSchemaRef {
     let required = properties.iter().map(|(k, _)| *k).collect();
     MetaSchemaRef::Inline(Box::new(MetaSchema {
         required,
         properties,
+        example: Some(example),
         ..MetaSchema::new("object")
+    }))
+}
+
+/// `schema` with an example of its own, for a response whose example differs from the one its
+/// schema carries (`allOf` with one member: a reference cannot have siblings in OpenAPI 3.0).
+pub fn with_example(schema: MetaSchemaRef, example: Value) -> MetaSchemaRef {
+    MetaSchemaRef::Inline(Box::new(MetaSchema {
+        all_of: vec![schema],
+        example: Some(example),
+        ..MetaSchema::ANY
     }))
 }
 
@@ -488,7 +553,7 @@ impl<T: Serialize + Send, const STATUS: u16> IntoResponse for Data<T, STATUS> {
     }
 }
 
-impl<T: Type, const STATUS: u16> ApiResponse for Data<T, STATUS> {
+impl<T: Type + BodyExample, const STATUS: u16> ApiResponse for Data<T, STATUS> {
     fn meta() -> MetaResponses {
         MetaResponses {
             responses: vec![MetaResponse {
@@ -497,7 +562,10 @@ impl<T: Type, const STATUS: u16> ApiResponse for Data<T, STATUS> {
                 status_range: None,
                 content: vec![MetaMediaType {
                     content_type: "application/json",
-                    schema: object_schema(vec![("data", T::schema_ref())]),
+                    schema: object_schema(
+                        vec![("data", T::schema_ref())],
+                        json!({ "data": T::body_example() }),
+                    ),
                 }],
                 headers: vec![],
             }],
@@ -530,10 +598,24 @@ impl<T> Page<T> {
 }
 
 #[derive(Serialize, poem_openapi::Object)]
+#[oai(example)]
 pub struct Pagination {
+    /// Size of the whole result set.
     pub total: i64,
+    /// The effective `limit` (default 20).
     pub limit: i64,
+    /// The effective `offset` (default 0; always 0 on history paged by `seq`).
     pub offset: i64,
+}
+
+impl poem_openapi::types::Example for Pagination {
+    fn example() -> Self {
+        Self {
+            total: 1,
+            limit: 20,
+            offset: 0,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -558,8 +640,12 @@ impl<T: Serialize + Send> IntoResponse for Page<T> {
     }
 }
 
-impl<T: Type> ApiResponse for Page<T> {
+impl<T: Type + BodyExample> ApiResponse for Page<T> {
     fn meta() -> MetaResponses {
+        let example = json!({
+            "data": Vec::<T>::body_example(),
+            "pagination": <Pagination as poem_openapi::types::Example>::example(),
+        });
         MetaResponses {
             responses: vec![MetaResponse {
                 description: "OK (paginated)",
@@ -567,10 +653,13 @@ impl<T: Type> ApiResponse for Page<T> {
                 status_range: None,
                 content: vec![MetaMediaType {
                     content_type: "application/json",
-                    schema: object_schema(vec![
-                        ("data", Vec::<T>::schema_ref()),
-                        ("pagination", Pagination::schema_ref()),
-                    ]),
+                    schema: object_schema(
+                        vec![
+                            ("data", Vec::<T>::schema_ref()),
+                            ("pagination", Pagination::schema_ref()),
+                        ],
+                        example,
+                    ),
                 }],
                 headers: vec![],
             }],

@@ -9,12 +9,14 @@ use std::borrow::Cow;
 use poem_openapi::{
     Object,
     registry::{MetaSchema, MetaSchemaRef},
-    types::{Any, ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
+    types::{Any, Example, ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
 use shared_proto::events as pb;
-use uuid::Uuid;
+use uuid::{Uuid, uuid};
+
+use crate::http::BodyExample;
 
 /// An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
 /// (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`. Held as unix microseconds and formatted
@@ -101,6 +103,7 @@ impl From<DateTime<Utc>> for Timestamp {
 
 /// A conversation without its participants.
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct Conversation {
     pub id: Uuid,
     /// `direct`, `group` or `channel`.
@@ -123,6 +126,7 @@ pub struct Conversation {
 
 /// A conversation with its active participants.
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct ConversationDetail {
     #[serde(flatten)]
     #[oai(flatten)]
@@ -132,6 +136,7 @@ pub struct ConversationDetail {
 
 /// A public channel in discovery.
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct ChannelSummary {
     #[serde(flatten)]
     #[oai(flatten)]
@@ -141,6 +146,7 @@ pub struct ChannelSummary {
 
 /// An active participant.
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct Participant {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -153,6 +159,7 @@ pub struct Participant {
 
 /// One reaction as embedded in a message.
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct ReactionRef {
     pub emoji: String,
     pub user_id: Uuid,
@@ -160,6 +167,7 @@ pub struct ReactionRef {
 
 /// A message (deleted messages are never returned).
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -192,6 +200,7 @@ pub struct Message {
 
 /// A reaction.
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct Reaction {
     pub id: Uuid,
     pub message_id: Uuid,
@@ -202,6 +211,7 @@ pub struct Reaction {
 
 /// A read receipt.
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct ReadReceipt {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -212,6 +222,7 @@ pub struct ReadReceipt {
 
 /// A pin (without the message body).
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct PinnedMessage {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -222,6 +233,7 @@ pub struct PinnedMessage {
 
 /// An attachment. `thumbnail_url` and `duration` are never produced, so never present.
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct Attachment {
     pub id: Uuid,
     pub message_id: Uuid,
@@ -241,9 +253,213 @@ pub struct Attachment {
 
 /// Who is typing in a conversation.
 #[derive(Debug, Clone, Serialize, Object)]
+#[oai(example)]
 pub struct TypingState {
     pub user_ids: Vec<Uuid>,
 }
+
+// ----- examples (OpenAPI document) --------------------------------------------------------------
+//
+// One small conversation seen by Alice, its owner: the ids agree across the examples.
+
+const ALICE: Uuid = uuid!("3f1c2a9e-4b7d-4e21-9a55-0c8e1d2f6b13");
+const BOB: Uuid = uuid!("8b2e5d71-0f3a-4c69-b8d4-2a7e9c1f5e40");
+const GROUP: Uuid = uuid!("6d0f4b8a-93c2-4e7a-a1d5-5b2c8e7f9a04");
+const CHANNEL: Uuid = uuid!("a47c1e90-2b5d-4f83-9e6a-7d1c3b8f0e25");
+const MESSAGE: Uuid = uuid!("019bc1a4-2f6e-7d3a-8b1c-4e5f6a7b8c9d");
+const EARLIER_MESSAGE: Uuid = uuid!("019bc19f-8a21-7c04-9d3e-1f2a3b4c5d6e");
+
+fn at(rfc3339: &str) -> Timestamp {
+    Timestamp::parse_from_json(Some(rfc3339.into())).expect("an example timestamp")
+}
+
+fn member(id: Uuid, user_id: Uuid, role: &str) -> Participant {
+    Participant {
+        id,
+        conversation_id: GROUP,
+        user_id,
+        role: role.to_owned(),
+        nickname: None,
+        joined_at: at("2026-01-12T14:02:55.1093Z"),
+    }
+}
+
+impl Example for Conversation {
+    fn example() -> Self {
+        Self {
+            id: GROUP,
+            kind: "group".to_owned(),
+            name: Some("Design team".to_owned()),
+            description: Some("Weekly design review".to_owned()),
+            avatar_url: None,
+            creator_id: Some(ALICE),
+            is_archived: false,
+            last_message_at: Some(at("2026-01-15T09:30:12.4817Z")),
+            created_at: at("2026-01-12T14:02:55.1093Z"),
+            updated_at: at("2026-01-15T09:30:12.4817Z"),
+            unread_count: 2,
+        }
+    }
+}
+
+impl Example for ConversationDetail {
+    fn example() -> Self {
+        Self {
+            conversation: Conversation::example(),
+            participants: vec![
+                member(
+                    uuid!("c2d9e4f1-7a3b-4c5d-8e6f-0a1b2c3d4e5f"),
+                    ALICE,
+                    "owner",
+                ),
+                Participant::example(),
+            ],
+        }
+    }
+}
+
+impl Example for ChannelSummary {
+    fn example() -> Self {
+        Self {
+            conversation: Conversation {
+                id: CHANNEL,
+                kind: "channel".to_owned(),
+                name: Some("announcements".to_owned()),
+                description: Some("Company-wide news".to_owned()),
+                avatar_url: Some("https://cdn.example.com/avatars/announcements.png".to_owned()),
+                creator_id: Some(ALICE),
+                is_archived: false,
+                last_message_at: Some(at("2026-01-14T17:45:03.208Z")),
+                created_at: at("2025-09-01T08:00:00Z"),
+                updated_at: at("2026-01-14T17:45:03.208Z"),
+                unread_count: 0,
+            },
+            member_count: 42,
+        }
+    }
+}
+
+impl Example for Participant {
+    fn example() -> Self {
+        member(uuid!("5e8a1b3c-6d7f-4a2e-9b0c-d4e5f6a7b8c9"), BOB, "member")
+    }
+}
+
+impl Example for ReactionRef {
+    fn example() -> Self {
+        Self {
+            emoji: "👍".to_owned(),
+            user_id: ALICE,
+        }
+    }
+}
+
+impl Example for Message {
+    fn example() -> Self {
+        Self {
+            id: MESSAGE,
+            conversation_id: GROUP,
+            sender_id: BOB,
+            seq: 57,
+            kind: "text".to_owned(),
+            content: Some("Can we move the review to 10:30?".to_owned()),
+            metadata: None,
+            reply_to_id: Some(EARLIER_MESSAGE),
+            client_msg_id: Some("web-7f3c9a21".to_owned()),
+            is_edited: false,
+            edited_at: None,
+            created_at: at("2026-01-15T09:30:12.4817Z"),
+            reactions: vec![ReactionRef::example()],
+            attachments: vec![Attachment::example()],
+        }
+    }
+}
+
+impl Example for Reaction {
+    fn example() -> Self {
+        Self {
+            id: uuid!("e1f2a3b4-c5d6-4e7f-8a9b-0c1d2e3f4a5b"),
+            message_id: MESSAGE,
+            user_id: ALICE,
+            emoji: "👍".to_owned(),
+            created_at: at("2026-01-15T09:31:40.0552Z"),
+        }
+    }
+}
+
+impl Example for ReadReceipt {
+    fn example() -> Self {
+        Self {
+            id: uuid!("7b6a5c4d-3e2f-4a1b-8c9d-e0f1a2b3c4d5"),
+            conversation_id: GROUP,
+            user_id: ALICE,
+            last_read_message_id: MESSAGE,
+            last_read_at: at("2026-01-15T09:31:38.9127Z"),
+        }
+    }
+}
+
+impl Example for PinnedMessage {
+    fn example() -> Self {
+        Self {
+            id: uuid!("0d1e2f3a-4b5c-4d6e-9f7a-8b9c0d1e2f3a"),
+            conversation_id: GROUP,
+            message_id: MESSAGE,
+            pinned_by: ALICE,
+            pinned_at: at("2026-01-15T09:33:07.61Z"),
+        }
+    }
+}
+
+impl Example for Attachment {
+    fn example() -> Self {
+        Self {
+            id: uuid!("f4e3d2c1-b0a9-4876-9543-210fedcba987"),
+            message_id: MESSAGE,
+            file_name: "floor-plan.png".to_owned(),
+            file_type: "image/png".to_owned(),
+            file_size: 482_133,
+            file_url: "http://localhost:8082/uploads/5b0e7a0c-2d4f-4b8e-9c61-7a3f2e1d0c9b.png"
+                .to_owned(),
+            width: Some(1600),
+            height: Some(1200),
+            created_at: at("2026-01-15T09:30:13.0071Z"),
+        }
+    }
+}
+
+impl Example for TypingState {
+    fn example() -> Self {
+        Self {
+            user_ids: vec![BOB],
+        }
+    }
+}
+
+/// The body examples are the resource examples, serialised as the routes serialise them.
+macro_rules! body_examples {
+    ($($resource:ty),* $(,)?) => {$(
+        impl BodyExample for $resource {
+            fn body_example() -> serde_json::Value {
+                serde_json::to_value(<$resource as Example>::example())
+                    .expect("the example serialises")
+            }
+        }
+    )*};
+}
+
+body_examples!(
+    Conversation,
+    ConversationDetail,
+    ChannelSummary,
+    Participant,
+    Message,
+    Reaction,
+    ReadReceipt,
+    PinnedMessage,
+    Attachment,
+    TypingState,
+);
 
 // ----- protobuf bodies (event payloads) ---------------------------------------------------------
 //

@@ -293,10 +293,9 @@ pub fn build_routes(state: AppState) -> impl poem::Endpoint {
     let api = routes::api_service();
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
+    // `/health` and `/ready` are operations of the OpenAPI service, which documents them.
     Route::new()
-        .at("/health", get(routes::ops::health))
         .at("/test", get(routes::ops::health))
-        .at("/ready", get(routes::ops::ready))
         .at("/metrics", get(routes::ops::metrics))
         .at("/openapi.json", get(spec))
         .nest("/docs", docs)

@@ -27,9 +27,9 @@ use shared_proto::events::{EventKind, event::Body as EventBody};
 
 use crate::{
     db::{self, attachments::NewAttachment},
-    error::{self, ApiError, Details},
+    error::{self, ApiError, Details, E400, E401, E403, E404, E500, Fail},
     events::Audience,
-    http::{Caller, Data, Page, conv_id, msg_id, pagination},
+    http::{Caller, Data, Page, PathId, conv_id, msg_id, pagination},
     resources::Attachment,
     routes::{ApiTags, messages::live_message, require_member},
     sniff::{self, FileKind, TEXT_WINDOW},
@@ -285,29 +285,38 @@ impl ApiResponse for FileResponse {
             content,
             headers: vec![],
         };
-        MetaResponses {
-            responses: vec![
-                response(
-                    200,
-                    "The file, with Content-Type = its verified type, X-Content-Type-Options: nosniff, Content-Security-Policy: default-src 'none'; sandbox, and Content-Disposition: attachment unless it is an image, audio or video",
-                    bytes(),
-                ),
-                response(
-                    206,
-                    "One range of the file (single `Range` requests)",
-                    bytes(),
-                ),
-                response(
-                    404,
-                    "Not a name this service produces, or no such file (text/plain `404 page not found`)",
-                    vec![],
-                ),
-                response(416, "The range starts beyond the end of the file", vec![]),
-            ],
-        }
+        let mut responses = vec![
+            response(
+                200,
+                "The file, with Content-Type = its verified type, X-Content-Type-Options: nosniff, Content-Security-Policy: default-src 'none'; sandbox, and Content-Disposition: attachment unless it is an image, audio or video",
+                bytes(),
+            ),
+            response(
+                206,
+                "One range of the file (single `Range` requests)",
+                bytes(),
+            ),
+            response(
+                404,
+                "Not a name this service produces, or no such file (the plain 404 of an unknown path)",
+                vec![MetaMediaType {
+                    content_type: "text/plain",
+                    schema: MetaSchemaRef::Inline(Box::new(MetaSchema {
+                        example: Some("404 page not found".into()),
+                        ..MetaSchema::new("string")
+                    })),
+                }],
+            ),
+            response(416, "The range starts beyond the end of the file", vec![]),
+        ];
+        // The object store failing.
+        responses.extend(Fail::<E500>::meta().responses);
+        MetaResponses { responses }
     }
 
-    fn register(_registry: &mut Registry) {}
+    fn register(registry: &mut Registry) {
+        Fail::<E500>::register(registry);
+    }
 }
 
 fn not_found() -> poem::Error {
@@ -331,9 +340,9 @@ impl AttachmentsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         form: UploadForm,
-    ) -> Result<Data<Attachment, 201>, ApiError> {
+    ) -> Result<Data<Attachment, 201>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let id = msg_id(&id)?;
         let user = caller.user()?;
         let message = {
@@ -377,7 +386,7 @@ impl AttachmentsApi {
                 if let Err(cleanup) = state.storage.delete(&name).await {
                     tracing::error!(error = format!("{cleanup:#}"), "orphaned attachment object");
                 }
-                return Err(e);
+                return Err(e.into());
             }
         };
         tracing::info!(
@@ -419,8 +428,8 @@ impl AttachmentsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-    ) -> Result<Data<Vec<Attachment>>, ApiError> {
+        id: Path<PathId>,
+    ) -> Result<Data<Vec<Attachment>>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let id = msg_id(&id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
@@ -442,10 +451,10 @@ impl AttachmentsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         limit: Query<Option<String>>,
         offset: Query<Option<String>>,
-    ) -> Result<Page<Attachment>, ApiError> {
+    ) -> Result<Page<Attachment>, Fail<{ E400 | E401 | E403 | E500 }>> {
         let id = conv_id(&id)?;
         let user = caller.user()?;
         let mut d = Details::new();

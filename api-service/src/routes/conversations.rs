@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use crate::{
     db::{self, conversations::NewConversation},
-    error::{self, ApiError, Details},
+    error::{self, ApiError, Details, E400, E401, E403, E404, E409_DM, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, Page, conv_id, has_nul, pagination},
+    http::{Caller, Data, JsonBody, Page, PathId, conv_id, has_nul, pagination},
     resources::{ChannelSummary, Conversation, ConversationDetail},
     routes::{ApiTags, require_member},
     startup::AppState,
@@ -25,7 +25,7 @@ pub struct CreateConversation {
     pub description: Option<String>,
     pub avatar_url: Option<String>,
     /// The other participants (never the caller).
-    pub participant_ids: Vec<String>,
+    pub participant_ids: Vec<Uuid>,
 }
 
 /// Body of `PUT /conversations/{id}`: null or absent keeps a field.
@@ -211,7 +211,7 @@ impl ConversationsApi {
         caller: Caller,
         state: State<&AppState>,
         body: JsonBody<CreateConversation>,
-    ) -> Result<Data<ConversationDetail, 201>, ApiError> {
+    ) -> Result<Data<ConversationDetail, 201>, Fail<{ E400 | E401 | E409_DM | E413 | E500 }>> {
         let fields = CreateFields::read(&body.parse()?)?;
         let user = caller.user()?;
         let input = validate_create(fields, user)?;
@@ -262,12 +262,13 @@ impl ConversationsApi {
                         db::conversations::find_active_direct(&mut conn, pair).await?
                     {
                         let detail = db::conversations::detail(&mut conn, existing, user).await?;
-                        return Err(ApiError::DmConflict(Box::new(detail)));
+                        return Err(ApiError::DmConflict(Box::new(detail)).into());
                     }
                     if attempts == 3 {
                         return Err(ApiError::Internal(anyhow::anyhow!(
                             "direct pair kept conflicting without an active conversation"
-                        )));
+                        ))
+                        .into());
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -305,7 +306,7 @@ impl ConversationsApi {
         limit: Query<Option<String>>,
         offset: Query<Option<String>>,
         search: Query<Option<String>>,
-    ) -> Result<Page<Conversation>, ApiError> {
+    ) -> Result<Page<Conversation>, Fail<{ E400 | E401 | E500 }>> {
         let user = caller.user()?;
         let (limit, offset, search) = list_params(&limit, &offset, search.0)?;
         let pattern = match search {
@@ -338,7 +339,7 @@ impl ConversationsApi {
         search: Query<Option<String>>,
         limit: Query<Option<String>>,
         offset: Query<Option<String>>,
-    ) -> Result<Page<ChannelSummary>, ApiError> {
+    ) -> Result<Page<ChannelSummary>, Fail<{ E400 | E401 | E500 }>> {
         let user = caller.user()?;
         let (limit, offset, search) = list_params(&limit, &offset, search.0)?;
         let pattern = match search {
@@ -367,8 +368,8 @@ impl ConversationsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-    ) -> Result<Data<ConversationDetail>, ApiError> {
+        id: Path<PathId>,
+    ) -> Result<Data<ConversationDetail>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let id = conv_id(&id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
@@ -389,9 +390,9 @@ impl ConversationsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         body: JsonBody<UpdateConversation>,
-    ) -> Result<Data<ConversationDetail>, ApiError> {
+    ) -> Result<Data<ConversationDetail>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>> {
         let id = conv_id(&id)?;
         let body = body.parse()?;
         let name = body.opt_str("name")?;
@@ -419,13 +420,13 @@ impl ConversationsApi {
             .await?
             .ok_or(ApiError::NotFound(error::CONVERSATION_NOT_FOUND))?;
         if row.kind == "direct" {
-            return Err(ApiError::BadRequest("Cannot modify a direct conversation"));
+            return Err(ApiError::BadRequest("Cannot modify a direct conversation").into());
         }
         let me = require_member(&mut conn, id, user).await?;
         if !matches!(me.role.as_str(), "owner" | "admin") {
-            return Err(ApiError::Forbidden(
-                "Only owners and admins can modify this conversation",
-            ));
+            return Err(
+                ApiError::Forbidden("Only owners and admins can modify this conversation").into(),
+            );
         }
         let row = db::conversations::update(
             &mut conn,
@@ -463,8 +464,8 @@ impl ConversationsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-    ) -> Result<Data<Conversation>, ApiError> {
+        id: Path<PathId>,
+    ) -> Result<Data<Conversation>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let id = conv_id(&id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
@@ -473,9 +474,7 @@ impl ConversationsApi {
             .ok_or(ApiError::NotFound(error::CONVERSATION_NOT_FOUND))?;
         let me = require_member(&mut conn, id, user).await?;
         if me.role != "owner" {
-            return Err(ApiError::Forbidden(
-                "Only the owner can archive this conversation",
-            ));
+            return Err(ApiError::Forbidden("Only the owner can archive this conversation").into());
         }
         let row = db::conversations::archive(&mut conn, id)
             .await?

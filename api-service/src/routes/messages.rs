@@ -17,11 +17,11 @@ use crate::{
         self,
         messages::{HistoryRange, MessageRow},
     },
-    error::{self, ApiError, Details},
+    error::{self, ApiError, Details, E400, E401, E403, E404, E413, E429, E500, Fail},
     events::Audience,
     http::{
-        Caller, Data, JsonBody, JsonObject, NoContent, Page, conv_id, has_nul, msg_id, pagination,
-        parse_decimal,
+        Caller, Data, JsonBody, JsonObject, NoContent, Page, PathId, conv_id, has_nul, msg_id,
+        pagination, parse_decimal,
     },
     ingest::{Outcome, SendRequest},
     resources::{Message, TypingState},
@@ -51,7 +51,7 @@ pub struct SendMessage {
     /// Any JSON value, stored as `jsonb`; at most 16384 bytes as compact JSON.
     pub metadata: Option<Value>,
     /// A non-deleted message of the same conversation.
-    pub reply_to_id: Option<String>,
+    pub reply_to_id: Option<Uuid>,
     /// The client's idempotency key (1–64 bytes): a retry answers 200 with the stored message.
     pub client_msg_id: Option<String>,
 }
@@ -273,9 +273,9 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         body: JsonBody<SendMessage>,
-    ) -> Result<Sent, ApiError> {
+    ) -> Result<Sent, Fail<{ E400 | E401 | E403 | E404 | E413 | E429 | E500 }>> {
         let conversation = conv_id(&id)?;
         let fields = SendFields::read(&body.parse()?)?;
         let user = caller.user()?;
@@ -295,7 +295,7 @@ impl MessagesApi {
             .await;
         match outcome {
             Outcome::Created(message) => Ok(Sent::Created(*message)),
-            Outcome::Rejected(e) => Err(e),
+            Outcome::Rejected(e) => Err(e.into()),
             Outcome::Recheck => {
                 let mut conn = state.pool.acquire().await?;
                 if let Some(client_msg_id) = client_msg_id.as_deref() {
@@ -307,13 +307,13 @@ impl MessagesApi {
                     )
                     .await?;
                     if let Some(stored) = stored {
-                        return replay(&mut conn, stored).await;
+                        return Ok(replay(&mut conn, stored).await?);
                     }
                 }
                 // The conversation or the membership went away since the checks: answer as
                 // those checks would now.
                 require_conversation(&mut conn, conversation).await?;
-                Err(ApiError::Forbidden(error::NOT_A_PARTICIPANT))
+                Err(ApiError::Forbidden(error::NOT_A_PARTICIPANT).into())
             }
         }
     }
@@ -330,12 +330,12 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         limit: Query<Option<String>>,
         offset: Query<Option<String>>,
         after_seq: Query<Option<String>>,
         before_seq: Query<Option<String>>,
-    ) -> Result<Page<Message>, ApiError> {
+    ) -> Result<Page<Message>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let conversation = conv_id(&id)?;
         let user = caller.user()?;
         let mut d = Details::new();
@@ -393,22 +393,19 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         q: Query<Option<String>>,
         limit: Query<Option<String>>,
         offset: Query<Option<String>>,
-    ) -> Result<Page<Message>, ApiError> {
+    ) -> Result<Page<Message>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let conversation = conv_id(&id)?;
         let user = caller.user()?;
         let q = q.0.unwrap_or_default();
         if q.is_empty() {
-            return Err(Details::one("q", "search query is required"));
+            return Err(Details::one("q", "search query is required").into());
         }
         if q.len() > MAX_QUERY {
-            return Err(Details::one(
-                "q",
-                "search query must not exceed 200 characters",
-            ));
+            return Err(Details::one("q", "search query must not exceed 200 characters").into());
         }
         let mut d = Details::new();
         let (limit, offset) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
@@ -442,8 +439,8 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-    ) -> Result<Data<TypingState>, ApiError> {
+        id: Path<PathId>,
+    ) -> Result<Data<TypingState>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let conversation = conv_id(&id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
@@ -461,8 +458,8 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-    ) -> Result<Data<Message>, ApiError> {
+        id: Path<PathId>,
+    ) -> Result<Data<Message>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let id = msg_id(&id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
@@ -477,27 +474,24 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         body: JsonBody<EditMessage>,
-    ) -> Result<Data<Message>, ApiError> {
+    ) -> Result<Data<Message>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>> {
         let id = msg_id(&id)?;
         let content = body.parse()?.req_str("content")?;
         let user = caller.user()?;
         if content.is_empty() {
-            return Err(Details::one("content", "content is required"));
+            return Err(Details::one("content", "content is required").into());
         }
         if content.len() > MAX_CONTENT {
-            return Err(Details::one(
-                "content",
-                "content must not exceed 10000 characters",
-            ));
+            return Err(Details::one("content", "content must not exceed 10000 characters").into());
         }
         let mut conn = state.pool.acquire().await?;
         let row = live_message(&mut conn, id).await?;
         if row.sender_id != user {
-            return Err(ApiError::Forbidden(
-                "Only the message author can edit this message",
-            ));
+            return Err(
+                ApiError::Forbidden("Only the message author can edit this message").into(),
+            );
         }
         let row = db::messages::edit(&mut conn, &row, &content)
             .await?
@@ -527,17 +521,17 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-    ) -> Result<NoContent, ApiError> {
+        id: Path<PathId>,
+    ) -> Result<NoContent, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let id = msg_id(&id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         let row = live_message(&mut conn, id).await?;
         let me = require_member(&mut conn, row.conversation_id, user).await?;
         if row.sender_id != user && !matches!(me.role.as_str(), "owner" | "admin") {
-            return Err(ApiError::Forbidden(
-                "Insufficient permissions to delete this message",
-            ));
+            return Err(
+                ApiError::Forbidden("Insufficient permissions to delete this message").into(),
+            );
         }
         let row = db::messages::soft_delete(&mut conn, &row)
             .await?

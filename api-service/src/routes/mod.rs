@@ -1,5 +1,6 @@
 //! HTTP routes: `ops` (health, readiness, metrics) and the poem-openapi REST surface, one module
-//! per resource. [`api_service`] assembles the OpenAPI service from them.
+//! per resource. [`api_service`] assembles the OpenAPI service from them, liveness and readiness
+//! included.
 
 pub mod attachments;
 pub mod conversations;
@@ -35,6 +36,8 @@ pub enum ApiTags {
     Pins,
     /// Attachments and the media gallery.
     Attachments,
+    /// Liveness and readiness (public, not enveloped).
+    Operations,
 }
 
 /// The `MEMBER` step: the caller's active participation, or 403.
@@ -57,6 +60,7 @@ pub type Apis = (
     receipts::ReceiptsApi,
     pins::PinsApi,
     attachments::AttachmentsApi,
+    ops::OpsApi,
 );
 
 /// Every REST operation, as one OpenAPI service.
@@ -69,7 +73,8 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
         receipts::ReceiptsApi,
         pins::PinsApi,
         attachments::AttachmentsApi,
+        ops::OpsApi,
     );
     OpenApiService::new(apis, "ReTiCh Messaging API", env!("CARGO_PKG_VERSION"))
-        .description("The REST contract of api-service (http-api.md). Errors use the envelope {\"error\": {code, message, details?}}.")
+        .description("The REST contract of api-service (http-api.md). Errors use the envelope {\"error\": {code, message, details?}}. Each operation lists the error statuses it can answer. UUIDs (`format: uuid`) are also accepted as 32 hex digits, `{...}`-braced or `urn:uuid:`-prefixed, in any case; they are always sent in lowercase canonical form.")
 }

@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use crate::{
     db::{self, conversations::ConversationRow, participants::ParticipantRow},
-    error::{self, ApiError, Details},
+    error::{self, ApiError, Details, E400, E401, E403, E404, E409, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, NoContent, conv_id, user_id},
+    http::{Caller, Data, JsonBody, NoContent, PathId, conv_id, user_id},
     resources::{ConversationDetail, Participant},
     routes::{ApiTags, require_member},
     startup::AppState,
@@ -33,7 +33,7 @@ const CANNOT_REMOVE: &str = "Insufficient permissions to remove this participant
 #[derive(Object)]
 pub struct AddParticipants {
     /// Users to add (at most 50); users who are already participants are skipped.
-    pub participant_ids: Vec<String>,
+    pub participant_ids: Vec<Uuid>,
 }
 
 /// Body of `PUT /conversations/{id}/participants/{userId}`.
@@ -165,9 +165,10 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         body: JsonBody<AddParticipants>,
-    ) -> Result<Data<Vec<Participant>, 201>, ApiError> {
+    ) -> Result<Data<Vec<Participant>, 201>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>>
+    {
         let id = conv_id(&id)?;
         let body = body.parse()?;
         let ids = body.opt_str_array("participant_ids")?.unwrap_or_default();
@@ -211,23 +212,20 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-        #[oai(name = "userId")] target: Path<String>,
+        id: Path<PathId>,
+        #[oai(name = "userId")] target: Path<PathId>,
         body: JsonBody<ChangeRole>,
-    ) -> Result<Data<Participant>, ApiError> {
+    ) -> Result<Data<Participant>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>> {
         let id = conv_id(&id)?;
         let target = user_id(&target)?;
         let body = body.parse()?;
         let role = body.req_str("role")?;
         let user = caller.user()?;
         if role.is_empty() {
-            return Err(Details::one("role", "role is required"));
+            return Err(Details::one("role", "role is required").into());
         }
         if !matches!(role.as_str(), "owner" | "admin" | "member") {
-            return Err(Details::one(
-                "role",
-                "role must be one of: owner, admin, member",
-            ));
+            return Err(Details::one("role", "role must be one of: owner, admin, member").into());
         }
 
         let mut tx = state.pool.begin().await?;
@@ -235,13 +233,13 @@ impl ParticipantsApi {
             .await?
             .ok_or(ApiError::NotFound(error::CONVERSATION_NOT_FOUND))?;
         if row.kind == "direct" {
-            return Err(ApiError::BadRequest(
-                "Cannot change roles in a direct conversation",
-            ));
+            return Err(
+                ApiError::BadRequest("Cannot change roles in a direct conversation").into(),
+            );
         }
         let me = require_member(&mut tx, id, user).await?;
         if me.role != "owner" {
-            return Err(ApiError::Forbidden("Only the owner can change roles"));
+            return Err(ApiError::Forbidden("Only the owner can change roles").into());
         }
         let current = db::participants::membership(&mut tx, id, target)
             .await?
@@ -249,7 +247,8 @@ impl ParticipantsApi {
         if target == user && role != "owner" {
             return Err(ApiError::BadRequest(
                 "Transfer ownership before changing the owner's role",
-            ));
+            )
+            .into());
         }
         if current.role == role {
             return Ok(Data(current.into()));
@@ -297,9 +296,9 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-        #[oai(name = "userId")] target: Path<String>,
-    ) -> Result<NoContent, ApiError> {
+        id: Path<PathId>,
+        #[oai(name = "userId")] target: Path<PathId>,
+    ) -> Result<NoContent, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let id = conv_id(&id)?;
         let target = user_id(&target)?;
         let user = caller.user()?;
@@ -312,19 +311,20 @@ impl ParticipantsApi {
             if row.kind == "direct" {
                 return Err(ApiError::BadRequest(
                     "Cannot remove participants from a direct conversation",
-                ));
+                )
+                .into());
             }
             let me = db::participants::membership(&mut tx, id, user)
                 .await?
                 .ok_or(ApiError::Forbidden(NOT_A_PARTICIPANT))?;
             if !is_admin_plus(&me.role) {
-                return Err(ApiError::Forbidden(CANNOT_REMOVE));
+                return Err(ApiError::Forbidden(CANNOT_REMOVE).into());
             }
             let them = db::participants::membership(&mut tx, id, target)
                 .await?
                 .ok_or(ApiError::Forbidden(NOT_A_PARTICIPANT))?;
             if them.role == "owner" || (me.role == "admin" && them.role == "admin") {
-                return Err(ApiError::Forbidden(CANNOT_REMOVE));
+                return Err(ApiError::Forbidden(CANNOT_REMOVE).into());
             }
         }
         let gone = db::participants::leave(&mut tx, id, target)
@@ -397,8 +397,8 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-    ) -> Result<Data<Participant, 201>, ApiError> {
+        id: Path<PathId>,
+    ) -> Result<Data<Participant, 201>, Fail<{ E400 | E401 | E404 | E409 | E500 }>> {
         let id = conv_id(&id)?;
         let user = caller.user()?;
 
@@ -407,7 +407,7 @@ impl ParticipantsApi {
             .await?
             .ok_or(ApiError::NotFound(error::CONVERSATION_NOT_FOUND))?;
         if row.kind != "channel" {
-            return Err(ApiError::BadRequest("Only channels can be joined"));
+            return Err(ApiError::BadRequest("Only channels can be joined").into());
         }
         let joined: Participant = db::participants::add_or_reactivate(&mut tx, id, &[user])
             .await?

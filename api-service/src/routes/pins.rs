@@ -5,12 +5,13 @@
 use poem::web::Data as State;
 use poem_openapi::{Object, OpenApi, param::Path};
 use shared_proto::events::{self as pb, EventKind, event::Body};
+use uuid::Uuid;
 
 use crate::{
     db::{self, pins::PinError},
-    error::{self, ApiError, Details},
+    error::{self, ApiError, Details, E400, E401, E403, E404, E409, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, NoContent, conv_id, msg_id},
+    http::{Caller, Data, JsonBody, NoContent, PathId, conv_id, msg_id},
     resources::PinnedMessage,
     routes::{ApiTags, require_member},
     startup::AppState,
@@ -20,7 +21,7 @@ use crate::{
 #[derive(Object)]
 pub struct PinMessage {
     /// A non-deleted message of this conversation.
-    pub message_id: String,
+    pub message_id: Uuid,
 }
 
 pub struct PinsApi;
@@ -41,14 +42,15 @@ impl PinsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         body: JsonBody<PinMessage>,
-    ) -> Result<Data<PinnedMessage, 201>, ApiError> {
+    ) -> Result<Data<PinnedMessage, 201>, Fail<{ E400 | E401 | E403 | E404 | E409 | E413 | E500 }>>
+    {
         let id = conv_id(&id)?;
         let raw = body.parse()?.req_str("message_id")?;
         let user = caller.user()?;
         if raw.is_empty() {
-            return Err(Details::one("message_id", "message_id is required"));
+            return Err(Details::one("message_id", "message_id is required").into());
         }
         let message_id = shared_auth::parse_uuid(&raw)
             .ok_or_else(|| Details::one("message_id", "invalid UUID format"))?;
@@ -59,16 +61,14 @@ impl PinsApi {
             .ok_or(ApiError::NotFound(error::MESSAGE_NOT_FOUND))?;
         let me = require_member(&mut conn, id, user).await?;
         if !is_admin(&me.role) {
-            return Err(ApiError::Forbidden(
-                "Only owners and admins can pin messages",
-            ));
+            return Err(ApiError::Forbidden("Only owners and admins can pin messages").into());
         }
         let pin = match db::pins::insert(&mut conn, &message, user).await {
             Ok(Some(row)) => PinnedMessage::from(row),
             // Deleted since step 3 (§2.8: the answer that check would give now).
-            Ok(None) => return Err(ApiError::NotFound(error::MESSAGE_NOT_FOUND)),
+            Ok(None) => return Err(ApiError::NotFound(error::MESSAGE_NOT_FOUND).into()),
             Err(PinError::AlreadyPinned) => {
-                return Err(ApiError::Conflict("Message is already pinned"));
+                return Err(ApiError::Conflict("Message is already pinned").into());
             }
             Err(PinError::Database(e)) => return Err(e.into()),
         };
@@ -95,18 +95,16 @@ impl PinsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-        #[oai(name = "messageId")] message_id: Path<String>,
-    ) -> Result<NoContent, ApiError> {
+        id: Path<PathId>,
+        #[oai(name = "messageId")] message_id: Path<PathId>,
+    ) -> Result<NoContent, Fail<{ E400 | E401 | E403 | E500 }>> {
         let id = conv_id(&id)?;
         let message_id = msg_id(&message_id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         let me = require_member(&mut conn, id, user).await?;
         if !is_admin(&me.role) {
-            return Err(ApiError::Forbidden(
-                "Only owners and admins can unpin messages",
-            ));
+            return Err(ApiError::Forbidden("Only owners and admins can unpin messages").into());
         }
         db::pins::delete(&mut conn, id, message_id).await?;
         // On every 204, whether or not a pin was removed (§10.2).
@@ -132,8 +130,8 @@ impl PinsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-    ) -> Result<Data<Vec<PinnedMessage>>, ApiError> {
+        id: Path<PathId>,
+    ) -> Result<Data<Vec<PinnedMessage>>, Fail<{ E400 | E401 | E403 | E500 }>> {
         let id = conv_id(&id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;

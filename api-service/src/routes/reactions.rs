@@ -7,9 +7,9 @@ use shared_proto::events::{self as pb, EventKind, event::Body};
 
 use crate::{
     db::{self, reactions::Added},
-    error::{self, ApiError, Details},
+    error::{self, ApiError, Details, E400, E401, E403, E404, E409, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, NoContent, has_nul, msg_id},
+    http::{Caller, Data, JsonBody, NoContent, PathId, has_nul, msg_id},
     resources::Reaction,
     routes::{ApiTags, require_member},
     startup::AppState,
@@ -39,17 +39,17 @@ impl ReactionsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         body: JsonBody<AddReaction>,
-    ) -> Result<Data<Reaction, 201>, ApiError> {
+    ) -> Result<Data<Reaction, 201>, Fail<{ E400 | E401 | E403 | E404 | E409 | E413 | E500 }>> {
         let id = msg_id(&id)?;
         let emoji = body.parse()?.req_str("emoji")?;
         let user = caller.user()?;
         if emoji.is_empty() {
-            return Err(Details::one("emoji", "emoji is required"));
+            return Err(Details::one("emoji", "emoji is required").into());
         }
         if emoji.len() > MAX_EMOJI {
-            return Err(Details::one("emoji", "emoji must not exceed 50 characters"));
+            return Err(Details::one("emoji", "emoji must not exceed 50 characters").into());
         }
         let mut conn = state.pool.acquire().await?;
         let message = db::messages::find(&mut conn, id)
@@ -59,8 +59,10 @@ impl ReactionsApi {
         require_member(&mut conn, message.conversation_id, user).await?;
         let reaction = match db::reactions::add(&mut conn, &message, user, &emoji).await? {
             Added::Created(r) => r,
-            Added::Duplicate => return Err(ApiError::Conflict("Reaction already exists")),
-            Added::MessageGone => return Err(ApiError::NotFound(error::MESSAGE_NOT_FOUND)),
+            Added::Duplicate => return Err(ApiError::Conflict("Reaction already exists").into()),
+            Added::MessageGone => {
+                return Err(ApiError::NotFound(error::MESSAGE_NOT_FOUND).into());
+            }
         };
         drop(conn);
         state
@@ -87,9 +89,9 @@ impl ReactionsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         emoji: Path<String>,
-    ) -> Result<NoContent, ApiError> {
+    ) -> Result<NoContent, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let id = msg_id(&id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
@@ -130,8 +132,8 @@ impl ReactionsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-    ) -> Result<Data<Vec<Reaction>>, ApiError> {
+        id: Path<PathId>,
+    ) -> Result<Data<Vec<Reaction>>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
         let id = msg_id(&id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;

@@ -4,12 +4,13 @@
 use poem::web::Data as State;
 use poem_openapi::{Object, OpenApi, param::Path};
 use shared_proto::events::{EventKind, event::Body};
+use uuid::Uuid;
 
 use crate::{
     db,
-    error::{self, ApiError, Details},
+    error::{self, ApiError, Details, E400, E401, E403, E404, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, conv_id},
+    http::{Caller, Data, JsonBody, PathId, conv_id},
     resources::ReadReceipt,
     routes::{ApiTags, require_member},
     startup::AppState,
@@ -20,7 +21,7 @@ use crate::{
 pub struct MarkRead {
     /// The newest message the caller has read (a message of this conversation; deleted ones
     /// are accepted).
-    pub last_read_message_id: String,
+    pub last_read_message_id: Uuid,
 }
 
 pub struct ReceiptsApi;
@@ -38,17 +39,16 @@ impl ReceiptsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
+        id: Path<PathId>,
         body: JsonBody<MarkRead>,
-    ) -> Result<Data<ReadReceipt>, ApiError> {
+    ) -> Result<Data<ReadReceipt>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>> {
         let id = conv_id(&id)?;
         let raw = body.parse()?.req_str("last_read_message_id")?;
         let user = caller.user()?;
         if raw.is_empty() {
-            return Err(Details::one(
-                "last_read_message_id",
-                "last_read_message_id is required",
-            ));
+            return Err(
+                Details::one("last_read_message_id", "last_read_message_id is required").into(),
+            );
         }
         let message_id = shared_auth::parse_uuid(&raw)
             .ok_or_else(|| Details::one("last_read_message_id", "invalid UUID format"))?;
@@ -78,10 +78,10 @@ impl ReceiptsApi {
             // Already at this message or further: nothing changes, no event. The receipt exists
             // (it is what stopped the update) and receipts are never deleted while their
             // conversation exists.
-            None => db::receipts::find(&mut conn, id, user)
+            None => Ok(db::receipts::find(&mut conn, id, user)
                 .await?
                 .map(|r| Data(r.into()))
-                .ok_or(ApiError::Forbidden(error::NOT_A_PARTICIPANT)),
+                .ok_or(ApiError::Forbidden(error::NOT_A_PARTICIPANT))?),
         }
     }
 
@@ -96,8 +96,8 @@ impl ReceiptsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<String>,
-    ) -> Result<Data<Vec<ReadReceipt>>, ApiError> {
+        id: Path<PathId>,
+    ) -> Result<Data<Vec<ReadReceipt>>, Fail<{ E400 | E401 | E403 | E500 }>> {
         let id = conv_id(&id)?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;

@@ -63,6 +63,8 @@ async fn the_document_lists_every_route_of_the_contract() {
         ("/messages/{id}/attachments", "post"),
         ("/messages/{id}/attachments", "get"),
         ("/uploads/{name}", "get"),
+        ("/health", "get"),
+        ("/ready", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -75,4 +77,65 @@ async fn the_document_lists_every_route_of_the_contract() {
         docs.text().await.unwrap().contains("openapi"),
         "docs page renders the document"
     );
+}
+
+#[tokio::test]
+async fn each_operation_documents_what_it_can_answer() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let mut operations = 0;
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            operations += 1;
+            let id = op["operationId"].as_str().unwrap();
+            let responses = op["responses"].as_object().unwrap();
+            let has = |status: &str| responses.contains_key(status);
+            let authenticated = op.get("security").is_some();
+            assert_eq!(
+                has("401"),
+                authenticated,
+                "{id}: 401 where a credential is required"
+            );
+            if authenticated {
+                assert!(has("400"), "{id}: the X-User-ID check of header mode");
+                assert!(has("500"), "{id}: a database failure");
+            }
+            let json_body = op["requestBody"]["content"]
+                .get("application/json")
+                .is_some();
+            assert_eq!(has("413"), json_body, "{id}: 413 exactly on JSON bodies");
+            assert_eq!(
+                has("429"),
+                id == "sendMessage",
+                "{id}: only sends are rate limited"
+            );
+            for (status, response) in responses {
+                let Some(body) = response["content"].get("application/json") else {
+                    continue;
+                };
+                let schema = &body["schema"];
+                let schema = match schema["$ref"].as_str() {
+                    Some(r) => &schemas[r.trim_start_matches("#/components/schemas/")],
+                    None => schema,
+                };
+                if status.starts_with('2') {
+                    assert!(
+                        schema.get("example").is_some(),
+                        "{id}: {status} has no example"
+                    );
+                }
+            }
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                if param["in"] == "path" && param["name"] != "emoji" && param["name"] != "name" {
+                    assert_eq!(
+                        param["schema"]["format"], "uuid",
+                        "{id}: path parameter {}",
+                        param["name"]
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(operations, 31);
 }

@@ -175,6 +175,10 @@ function startSession(me, users) {
     renderConversations();
     if (open?.id === e.conversation_id) renderChatHeader();
   });
+  rt.on("conversation.archived", (e) => {
+    upsertConversation(e.payload);
+    renderConversations();
+  });
   rt.on("conversation.left", (e) => {
     if (e.payload.user_id !== me.id) return;
     session.conversations.delete(e.conversation_id);

@@ -292,6 +292,31 @@ test("two people chat in the demo: live messages, unread, typing, presence, repl
     await a.locator("#chat-presence-text", { hasText: "offline" }).waitFor();
   });
 
+  await step("a long history: the newest 50 first, earlier ones on demand", { alice: a }, async () => {
+    const conversationId = await a.locator("#chat").getAttribute("data-id");
+    const alice = stack.users.find((u) => u.name === "Alice");
+    for (let i = 1; i <= 50; i++) {
+      const response = await fetch(`${stack.apiUrl}/conversations/${conversationId}/messages`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${alice.token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ content: `bulk ${i}` }),
+      });
+      assert.equal(response.status, 201, await response.text());
+    }
+    await message(a, "bulk 50").waitFor(); // live, from another client of Alice's
+    await a.reload();
+    await a.locator("#chat[data-loaded=true]").waitFor();
+    assert.equal(await a.locator(".message").count(), 50);
+    assert.equal(await message(a, "Hi Bob!").count(), 0);
+    await a.locator("#load-older").click();
+    await message(a, "Hi Bob!").waitFor();
+    const texts = await a.locator(".message .body").allTextContents();
+    assert.equal(texts.length, 59);
+    assert.deepEqual(texts.slice(0, 2), ["Hi Bob!", "Are you there?"]);
+    assert.deepEqual(texts.slice(-2), ["bulk 49", "bulk 50"]);
+    assert.equal(await a.locator("#load-older").isHidden(), true, "nothing earlier left");
+  });
+
   await noErrorsShown(a);
   assert.deepEqual(pageErrors, [], "no uncaught exception in either page");
 });

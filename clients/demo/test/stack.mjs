@@ -169,6 +169,8 @@ export class Stack {
       UPLOAD_BASE_URL: `${this.apiUrl}/uploads`,
       DATABASE_MAX_CONNECTIONS: "8",
       DEMO_DIR: this.demoDir,
+      // The test sends 50 messages at once over REST (the default burst is 40).
+      RATE_LIMIT_MESSAGES_BURST: "100",
     });
     await this.waitReady(this.api, `${this.apiUrl}/ready`);
     await this.startGateway();
