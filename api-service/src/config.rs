@@ -118,6 +118,9 @@ pub struct Settings {
     pub upload_dir: String,
     /// `file_url` base; `None` means `http://localhost:<PORT>/uploads`.
     pub upload_base_url: Option<String>,
+    /// A folder served as static files under `/demo/` (the demo web app of `make dev`); `None`
+    /// (the default, and production) serves nothing there.
+    pub demo_dir: Option<String>,
     pub rate_limit_per_sec: f64,
     pub rate_limit_burst: u32,
     /// How many months ahead the messages partitions are created.
@@ -297,6 +300,7 @@ impl Settings {
             user_service_url,
             storage_backend: StorageBackend::from_env(&env)?,
             upload_dir: env.string("UPLOAD_DIR", "./uploads"),
+            demo_dir: env.get("DEMO_DIR"),
             upload_base_url: env
                 .get("UPLOAD_BASE_URL")
                 .map(|u| u.trim_end_matches('/').to_owned()),

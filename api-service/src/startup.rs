@@ -6,6 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Response, Route, Server,
+    endpoint::StaticFilesEndpoint,
     error::{MethodNotAllowedError, NotFoundError},
     get,
     http::StatusCode,
@@ -294,11 +295,22 @@ pub fn build_routes(state: AppState) -> impl poem::Endpoint {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     // `/health` and `/ready` are operations of the OpenAPI service, which documents them.
-    Route::new()
+    let route = Route::new()
         .at("/test", get(routes::ops::health))
         .at("/metrics", get(routes::ops::metrics))
         .at("/openapi.json", get(spec))
-        .nest("/docs", docs)
+        .nest("/docs", docs);
+    // The demo is served on the API's origin because the API sends no CORS headers.
+    let route = match &state.settings.demo_dir {
+        Some(dir) => route.nest(
+            "/demo",
+            StaticFilesEndpoint::new(dir)
+                .index_file("index.html")
+                .redirect_to_slash_directory(),
+        ),
+        None => route,
+    };
+    route
         .nest("/", api)
         .data(state)
         .catch_error(|_: NotFoundError| async { crate::http::not_found() })
