@@ -31,6 +31,20 @@ dir="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
 mkdir -p .dev
 scripts/dev-stop.sh >/dev/null 2>&1 || true
 
+# The demo web app (clients/demo on the TypeScript client), served by api-service under /demo/
+# on the API's origin; skipped with a note when Node.js is missing.
+demo=""
+if command -v npm >/dev/null 2>&1; then
+  echo "dev: building the demo web app"
+  (cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+  (cd clients/demo && npm run --silent build)
+  rm -rf .dev/demo && mkdir -p .dev/demo && cp -R clients/demo/dist/. .dev/demo/
+  export DEMO_DIR="$PWD/.dev/demo"
+  demo=1
+else
+  echo "dev: Node.js/npm not found; the demo web app is not served"
+fi
+
 "$dir/api-service" migrate up
 nohup "$dir/api-service" serve >.dev/api-service.log 2>&1 &
 echo $! >.dev/api-service.pid
@@ -66,12 +80,23 @@ DEV_USER_B=$bob
 ENV
 alice_token=$("$dir/api-service" token --user "$alice" --hours 24)
 bob_token=$("$dir/api-service" token --user "$bob" --hours 24)
+if [ -n "$demo" ]; then
+  # Read by the demo's sign-in screen (served files are read per request).
+  cat >.dev/demo/users.json <<JSON
+[{"name": "Alice", "id": "$alice", "token": "$alice_token"},
+ {"name": "Bob", "id": "$bob", "token": "$bob_token"}]
+JSON
+  demo_line="  Demo         http://localhost:8082/demo/   (open it twice: once as Alice, once as Bob)"
+else
+  demo_line="  Demo         not served (install Node.js 20+ and run make dev again)"
+fi
 cat <<MSG
 
 ReTiCh Messaging is running.
   REST API     http://localhost:8082        (API reference: http://localhost:8082/docs,
                                              document: http://localhost:8082/openapi.json)
   WebSocket    ws://localhost:8085/ws
+$demo_line
   Health       http://localhost:8082/ready  http://localhost:8085/ready
   Metrics      http://localhost:8082/metrics  http://localhost:8085/metrics
   Logs         .dev/api-service.log  .dev/ws-gateway.log

@@ -273,15 +273,18 @@ fn contains_nul(v: &Value) -> bool {
 }
 
 /// The URI rule that applies before routing: a path with an empty segment (`//`, or a trailing
-/// `/`) matches no route — path variables are non-empty — so it is the plain 404 of §2.3.
+/// `/`) matches no route — path variables are non-empty — so it is the plain 404 of §2.3. The
+/// one exception is `/demo/`, the demo's index page when `DEMO_DIR` is set (without it, `/demo/`
+/// matches no route and is the same 404).
 ///
 /// Values that PostgreSQL cannot hold (U+0000, in a path segment or a query value) are not
 /// refused here: the credential check comes first (§2.1), and then each route judges them like
 /// any other value — an id containing one is not a UUID, an emoji or search term containing one
 /// matches nothing stored (see [`has_nul`]).
 pub fn guard_uri(uri: &poem::http::Uri) -> Option<Response> {
+    const DEMO_INDEX: &str = "/demo/";
     let path = uri.path();
-    if path.len() > 1 && (path.contains("//") || path.ends_with('/')) {
+    if path.len() > 1 && (path.contains("//") || (path.ends_with('/') && path != DEMO_INDEX)) {
         return Some(not_found());
     }
     None

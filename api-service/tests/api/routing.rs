@@ -441,3 +441,40 @@ async fn responses_carry_application_json_without_charset() {
     let keys: Vec<String> = r.json().as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys, vec!["data", "pagination"]);
 }
+
+#[tokio::test]
+async fn demo_dir_is_served_under_demo_and_nothing_is_without_it() {
+    let dir = std::env::temp_dir().join(format!("retich-demo-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<!doctype html><title>demo</title>").unwrap();
+    std::fs::write(dir.join("app.js"), "export const demo = 1;").unwrap();
+    let app = spawn_app_with(&[("DEMO_DIR", dir.to_str().unwrap())]).await;
+
+    // `/demo` redirects to `/demo/`, whose index is the page (the client follows the redirect).
+    let r = app.get("/demo").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.url().path(), "/demo/");
+    assert_eq!(r.text().await.unwrap(), "<!doctype html><title>demo</title>");
+    let r = app.get("/demo/app.js").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+    // Nothing outside the folder, and the API's own routes are unchanged.
+    assert_eq!(app.get("/demo/../Cargo.toml").await.status(), 404);
+    assert_eq!(app.get("/demo/missing.js").await.status(), 404);
+    assert_eq!(app.get("/conversations/").await.status(), 404);
+    app.shutdown().await;
+
+    let app = spawn_app().await;
+    for path in ["/demo", "/demo/", "/demo/index.html"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(r.text().await.unwrap(), "404 page not found", "{path}");
+    }
+    app.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

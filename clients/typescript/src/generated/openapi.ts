@@ -363,6 +363,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Liveness (public, not enveloped): answers while the process serves HTTP, touching no
+         *     dependency. `GET /test` is an alias.
+         */
+        get: operations["getHealth"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Readiness (public, not enveloped): 503 when PostgreSQL does not answer. NATS and Redis
+         *     are reported but never make the service unready (events are then dropped and counted,
+         *     rate limiting fails open, typing lists are empty).
+         */
+        get: operations["getReadiness"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -386,6 +427,17 @@ export interface components {
         /**
          * Attachment
          * @description An attachment. `thumbnail_url` and `duration` are never produced, so never present.
+         * @example {
+         *       "id": "f4e3d2c1-b0a9-4876-9543-210fedcba987",
+         *       "message_id": "019bc1a4-2f6e-7d3a-8b1c-4e5f6a7b8c9d",
+         *       "file_name": "floor-plan.png",
+         *       "file_type": "image/png",
+         *       "file_size": 482133,
+         *       "file_url": "http://localhost:8082/uploads/5b0e7a0c-2d4f-4b8e-9c61-7a3f2e1d0c9b.png",
+         *       "width": 1600,
+         *       "height": 1200,
+         *       "created_at": "2026-01-15T09:30:13.0071Z"
+         *     }
          */
         Attachment: {
             /** Format: uuid */
@@ -420,6 +472,20 @@ export interface components {
         /**
          * ChannelSummary
          * @description A public channel in discovery.
+         * @example {
+         *       "id": "a47c1e90-2b5d-4f83-9e6a-7d1c3b8f0e25",
+         *       "type": "channel",
+         *       "name": "announcements",
+         *       "description": "Company-wide news",
+         *       "avatar_url": "https://cdn.example.com/avatars/announcements.png",
+         *       "creator_id": "3f1c2a9e-4b7d-4e21-9a55-0c8e1d2f6b13",
+         *       "is_archived": false,
+         *       "last_message_at": "2026-01-14T17:45:03.208Z",
+         *       "created_at": "2025-09-01T08:00:00Z",
+         *       "updated_at": "2026-01-14T17:45:03.208Z",
+         *       "unread_count": 0,
+         *       "member_count": 42
+         *     }
          */
         ChannelSummary: {
             /** Format: uuid */
@@ -462,9 +528,24 @@ export interface components {
             /** Format: int64 */
             member_count: number;
         };
+        /** @enum {string} */
+        CheckState: "ok" | "fail";
         /**
          * Conversation
          * @description A conversation without its participants.
+         * @example {
+         *       "id": "6d0f4b8a-93c2-4e7a-a1d5-5b2c8e7f9a04",
+         *       "type": "group",
+         *       "name": "Design team",
+         *       "description": "Weekly design review",
+         *       "avatar_url": null,
+         *       "creator_id": "3f1c2a9e-4b7d-4e21-9a55-0c8e1d2f6b13",
+         *       "is_archived": false,
+         *       "last_message_at": "2026-01-15T09:30:12.4817Z",
+         *       "created_at": "2026-01-12T14:02:55.1093Z",
+         *       "updated_at": "2026-01-15T09:30:12.4817Z",
+         *       "unread_count": 2
+         *     }
          */
         Conversation: {
             /** Format: uuid */
@@ -508,6 +589,37 @@ export interface components {
         /**
          * ConversationDetail
          * @description A conversation with its active participants.
+         * @example {
+         *       "id": "6d0f4b8a-93c2-4e7a-a1d5-5b2c8e7f9a04",
+         *       "type": "group",
+         *       "name": "Design team",
+         *       "description": "Weekly design review",
+         *       "avatar_url": null,
+         *       "creator_id": "3f1c2a9e-4b7d-4e21-9a55-0c8e1d2f6b13",
+         *       "is_archived": false,
+         *       "last_message_at": "2026-01-15T09:30:12.4817Z",
+         *       "created_at": "2026-01-12T14:02:55.1093Z",
+         *       "updated_at": "2026-01-15T09:30:12.4817Z",
+         *       "unread_count": 2,
+         *       "participants": [
+         *         {
+         *           "id": "c2d9e4f1-7a3b-4c5d-8e6f-0a1b2c3d4e5f",
+         *           "conversation_id": "6d0f4b8a-93c2-4e7a-a1d5-5b2c8e7f9a04",
+         *           "user_id": "3f1c2a9e-4b7d-4e21-9a55-0c8e1d2f6b13",
+         *           "role": "owner",
+         *           "nickname": null,
+         *           "joined_at": "2026-01-12T14:02:55.1093Z"
+         *         },
+         *         {
+         *           "id": "5e8a1b3c-6d7f-4a2e-9b0c-d4e5f6a7b8c9",
+         *           "conversation_id": "6d0f4b8a-93c2-4e7a-a1d5-5b2c8e7f9a04",
+         *           "user_id": "8b2e5d71-0f3a-4c69-b8d4-2a7e9c1f5e40",
+         *           "role": "member",
+         *           "nickname": null,
+         *           "joined_at": "2026-01-12T14:02:55.1093Z"
+         *         }
+         *       ]
+         *     }
          */
         ConversationDetail: {
             /** Format: uuid */
@@ -593,11 +705,35 @@ export interface components {
             };
         };
         /**
+         * Health
+         * @description Body of `GET /health`.
+         * @example {
+         *       "status": "healthy",
+         *       "service": "messaging",
+         *       "timestamp": "2026-01-15T09:30:12Z"
+         *     }
+         */
+        Health: {
+            status: components["schemas"]["HealthStatus"];
+            /** @description Always `messaging`. */
+            service: string;
+            /**
+             * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
+             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             * Format: date-time
+             * @description The current time, in whole seconds.
+             */
+            timestamp: string;
+        };
+        /** @enum {string} */
+        HealthStatus: "healthy";
+        /**
          * MarkRead
          * @description Body of `POST /conversations/{id}/read`.
          */
         MarkRead: {
             /**
+             * Format: uuid
              * @description The newest message the caller has read (a message of this conversation; deleted ones
              *     are accepted).
              */
@@ -606,6 +742,37 @@ export interface components {
         /**
          * Message
          * @description A message (deleted messages are never returned).
+         * @example {
+         *       "id": "019bc1a4-2f6e-7d3a-8b1c-4e5f6a7b8c9d",
+         *       "conversation_id": "6d0f4b8a-93c2-4e7a-a1d5-5b2c8e7f9a04",
+         *       "sender_id": "8b2e5d71-0f3a-4c69-b8d4-2a7e9c1f5e40",
+         *       "seq": 57,
+         *       "type": "text",
+         *       "content": "Can we move the review to 10:30?",
+         *       "reply_to_id": "019bc19f-8a21-7c04-9d3e-1f2a3b4c5d6e",
+         *       "client_msg_id": "web-7f3c9a21",
+         *       "is_edited": false,
+         *       "created_at": "2026-01-15T09:30:12.4817Z",
+         *       "reactions": [
+         *         {
+         *           "emoji": "👍",
+         *           "user_id": "3f1c2a9e-4b7d-4e21-9a55-0c8e1d2f6b13"
+         *         }
+         *       ],
+         *       "attachments": [
+         *         {
+         *           "id": "f4e3d2c1-b0a9-4876-9543-210fedcba987",
+         *           "message_id": "019bc1a4-2f6e-7d3a-8b1c-4e5f6a7b8c9d",
+         *           "file_name": "floor-plan.png",
+         *           "file_type": "image/png",
+         *           "file_size": 482133,
+         *           "file_url": "http://localhost:8082/uploads/5b0e7a0c-2d4f-4b8e-9c61-7a3f2e1d0c9b.png",
+         *           "width": 1600,
+         *           "height": 1200,
+         *           "created_at": "2026-01-15T09:30:13.0071Z"
+         *         }
+         *       ]
+         *     }
          */
         Message: {
             /** Format: uuid */
@@ -643,18 +810,42 @@ export interface components {
             reactions: components["schemas"]["ReactionRef"][];
             attachments: components["schemas"]["Attachment"][];
         };
-        /** Pagination */
+        /**
+         * Pagination
+         * @example {
+         *       "total": 1,
+         *       "limit": 20,
+         *       "offset": 0
+         *     }
+         */
         Pagination: {
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Size of the whole result set.
+             */
             total: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description The effective `limit` (default 20).
+             */
             limit: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description The effective `offset` (default 0; always 0 on history paged by `seq`).
+             */
             offset: number;
         };
         /**
          * Participant
          * @description An active participant.
+         * @example {
+         *       "id": "5e8a1b3c-6d7f-4a2e-9b0c-d4e5f6a7b8c9",
+         *       "conversation_id": "6d0f4b8a-93c2-4e7a-a1d5-5b2c8e7f9a04",
+         *       "user_id": "8b2e5d71-0f3a-4c69-b8d4-2a7e9c1f5e40",
+         *       "role": "member",
+         *       "nickname": null,
+         *       "joined_at": "2026-01-12T14:02:55.1093Z"
+         *     }
          */
         Participant: {
             /** Format: uuid */
@@ -678,12 +869,22 @@ export interface components {
          * @description Body of `POST /conversations/{id}/pins`.
          */
         PinMessage: {
-            /** @description A non-deleted message of this conversation. */
+            /**
+             * Format: uuid
+             * @description A non-deleted message of this conversation.
+             */
             message_id: string;
         };
         /**
          * PinnedMessage
          * @description A pin (without the message body).
+         * @example {
+         *       "id": "0d1e2f3a-4b5c-4d6e-9f7a-8b9c0d1e2f3a",
+         *       "conversation_id": "6d0f4b8a-93c2-4e7a-a1d5-5b2c8e7f9a04",
+         *       "message_id": "019bc1a4-2f6e-7d3a-8b1c-4e5f6a7b8c9d",
+         *       "pinned_by": "3f1c2a9e-4b7d-4e21-9a55-0c8e1d2f6b13",
+         *       "pinned_at": "2026-01-15T09:33:07.61Z"
+         *     }
          */
         PinnedMessage: {
             /** Format: uuid */
@@ -704,6 +905,13 @@ export interface components {
         /**
          * Reaction
          * @description A reaction.
+         * @example {
+         *       "id": "e1f2a3b4-c5d6-4e7f-8a9b-0c1d2e3f4a5b",
+         *       "message_id": "019bc1a4-2f6e-7d3a-8b1c-4e5f6a7b8c9d",
+         *       "user_id": "3f1c2a9e-4b7d-4e21-9a55-0c8e1d2f6b13",
+         *       "emoji": "👍",
+         *       "created_at": "2026-01-15T09:31:40.0552Z"
+         *     }
          */
         Reaction: {
             /** Format: uuid */
@@ -723,6 +931,10 @@ export interface components {
         /**
          * ReactionRef
          * @description One reaction as embedded in a message.
+         * @example {
+         *       "emoji": "👍",
+         *       "user_id": "3f1c2a9e-4b7d-4e21-9a55-0c8e1d2f6b13"
+         *     }
          */
         ReactionRef: {
             emoji: string;
@@ -732,6 +944,13 @@ export interface components {
         /**
          * ReadReceipt
          * @description A read receipt.
+         * @example {
+         *       "id": "7b6a5c4d-3e2f-4a1b-8c9d-e0f1a2b3c4d5",
+         *       "conversation_id": "6d0f4b8a-93c2-4e7a-a1d5-5b2c8e7f9a04",
+         *       "user_id": "3f1c2a9e-4b7d-4e21-9a55-0c8e1d2f6b13",
+         *       "last_read_message_id": "019bc1a4-2f6e-7d3a-8b1c-4e5f6a7b8c9d",
+         *       "last_read_at": "2026-01-15T09:31:38.9127Z"
+         *     }
          */
         ReadReceipt: {
             /** Format: uuid */
@@ -750,6 +969,34 @@ export interface components {
             last_read_at: string;
         };
         /**
+         * Readiness
+         * @description Body of `GET /ready`.
+         * @example {
+         *       "status": "ready",
+         *       "checks": {
+         *         "database": "ok",
+         *         "nats": "ok",
+         *         "redis": "ok"
+         *       }
+         *     }
+         */
+        Readiness: {
+            status: components["schemas"]["ReadyStatus"];
+            checks: components["schemas"]["ReadinessChecks"];
+        };
+        /**
+         * ReadinessChecks
+         * @description Each dependency's state (never a driver error text).
+         */
+        ReadinessChecks: {
+            /** @description PostgreSQL: `fail` makes the service not ready. */
+            database: components["schemas"]["CheckState"] & unknown;
+            nats: components["schemas"]["CheckState"];
+            redis: components["schemas"]["CheckState"];
+        };
+        /** @enum {string} */
+        ReadyStatus: "ready" | "not ready";
+        /**
          * SendMessage
          * @description Body of `POST /conversations/{id}/messages` (every field optional).
          */
@@ -760,7 +1007,10 @@ export interface components {
             content?: string;
             /** @description Any JSON value, stored as `jsonb`; at most 16384 bytes as compact JSON. */
             metadata?: unknown;
-            /** @description A non-deleted message of the same conversation. */
+            /**
+             * Format: uuid
+             * @description A non-deleted message of the same conversation.
+             */
             reply_to_id?: string;
             /** @description The client's idempotency key (1–64 bytes): a retry answers 200 with the stored message. */
             client_msg_id?: string;
@@ -768,6 +1018,11 @@ export interface components {
         /**
          * TypingState
          * @description Who is typing in a conversation.
+         * @example {
+         *       "user_ids": [
+         *         "8b2e5d71-0f3a-4c69-b8d4-2a7e9c1f5e40"
+         *       ]
+         *     }
          */
         TypingState: {
             user_ids: string[];
@@ -815,7 +1070,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -824,54 +1079,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description FORBIDDEN */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description NOT_FOUND */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
-                headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -913,7 +1125,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -922,34 +1134,18 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description FORBIDDEN */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description NOT_FOUND */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
+            /** @description CONFLICT: an active direct conversation between these users already exists; `data` is that ConversationDetail */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -958,17 +1154,8 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description PAYLOAD_TOO_LARGE */
+            /** @description PAYLOAD_TOO_LARGE: the JSON body exceeds 1 MiB */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1012,7 +1199,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1021,54 +1208,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description FORBIDDEN */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description NOT_FOUND */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
-                headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1108,7 +1252,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1117,9 +1261,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1137,33 +1283,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1208,7 +1327,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1217,9 +1336,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1244,26 +1365,8 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
+            /** @description PAYLOAD_TOO_LARGE: the JSON body exceeds 1 MiB */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1304,7 +1407,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1313,9 +1416,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1333,33 +1438,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1404,7 +1482,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1413,9 +1491,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1440,26 +1520,8 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
+            /** @description PAYLOAD_TOO_LARGE: the JSON body exceeds 1 MiB */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1505,7 +1567,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1514,9 +1576,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1541,26 +1605,8 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
+            /** @description PAYLOAD_TOO_LARGE: the JSON body exceeds 1 MiB */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1598,7 +1644,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1607,9 +1653,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1627,33 +1675,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1694,7 +1715,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1703,18 +1724,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description FORBIDDEN */
-            403: {
-                headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1732,24 +1746,6 @@ export interface operations {
             };
             /** @description CONFLICT */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1796,7 +1792,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1805,9 +1801,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1825,33 +1823,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1907,7 +1878,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1916,9 +1887,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1943,16 +1916,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
+            /** @description PAYLOAD_TOO_LARGE: the JSON body exceeds 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -1964,6 +1928,8 @@ export interface operations {
             /** @description RATE_LIMITED */
             429: {
                 headers: {
+                    /** @description Seconds to wait before sending again (at least 1). */
+                    "Retry-After": number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2008,7 +1974,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2017,9 +1983,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2037,33 +2005,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2104,7 +2045,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2113,9 +2054,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2133,33 +2076,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2200,7 +2116,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2209,9 +2125,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2229,33 +2147,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2300,7 +2191,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2309,9 +2200,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2336,26 +2229,8 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
+            /** @description PAYLOAD_TOO_LARGE: the JSON body exceeds 1 MiB */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2392,7 +2267,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2401,9 +2276,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2421,33 +2298,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2488,7 +2338,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2497,9 +2347,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2517,33 +2369,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2588,7 +2413,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2597,9 +2422,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2633,17 +2460,8 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description PAYLOAD_TOO_LARGE */
+            /** @description PAYLOAD_TOO_LARGE: the JSON body exceeds 1 MiB */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2681,7 +2499,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2690,9 +2508,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2710,33 +2530,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2777,7 +2570,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2786,9 +2579,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2797,42 +2592,6 @@ export interface operations {
             };
             /** @description FORBIDDEN */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description NOT_FOUND */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2877,7 +2636,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2886,9 +2645,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2913,26 +2674,8 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
+            /** @description PAYLOAD_TOO_LARGE: the JSON body exceeds 1 MiB */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2973,7 +2716,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2982,9 +2725,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2993,42 +2738,6 @@ export interface operations {
             };
             /** @description FORBIDDEN */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description NOT_FOUND */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3073,7 +2782,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3082,9 +2791,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3118,17 +2829,8 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description PAYLOAD_TOO_LARGE */
+            /** @description PAYLOAD_TOO_LARGE: the JSON body exceeds 1 MiB */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3166,7 +2868,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3175,9 +2877,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3186,42 +2890,6 @@ export interface operations {
             };
             /** @description FORBIDDEN */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description NOT_FOUND */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3262,7 +2930,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3271,9 +2939,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3291,33 +2961,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3366,7 +3009,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3375,9 +3018,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3395,33 +3040,6 @@ export interface operations {
             };
             /** @description NOT_FOUND */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3466,7 +3084,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description VALIDATION_ERROR or BAD_REQUEST */
+            /** @description VALIDATION_ERROR (with `details`) or BAD_REQUEST */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3475,9 +3093,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description UNAUTHORIZED (jwt mode) */
+            /** @description UNAUTHORIZED: missing or invalid credentials (AUTH_MODE=jwt) */
             401: {
                 headers: {
+                    /** @description Always `Bearer`. */
+                    "WWW-Authenticate": string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3486,42 +3106,6 @@ export interface operations {
             };
             /** @description FORBIDDEN */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description NOT_FOUND */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description CONFLICT */
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description PAYLOAD_TOO_LARGE */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description RATE_LIMITED */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3569,12 +3153,14 @@ export interface operations {
                     "application/octet-stream": string;
                 };
             };
-            /** @description Not a name this service produces, or no such file (text/plain `404 page not found`) */
+            /** @description Not a name this service produces, or no such file (the plain 404 of an unknown path) */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "text/plain": string;
+                };
             };
             /** @description The range starts beyond the end of the file */
             416: {
@@ -3582,6 +3168,64 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description INTERNAL_ERROR */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getHealth: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Healthy */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+        };
+    };
+    getReadiness: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Ready: PostgreSQL answers (NATS or Redis may be `fail`) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Readiness"];
+                };
+            };
+            /** @description Not ready: PostgreSQL does not answer */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Readiness"];
+                };
             };
         };
     };
