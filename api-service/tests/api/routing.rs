@@ -454,7 +454,10 @@ async fn demo_dir_is_served_under_demo_and_nothing_is_without_it() {
     let r = app.get("/demo").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.url().path(), "/demo/");
-    assert_eq!(r.text().await.unwrap(), "<!doctype html><title>demo</title>");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "<!doctype html><title>demo</title>"
+    );
     let r = app.get("/demo/app.js").await;
     assert_eq!(r.status(), 200);
     assert!(
