@@ -18,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod ingest;
+pub mod media;
 pub mod metrics;
 pub mod migrate;
 pub mod partitions;

@@ -231,7 +231,7 @@ pub struct PinnedMessage {
     pub pinned_at: Timestamp,
 }
 
-/// An attachment. `thumbnail_url` and `duration` are never produced, so never present.
+/// An attachment. Optional keys are omitted when unknown.
 #[derive(Debug, Clone, Serialize, Object)]
 #[oai(example)]
 pub struct Attachment {
@@ -242,12 +242,21 @@ pub struct Attachment {
     pub file_type: String,
     pub file_size: i64,
     pub file_url: String,
+    /// A JPEG of at most 320 × 320 pixels, for images the service could decode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub thumbnail_url: Option<String>,
+    /// Pixels, as displayed (EXIF orientation applied), of images and videos whose header gives it.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[oai(skip_serializing_if_is_none)]
     pub width: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[oai(skip_serializing_if_is_none)]
     pub height: Option<i32>,
+    /// Seconds, to the millisecond, of audio and video whose container gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub duration: Option<f64>,
     pub created_at: Timestamp,
 }
 
@@ -421,8 +430,12 @@ impl Example for Attachment {
             file_size: 482_133,
             file_url: "http://localhost:8082/uploads/5b0e7a0c-2d4f-4b8e-9c61-7a3f2e1d0c9b.png"
                 .to_owned(),
+            thumbnail_url: Some(
+                "http://localhost:8082/uploads/9c2d4e6f-1a3b-4c5d-8e7f-0a1b2c3d4e5f.jpg".to_owned(),
+            ),
             width: Some(1600),
             height: Some(1200),
+            duration: None,
             created_at: at("2026-01-15T09:30:13.0071Z"),
         }
     }
@@ -514,8 +527,10 @@ impl From<&Attachment> for pb::Attachment {
             file_type: a.file_type.clone(),
             file_size: a.file_size,
             file_url: a.file_url.clone(),
+            thumbnail_url: a.thumbnail_url.clone(),
             width: a.width,
             height: a.height,
+            duration: a.duration,
             created_at_us: a.created_at.0,
         }
     }

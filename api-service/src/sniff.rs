@@ -109,6 +109,9 @@ pub const ALLOWED: &[FileKind] = &[
     },
 ];
 
+/// The type of thumbnails (`image/jpeg`, stored as `.jpg`).
+pub const THUMBNAIL_KIND: &FileKind = &ALLOWED[0];
+
 /// Largest image upload (10 MiB).
 pub const MAX_IMAGE_SIZE: usize = 10 * 1024 * 1024;
 /// Largest upload of any other type (50 MiB).

@@ -74,6 +74,8 @@ pub struct AppState {
     pub events: Publisher,
     pub users: UserService,
     pub storage: Storage,
+    /// Thumbnails and durations of uploads, off the async runtime.
+    pub media: crate::media::Inspector,
     /// The send pipeline (checks, rate limit and write of message sends, batched).
     pub ingest: Ingest,
 }
@@ -230,6 +232,7 @@ impl Application {
             events,
             users,
             storage,
+            media: crate::media::Inspector::default(),
             ingest,
         };
         Ok(Self {

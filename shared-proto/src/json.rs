@@ -9,8 +9,7 @@
 //!
 //! Rules applied here rather than by each producer:
 //! - "omitted when null" keys are absent (Message `metadata`, `reply_to_id`, `client_msg_id`,
-//!   `edited_at`; Attachment `width`, `height`); Attachment `thumbnail_url` and `duration` are
-//!   never produced, so always absent;
+//!   `edited_at`; Attachment `thumbnail_url`, `width`, `height`, `duration`);
 //! - nullable keys that are always present are written as `null` (Message `content`,
 //!   Conversation `name`, `description`, `avatar_url`, `creator_id`, `last_message_at`,
 //!   Participant `nickname`);
@@ -444,7 +443,7 @@ impl View for ReactionRef {
     }
 }
 
-/// Attachment (http-api.md §3); `thumbnail_url` and `duration` are never produced.
+/// Attachment (http-api.md §3).
 #[derive(Serialize)]
 struct AttachmentView<'a> {
     id: &'a str,
@@ -454,9 +453,13 @@ struct AttachmentView<'a> {
     file_size: i64,
     file_url: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    thumbnail_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     width: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     height: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<f64>,
     created_at: Timestamp,
 }
 
@@ -470,8 +473,10 @@ impl View for Attachment {
             file_type: &self.file_type,
             file_size: self.file_size,
             file_url: &self.file_url,
+            thumbnail_url: self.thumbnail_url.as_deref(),
             width: self.width,
             height: self.height,
+            duration: self.duration,
             created_at: Timestamp(self.created_at_us),
         }
     }

@@ -140,8 +140,10 @@ fn an_edited_message_carries_compact_ordered_metadata_reactions_and_attachments(
                 file_type: "image/png".into(),
                 file_size: 123_456,
                 file_url: "/uploads/cat.png".into(),
+                thumbnail_url: Some("/uploads/cat.jpg".into()),
                 width: Some(640),
                 height: Some(480),
+                duration: None,
                 created_at_us: T1166,
             },
             Attachment {
@@ -151,8 +153,10 @@ fn an_edited_message_carries_compact_ordered_metadata_reactions_and_attachments(
                 file_type: "application/pdf".into(),
                 file_size: 9,
                 file_url: "/uploads/notes.pdf".into(),
+                thumbnail_url: None,
                 width: None,
                 height: None,
+                duration: Some(2.507),
                 created_at_us: T_MICRO,
             },
         ],
@@ -165,7 +169,7 @@ fn an_edited_message_carries_compact_ordered_metadata_reactions_and_attachments(
     ));
     assert_eq!(
         frame,
-        r#"{"type":"message.updated","conversation_id":"c0000000-0000-4000-8000-000000000001","payload":{"id":"d0000000-0000-7000-8000-000000000001","conversation_id":"c0000000-0000-4000-8000-000000000001","sender_id":"a0000000-0000-4000-8000-000000000001","seq":42,"type":"image","content":"look \"here\"","metadata":{"b":1,"aa":{"z":[1,2.5,"x"],"y":null,"x":{}}},"reply_to_id":"b0000000-0000-4000-8000-000000000002","client_msg_id":"client-7","is_edited":true,"edited_at":"2026-11-24T15:05:00.000001Z","created_at":"2026-11-24T15:00:44Z","reactions":[{"emoji":"👍","user_id":"b0000000-0000-4000-8000-000000000002"},{"emoji":"🎉","user_id":"a0000000-0000-4000-8000-000000000001"}],"attachments":[{"id":"a1000000-0000-4000-8000-000000000001","message_id":"d0000000-0000-7000-8000-000000000001","file_name":"cat.png","file_type":"image/png","file_size":123456,"file_url":"/uploads/cat.png","width":640,"height":480,"created_at":"2026-11-24T15:00:44.1166Z"},{"id":"a1000000-0000-4000-8000-000000000002","message_id":"d0000000-0000-7000-8000-000000000001","file_name":"notes.pdf","file_type":"application/pdf","file_size":9,"file_url":"/uploads/notes.pdf","created_at":"2026-11-24T15:05:00.000001Z"}]}}"#
+        r#"{"type":"message.updated","conversation_id":"c0000000-0000-4000-8000-000000000001","payload":{"id":"d0000000-0000-7000-8000-000000000001","conversation_id":"c0000000-0000-4000-8000-000000000001","sender_id":"a0000000-0000-4000-8000-000000000001","seq":42,"type":"image","content":"look \"here\"","metadata":{"b":1,"aa":{"z":[1,2.5,"x"],"y":null,"x":{}}},"reply_to_id":"b0000000-0000-4000-8000-000000000002","client_msg_id":"client-7","is_edited":true,"edited_at":"2026-11-24T15:05:00.000001Z","created_at":"2026-11-24T15:00:44Z","reactions":[{"emoji":"👍","user_id":"b0000000-0000-4000-8000-000000000002"},{"emoji":"🎉","user_id":"a0000000-0000-4000-8000-000000000001"}],"attachments":[{"id":"a1000000-0000-4000-8000-000000000001","message_id":"d0000000-0000-7000-8000-000000000001","file_name":"cat.png","file_type":"image/png","file_size":123456,"file_url":"/uploads/cat.png","thumbnail_url":"/uploads/cat.jpg","width":640,"height":480,"created_at":"2026-11-24T15:00:44.1166Z"},{"id":"a1000000-0000-4000-8000-000000000002","message_id":"d0000000-0000-7000-8000-000000000001","file_name":"notes.pdf","file_type":"application/pdf","file_size":9,"file_url":"/uploads/notes.pdf","duration":2.507,"created_at":"2026-11-24T15:05:00.000001Z"}]}}"#
     );
 }
 

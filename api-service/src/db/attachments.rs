@@ -15,8 +15,11 @@ pub struct NewAttachment<'a> {
     pub file_type: &'a str,
     pub file_size: i64,
     pub file_url: &'a str,
+    pub thumbnail_url: Option<&'a str>,
     pub width: Option<i32>,
     pub height: Option<i32>,
+    /// Seconds; stored to the millisecond.
+    pub duration: Option<f64>,
 }
 
 /// Attaches a file to `message`, provided the message is still not deleted and `uploader` still
@@ -30,8 +33,9 @@ pub async fn insert(
 ) -> sqlx::Result<Option<Attachment>> {
     let row: Option<AttachmentRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into attachments as a
-             (message_id, message_created_at, file_name, file_type, file_size, file_url, width, height)
-         select m.id, m.created_at, $3, $4, $5, $6, $7, $8
+             (message_id, message_created_at, file_name, file_type, file_size, file_url,
+              thumbnail_url, width, height, duration)
+         select m.id, m.created_at, $3, $4, $5, $6, $10, $7, $8, round($11::numeric, 3)
          from messages m
          where m.id = $1 and m.created_at = $2 and m.is_deleted is not true
            and exists (
@@ -49,6 +53,8 @@ pub async fn insert(
     .bind(new.width)
     .bind(new.height)
     .bind(uploader)
+    .bind(new.thumbnail_url)
+    .bind(new.duration)
     .fetch_optional(conn)
     .await?;
     Ok(row.map(Into::into))

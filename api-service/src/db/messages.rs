@@ -95,13 +95,16 @@ pub struct AttachmentRow {
     pub file_type: String,
     pub file_size: i64,
     pub file_url: String,
+    pub thumbnail_url: Option<String>,
     pub width: Option<i32>,
     pub height: Option<i32>,
+    pub duration: Option<f64>,
     pub created_at: DateTime<Utc>,
 }
 
 pub const ATTACHMENT_COLUMNS: &str = "a.id, a.message_id, a.file_name, a.file_type, a.file_size, a.file_url, \
-     a.width, a.height, coalesce(a.created_at, now()) as created_at";
+     a.thumbnail_url, a.width, a.height, a.duration::float8 as duration, \
+     coalesce(a.created_at, now()) as created_at";
 
 impl From<AttachmentRow> for Attachment {
     fn from(a: AttachmentRow) -> Self {
@@ -112,8 +115,10 @@ impl From<AttachmentRow> for Attachment {
             file_type: a.file_type,
             file_size: a.file_size,
             file_url: a.file_url,
+            thumbnail_url: a.thumbnail_url,
             width: a.width,
             height: a.height,
+            duration: a.duration,
             created_at: a.created_at.into(),
         }
     }

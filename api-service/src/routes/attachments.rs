@@ -5,8 +5,9 @@
 //! identity, message and membership are checked before one byte of the body is read; the
 //! multipart stream is then parsed as it arrives, the file held in memory up to its type's limit
 //! (10 MiB images, 50 MiB otherwise — reading stops as soon as it is exceeded), its content
-//! sniffed against the declared type, and only then written to the object store under a
-//! server-chosen name and recorded. A failed insert deletes the object again.
+//! sniffed against the declared type, then inspected (a thumbnail of an image, the duration and
+//! size of audio and video: [`crate::media`]), and only then written to the object store under
+//! server-chosen names and recorded. A failed insert deletes the stored objects again.
 
 use bytes::{Bytes, BytesMut};
 use poem::{
@@ -319,6 +320,15 @@ impl ApiResponse for FileResponse {
     }
 }
 
+/// Deletes the objects of an upload that could not be recorded.
+async fn delete_objects(state: &AppState, names: &[ObjectName]) {
+    for name in names {
+        if let Err(cleanup) = state.storage.delete(name).await {
+            tracing::error!(error = format!("{cleanup:#}"), "orphaned attachment object");
+        }
+    }
+}
+
 fn not_found() -> poem::Error {
     // The same answer as an unknown path: nothing tells a missing object from a bad name.
     NotFoundError.into()
@@ -354,18 +364,38 @@ impl AttachmentsApi {
         // The connection goes back to the pool while the client sends the file.
         let file = read_upload(form).await?;
 
-        let (width, height) = sniff::dimensions(file.kind.mime, &file.bytes).unzip();
+        let info = state
+            .media
+            .inspect(file.kind.mime, file.bytes.clone())
+            .await;
+        let (width, height) = info.size.unzip();
         let name = ObjectName::generate(file.kind);
         let file_url = state.storage.file_url(&name);
         let file_size = file.bytes.len() as i64;
         state.storage.put(&name, file.bytes).await?;
+        let mut stored = vec![name];
+        let thumbnail_url = match info.thumbnail {
+            Some(bytes) => {
+                let thumb = ObjectName::generate(sniff::THUMBNAIL_KIND);
+                if let Err(e) = state.storage.put(&thumb, bytes).await {
+                    delete_objects(&state, &stored).await;
+                    return Err(ApiError::Internal(e).into());
+                }
+                let url = state.storage.file_url(&thumb);
+                stored.push(thumb);
+                Some(url)
+            }
+            None => None,
+        };
         let new = NewAttachment {
             file_name: &file.file_name,
             file_type: file.kind.mime,
             file_size,
             file_url: &file_url,
+            thumbnail_url: thumbnail_url.as_deref(),
             width,
             height,
+            duration: info.duration,
         };
         let inserted: Result<Attachment, ApiError> = async {
             let mut conn = state.pool.acquire().await?;
@@ -383,9 +413,7 @@ impl AttachmentsApi {
         let attachment = match inserted {
             Ok(a) => a,
             Err(e) => {
-                if let Err(cleanup) = state.storage.delete(&name).await {
-                    tracing::error!(error = format!("{cleanup:#}"), "orphaned attachment object");
-                }
+                delete_objects(&state, &stored).await;
                 return Err(e.into());
             }
         };

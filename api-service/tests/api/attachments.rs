@@ -1,6 +1,8 @@
 //! Attachments (http-api.md §11): the upload's ten ordered steps with their exact errors, content
-//! sniffing for every allowed type, size limits, server-chosen object names, the download's
-//! headers and ranges, the per-message list and the media gallery.
+//! sniffing for every allowed type, size limits, server-chosen object names, thumbnails of real
+//! images, durations and video sizes of real audio and video (`tests/fixtures`, made as its README
+//! says), bad media stored without them, the download's headers and ranges, the per-message list
+//! and the media gallery.
 //!
 //! Every test stores into its own `UPLOAD_DIR`, so "nothing was stored" is checked by listing it.
 
@@ -1499,4 +1501,531 @@ async fn media_checks_run_in_the_documented_order() {
         r.text,
         r#"{"data":[],"pagination":{"total":0,"limit":20,"offset":0}}"#
     );
+}
+
+// ----- thumbnails, durations and video sizes -----------------------------------------------------
+
+/// `width`×`height`, red on the left half and blue on the right.
+fn two_tone(width: u32, height: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(width, height, |x, _| {
+        if x < width / 2 {
+            image::Rgb([255, 0, 0])
+        } else {
+            image::Rgb([0, 0, 255])
+        }
+    })
+}
+
+fn encoded(img: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+fn jpeg_of(img: image::RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+/// A JPEG with an EXIF APP1 segment (big-endian TIFF, one IFD entry: Orientation = `orientation`)
+/// right after its SOI.
+fn with_exif_orientation(jpeg: Vec<u8>, orientation: u8) -> Vec<u8> {
+    let mut payload = b"Exif\0\0MM\0\x2A\0\0\0\x08\0\x01".to_vec();
+    payload.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, orientation, 0, 0]);
+    payload.extend_from_slice(&[0, 0, 0, 0]);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// A canonical 16-bit PCM mono WAV of `samples` silent samples at `rate` Hz.
+fn wav(rate: u32, samples: u32) -> Vec<u8> {
+    let data = samples * 2;
+    let mut d = b"RIFF".to_vec();
+    d.extend_from_slice(&(36 + data).to_le_bytes());
+    d.extend_from_slice(b"WAVEfmt \x10\0\0\0\x01\0\x01\0");
+    d.extend_from_slice(&rate.to_le_bytes());
+    d.extend_from_slice(&(rate * 2).to_le_bytes());
+    d.extend_from_slice(b"\x02\0\x10\0data");
+    d.extend_from_slice(&data.to_le_bytes());
+    d.resize(d.len() + data as usize, 0);
+    d
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG whose (valid, checksummed) header announces `width`×`height` RGB pixels, followed by one
+/// tiny compressed row: a decompression bomb's header without its payload.
+fn png_announcing(width: u32, height: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], body: &[u8]| {
+        let mut c = (body.len() as u32).to_be_bytes().to_vec();
+        let mut typed = kind.to_vec();
+        typed.extend_from_slice(body);
+        c.extend_from_slice(&typed);
+        c.extend_from_slice(&crc32(&typed).to_be_bytes());
+        c
+    };
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut d = b"\x89PNG\r\n\x1A\n".to_vec();
+    d.extend(chunk(b"IHDR", &ihdr));
+    d.extend(chunk(b"IDAT", b"\x78\x9C\x63\x00\x00\x00\x01\x00\x01"));
+    d.extend(chunk(b"IEND", b""));
+    d
+}
+
+/// Downloads a stored object by its URL and decodes it as an image.
+async fn thumbnail_of(s: &Setup, attachment: &Value) -> image::RgbImage {
+    let url = &attachment["thumbnail_url"];
+    assert!(url.is_string(), "no thumbnail_url in {attachment}");
+    let name = object_name(url);
+    assert_server_name(&name, ".jpg");
+    let r = s.app.get(&format!("/uploads/{name}")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(
+        image::guess_format(&bytes).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+    image::load_from_memory(&bytes).unwrap().to_rgb8()
+}
+
+#[track_caller]
+fn assert_colour(img: &image::RgbImage, x: u32, y: u32, want: [u8; 3]) {
+    let got = img.get_pixel(x, y).0;
+    let close = got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) < 60);
+    assert!(
+        close,
+        "pixel ({x}, {y}) is {got:?}, expected about {want:?}"
+    );
+}
+
+#[tokio::test]
+async fn images_get_a_jpeg_thumbnail_within_320_pixels_stored_and_served_like_any_upload() {
+    use image::{DynamicImage, ImageFormat};
+    let s = setup().await;
+    let animated = {
+        let mut out = Vec::new();
+        let frame =
+            |c: [u8; 4]| image::Frame::new(image::RgbaImage::from_pixel(400, 200, image::Rgba(c)));
+        image::codecs::gif::GifEncoder::new(&mut out)
+            .encode_frames([frame([255, 0, 0, 255]), frame([0, 0, 255, 255])])
+            .unwrap();
+        out
+    };
+    let transparent_left = image::RgbaImage::from_fn(100, 50, |x, _| {
+        if x < 50 {
+            image::Rgba([0, 0, 0, 0])
+        } else {
+            image::Rgba([0, 255, 0, 255])
+        }
+    });
+    // (filename, type, bytes, thumbnail size)
+    type Case = (&'static str, &'static str, Vec<u8>, (u32, u32));
+    let cases: Vec<Case> = vec![
+        (
+            "big.jpg",
+            "image/jpeg",
+            jpeg_of(two_tone(640, 480)),
+            (320, 240),
+        ),
+        (
+            "small.jpg",
+            "image/jpeg",
+            jpeg_of(two_tone(100, 50)),
+            (100, 50),
+        ),
+        (
+            "wide.png",
+            "image/png",
+            encoded(
+                DynamicImage::ImageRgb8(two_tone(1000, 100)),
+                ImageFormat::Png,
+            ),
+            (320, 32),
+        ),
+        (
+            "tall.webp",
+            "image/webp",
+            encoded(
+                DynamicImage::ImageRgb8(two_tone(500, 1000)),
+                ImageFormat::WebP,
+            ),
+            (160, 320),
+        ),
+        ("animated.gif", "image/gif", animated, (320, 160)),
+        (
+            "alpha.png",
+            "image/png",
+            encoded(DynamicImage::ImageRgba8(transparent_left), ImageFormat::Png),
+            (100, 50),
+        ),
+    ];
+    let mut names = Vec::new();
+    for (file, mime, bytes, (tw, th)) in cases {
+        let r = upload_file(&s, file, Some(mime), bytes.clone()).await;
+        assert_eq!(r.status, 201, "{file}: {}", r.text);
+        let a = r.data();
+        assert!(a.get("duration").is_none(), "{file}");
+        let thumb = thumbnail_of(&s, &a).await;
+        assert_eq!(thumb.dimensions(), (tw, th), "{file}");
+        match file {
+            // The first frame of an animation.
+            "animated.gif" => assert_colour(&thumb, 10, 10, [255, 0, 0]),
+            // Transparency over white.
+            "alpha.png" => {
+                assert_colour(&thumb, 5, 25, [255, 255, 255]);
+                assert_colour(&thumb, 95, 25, [0, 255, 0]);
+            }
+            _ => {
+                assert_colour(&thumb, 2, th / 2, [255, 0, 0]);
+                assert_colour(&thumb, tw - 3, th / 2, [0, 0, 255]);
+            }
+        }
+        // The upload itself is stored untouched next to its thumbnail.
+        let file_name = object_name(&a["file_url"]);
+        assert_eq!(std::fs::read(s.dir.0.join(&file_name)).unwrap(), bytes);
+        names.push(file_name);
+        names.push(object_name(&a["thumbnail_url"]));
+        let stored: Option<String> =
+            sqlx::query_scalar("select thumbnail_url from attachments where id = $1")
+                .bind(Uuid::parse_str(a["id"].as_str().unwrap()).unwrap())
+                .fetch_one(&s.app.pool)
+                .await
+                .unwrap();
+        assert_eq!(stored.as_deref(), a["thumbnail_url"].as_str());
+    }
+    names.sort();
+    assert_eq!(s.dir.objects(), names);
+}
+
+#[tokio::test]
+async fn a_jpeg_exif_orientation_turns_its_size_and_its_thumbnail() {
+    let s = setup().await;
+    // Stored 600×400 (red left, blue right); orientation 6 displays it turned 90° clockwise:
+    // 400×600, red on top, blue below.
+    let bytes = with_exif_orientation(jpeg_of(two_tone(600, 400)), 6);
+    let r = upload_file(&s, "portrait.jpg", Some("image/jpeg"), bytes).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let a = r.data();
+    assert_eq!(
+        (a["width"].clone(), a["height"].clone()),
+        (json!(400), json!(600))
+    );
+    let thumb = thumbnail_of(&s, &a).await;
+    assert_eq!(thumb.dimensions(), (213, 320));
+    assert_colour(&thumb, 106, 5, [255, 0, 0]);
+    assert_colour(&thumb, 106, 314, [0, 0, 255]);
+}
+
+#[tokio::test]
+async fn audio_and_video_get_their_duration_and_videos_their_size_everywhere() {
+    let s = setup().await;
+    let mut events = s.app.conversation_events(s.conv).await;
+    // (filename, type, bytes, duration, video size)
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<u8>,
+        Value,
+        Option<(i64, i64)>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "note.wav",
+            "audio/wav",
+            wav(8000, 12_345),
+            json!(1.543),
+            None,
+        ),
+        (
+            "cbr.mp3",
+            "audio/mpeg",
+            fixture("tone-cbr.mp3"),
+            json!(2.56),
+            None,
+        ),
+        (
+            "vbr.mp3",
+            "audio/mpeg",
+            fixture("tone-vbr.mp3"),
+            json!(3.265),
+            None,
+        ),
+        (
+            "tone.ogg",
+            "audio/ogg",
+            fixture("tone.ogg"),
+            json!(1.75),
+            None,
+        ),
+        (
+            "clip.mp4",
+            "video/mp4",
+            fixture("clip.mp4"),
+            json!(2.0),
+            Some((64, 48)),
+        ),
+        (
+            "clip.webm",
+            "video/webm",
+            fixture("clip.webm"),
+            json!(2.008),
+            Some((64, 48)),
+        ),
+    ];
+    let mut uploaded = Vec::new();
+    for (file, mime, bytes, duration, size) in cases {
+        let r = upload_file(&s, file, Some(mime), bytes).await;
+        assert_eq!(r.status, 201, "{file}: {}", r.text);
+        let a = r.data();
+        assert_eq!(a["duration"], duration, "{file}");
+        assert!(
+            a["duration"].is_f64(),
+            "{file}: a JSON number with a fraction part"
+        );
+        assert!(a.get("thumbnail_url").is_none(), "{file}");
+        match size {
+            Some((w, h)) => assert_eq!(
+                (a["width"].clone(), a["height"].clone()),
+                (json!(w), json!(h)),
+                "{file}"
+            ),
+            None => assert!(
+                a.get("width").is_none() && a.get("height").is_none(),
+                "{file}"
+            ),
+        }
+        let stored: Option<String> =
+            sqlx::query_scalar("select duration::text from attachments where id = $1")
+                .bind(Uuid::parse_str(a["id"].as_str().unwrap()).unwrap())
+                .fetch_one(&s.app.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            stored.unwrap().parse::<f64>().unwrap(),
+            duration.as_f64().unwrap()
+        );
+        // message.updated carries the attachment as the answer gave it.
+        let frame = events.next_frame().await;
+        assert_eq!(frame["type"], "message.updated");
+        assert_eq!(
+            frame["payload"]["attachments"].as_array().unwrap().last(),
+            Some(&a)
+        );
+        uploaded.push(a);
+    }
+    let listed = s
+        .app
+        .get_as(
+            &format!("/messages/{}/attachments", s.message),
+            As::User(s.member),
+        )
+        .await
+        .data();
+    assert_eq!(listed, Value::Array(uploaded.clone()));
+    let gallery = s
+        .app
+        .get_as(
+            &format!("/conversations/{}/media?limit=100", s.conv),
+            As::User(s.member),
+        )
+        .await
+        .data();
+    uploaded.reverse();
+    assert_eq!(gallery, Value::Array(uploaded));
+    // The thumbnail too is in the list and the event.
+    let r = upload_file(
+        &s,
+        "a.png",
+        Some("image/png"),
+        encoded(
+            image::DynamicImage::ImageRgb8(two_tone(8, 8)),
+            image::ImageFormat::Png,
+        ),
+    )
+    .await;
+    let a = r.data();
+    assert!(a["thumbnail_url"].is_string());
+    let frame = events.next_frame().await;
+    assert_eq!(
+        frame["payload"]["attachments"].as_array().unwrap().last(),
+        Some(&a)
+    );
+    let listed = s
+        .app
+        .get_as(
+            &format!("/messages/{}/attachments", s.message),
+            As::User(s.member),
+        )
+        .await
+        .data();
+    assert_eq!(listed.as_array().unwrap().last(), Some(&a));
+}
+
+#[tokio::test]
+async fn bad_media_is_stored_as_uploaded_without_thumbnail_or_duration() {
+    let s = setup().await;
+    let good_png = encoded(
+        image::DynamicImage::ImageRgb8(two_tone(64, 64)),
+        image::ImageFormat::Png,
+    );
+    let mut wav_without_rate = wav(8000, 100);
+    wav_without_rate[28..32].copy_from_slice(&[0, 0, 0, 0]);
+    wav_without_rate[24..28].copy_from_slice(&[0, 0, 0, 0]);
+    let mut garbled_webm = fixture("clip.webm");
+    for b in garbled_webm.iter_mut().skip(4).step_by(3) {
+        *b = 0xFF;
+    }
+    // (filename, type, bytes, image header size)
+    type Case = (&'static str, &'static str, Vec<u8>, Option<(i64, i64)>);
+    let cases: Vec<Case> = vec![
+        // More than 50 million pixels announced: never decoded.
+        (
+            "bomb.png",
+            "image/png",
+            png_announcing(10_000, 6_000),
+            Some((10_000, 6_000)),
+        ),
+        (
+            "cut.png",
+            "image/png",
+            good_png[..good_png.len() / 2].to_vec(),
+            Some((64, 64)),
+        ),
+        ("header-only.jpg", "image/jpeg", jpeg(), Some((8, 4))),
+        (
+            "garbage.webp",
+            "image/webp",
+            b"RIFF\x10\0\0\0WEBPVP8 \xFF\xFF\xFF\xFF".to_vec(),
+            None,
+        ),
+        (
+            "garbage.gif",
+            "image/gif",
+            b"GIF89a\xFF\xFF\xFF\xFF\0\0\0garbage".to_vec(),
+            Some((65535, 65535)),
+        ),
+        ("zero-rate.wav", "audio/wav", wav_without_rate, None),
+        (
+            "cut.mp4",
+            "video/mp4",
+            fixture("clip.mp4")[..64].to_vec(),
+            None,
+        ),
+        (
+            "header.webm",
+            "video/webm",
+            fixture("clip.webm")[..40].to_vec(),
+            None,
+        ),
+        ("garbled.webm", "video/webm", garbled_webm, None),
+        (
+            "zeros.mp3",
+            "audio/mpeg",
+            [b"ID3\x04\0\0\0\0\0\0".as_slice(), &[0; 4000]].concat(),
+            None,
+        ),
+        (
+            "cut.ogg",
+            "audio/ogg",
+            fixture("tone.ogg")[..30].to_vec(),
+            None,
+        ),
+    ];
+    let count = cases.len();
+    for (file, mime, bytes, size) in cases {
+        let r = upload_file(&s, file, Some(mime), bytes.clone()).await;
+        assert_eq!(r.status, 201, "{file}: {}", r.text);
+        let a = r.data();
+        assert!(a.get("thumbnail_url").is_none(), "{file}: {a}");
+        assert!(a.get("duration").is_none(), "{file}: {a}");
+        let dims = size.map(|(w, h)| (json!(w), json!(h)));
+        let got = a.get("width").map(|w| (w.clone(), a["height"].clone()));
+        if mime.starts_with("image/") {
+            assert_eq!(got, dims, "{file}");
+        }
+        let name = object_name(&a["file_url"]);
+        assert_eq!(std::fs::read(s.dir.0.join(&name)).unwrap(), bytes, "{file}");
+    }
+    // One object per upload: no thumbnail was stored.
+    assert_eq!(s.dir.objects().len(), count);
+    assert_eq!(attachment_rows(&s.app).await, count as i64);
+}
+
+#[tokio::test]
+async fn a_failed_insert_deletes_the_stored_file_and_its_thumbnail() {
+    let s = setup().await;
+    sqlx::raw_sql(
+        "create function reject_attachments() returns trigger language plpgsql as
+             $$ begin raise exception 'attachments are read-only in this test'; end $$;
+         create trigger reject_attachments before insert on attachments
+             for each row execute function reject_attachments();",
+    )
+    .execute(&s.app.pool)
+    .await
+    .unwrap();
+    let r = upload_file(&s, "a.jpg", Some("image/jpeg"), jpeg_of(two_tone(500, 400))).await;
+    r.assert_error(500, "INTERNAL_ERROR", "An unexpected error occurred");
+    assert_nothing_stored(&s).await;
+}
+
+#[tokio::test]
+async fn concurrent_large_photo_uploads_do_not_stall_other_requests() {
+    let s = setup().await;
+    let photo = jpeg_of(image::RgbImage::from_fn(1600, 1200, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
+    }));
+    let uploads: Vec<_> = (0..8)
+        .map(|i| {
+            let app = &s.app;
+            let part = Part::file(&format!("{i}.jpg"), Some("image/jpeg"), photo.clone());
+            let message = s.message;
+            let owner = s.owner;
+            async move { upload(app, message, As::User(owner), &[part]).await }
+        })
+        .collect();
+    let health = async {
+        // Let the uploads start decoding, then time a request that needs no decoding.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let r = s.app.get("/health").await;
+        assert_eq!(r.status(), 200);
+        started.elapsed()
+    };
+    let (replies, waited) = tokio::join!(futures_util::future::join_all(uploads), health);
+    for r in replies {
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert!(r.data()["thumbnail_url"].is_string());
+    }
+    assert!(waited < Duration::from_secs(2), "/health took {waited:?}");
 }

@@ -426,7 +426,7 @@ export interface components {
         };
         /**
          * Attachment
-         * @description An attachment. `thumbnail_url` and `duration` are never produced, so never present.
+         * @description An attachment. Optional keys are omitted when unknown.
          * @example {
          *       "id": "f4e3d2c1-b0a9-4876-9543-210fedcba987",
          *       "message_id": "019bc1a4-2f6e-7d3a-8b1c-4e5f6a7b8c9d",
@@ -434,6 +434,7 @@ export interface components {
          *       "file_type": "image/png",
          *       "file_size": 482133,
          *       "file_url": "http://localhost:8082/uploads/5b0e7a0c-2d4f-4b8e-9c61-7a3f2e1d0c9b.png",
+         *       "thumbnail_url": "http://localhost:8082/uploads/9c2d4e6f-1a3b-4c5d-8e7f-0a1b2c3d4e5f.jpg",
          *       "width": 1600,
          *       "height": 1200,
          *       "created_at": "2026-01-15T09:30:13.0071Z"
@@ -450,10 +451,20 @@ export interface components {
             /** Format: int64 */
             file_size: number;
             file_url: string;
-            /** Format: int32 */
+            /** @description A JPEG of at most 320 × 320 pixels, for images the service could decode. */
+            thumbnail_url?: string;
+            /**
+             * Format: int32
+             * @description Pixels, as displayed (EXIF orientation applied), of images and videos whose header gives it.
+             */
             width?: number;
             /** Format: int32 */
             height?: number;
+            /**
+             * Format: double
+             * @description Seconds, to the millisecond, of audio and video whose container gives it.
+             */
+            duration?: number;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
              *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
@@ -767,6 +778,7 @@ export interface components {
          *           "file_type": "image/png",
          *           "file_size": 482133,
          *           "file_url": "http://localhost:8082/uploads/5b0e7a0c-2d4f-4b8e-9c61-7a3f2e1d0c9b.png",
+         *           "thumbnail_url": "http://localhost:8082/uploads/9c2d4e6f-1a3b-4c5d-8e7f-0a1b2c3d4e5f.jpg",
          *           "width": 1600,
          *           "height": 1200,
          *           "created_at": "2026-01-15T09:30:13.0071Z"
