@@ -43,9 +43,11 @@ pub struct MediaInfo {
     pub duration: Option<f64>,
 }
 
-/// How many uploads may be inspected at once: one per CPU.
+/// How many uploads may be inspected at once: half the CPUs (at least one), so that decoding
+/// leaves the other half to the async runtime and its memory stays a small multiple of
+/// [`MAX_DECODE_ALLOC`].
 pub fn permits() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2))
 }
 
 /// Runs inspections off the async runtime, a bounded number at a time. Cheap to clone.

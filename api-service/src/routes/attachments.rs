@@ -186,10 +186,17 @@ async fn read_upload(form: UploadForm) -> Result<UploadedFile, ApiError> {
         if !sniffed && !kind.matches(&bytes) {
             return Err(content_mismatch());
         }
+        // The buffer grew by doubling: an upload waiting for inspection and storage holds only
+        // its file's bytes, not up to twice as many.
+        let bytes = if bytes.capacity() - bytes.len() > bytes.len() / 8 {
+            Bytes::copy_from_slice(&bytes)
+        } else {
+            bytes.freeze()
+        };
         file = Some(UploadedFile {
             file_name: sniff::base_name(&client_name).to_owned(),
             kind,
-            bytes: bytes.freeze(),
+            bytes,
         });
     }
     file.ok_or(ApiError::BadRequest(MISSING_FILE))
