@@ -303,3 +303,38 @@ async fn the_service_creates_the_coming_months_partitions_at_start() {
     assert!(found, "{name} was not created");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn attachment_durations_hold_milliseconds_from_version_17_and_whole_seconds_before() {
+    async fn duration_type(conn: &mut PgConnection) -> (String, Option<i32>) {
+        sqlx::query_as(
+            "select data_type::text, numeric_scale::int from information_schema.columns
+             where table_name = 'attachments' and column_name = 'duration'",
+        )
+        .fetch_one(conn)
+        .await
+        .unwrap()
+    }
+    let db = TestDb::create().await;
+    let mut conn = db.connect().await;
+    migrate::up(&mut conn, None).await.unwrap();
+    assert!(migrate::latest_version() >= 17);
+    let steps = migrate::MIGRATIONS
+        .iter()
+        .filter(|m| m.version >= 17)
+        .count();
+    migrate::down(&mut conn, Some(steps)).await.unwrap();
+    assert_eq!(
+        duration_type(&mut conn).await,
+        ("integer".to_owned(), Some(0))
+    );
+    migrate::up(&mut conn, Some(1)).await.unwrap();
+    assert_eq!(
+        migrate::current_version(&mut conn).await.unwrap().version,
+        Some(17)
+    );
+    assert_eq!(
+        duration_type(&mut conn).await,
+        ("numeric".to_owned(), Some(3))
+    );
+}
