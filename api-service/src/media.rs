@@ -337,6 +337,10 @@ mod tests {
             ("audio/ogg", "tone.ogg", 1.75, None),
             ("video/mp4", "clip.mp4", 2.0, Some((64, 48))),
             ("video/webm", "clip.webm", 2.008, Some((64, 48))),
+            // QuickTime and M4A share the MP4 movie header; audio WebM the WebM segment.
+            ("video/quicktime", "clip.mp4", 2.0, Some((64, 48))),
+            ("audio/mp4", "clip.mp4", 2.0, Some((64, 48))),
+            ("audio/webm", "clip.webm", 2.008, Some((64, 48))),
         ] {
             let info = inspect_now(mime, &fixture(name));
             assert_eq!(info.duration, Some(duration), "{name}");

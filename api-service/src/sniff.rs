@@ -1,6 +1,7 @@
 //! What an uploaded file is (http-api.md §11.1): the allowed MIME types with the extension each
-//! is stored under and the magic bytes its content must begin with, the type derived from a
-//! client filename when the part declares none, and image dimensions read from the file header.
+//! is stored under and the magic bytes its content must begin with, the type a part's
+//! `Content-Type` declares (or, when it declares none, its filename's extension), and image
+//! dimensions read from the file header.
 //!
 //! Everything here is pure and works on a prefix of the file: the upload route keeps the bytes in
 //! memory and asks before anything is stored.
@@ -12,7 +13,7 @@ pub const TEXT_WINDOW: usize = 512;
 /// rule of the table in §11.1.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FileKind {
-    /// The MIME type, exactly as declared and stored (`file_type`).
+    /// The canonical MIME type, lowercase and without parameters, as stored (`file_type`).
     pub mime: &'static str,
     /// The stored object's extension, with its dot (`.jpg`). One per type, so an object name's
     /// extension says which verified type the object has.
@@ -27,8 +28,8 @@ enum Magic {
     Prefix(&'static [&'static [u8]]),
     /// `RIFF`, four size bytes, then this form type (`WEBP`, `WAVE`).
     Riff(&'static [u8; 4]),
-    /// Bytes 4–7 are `ftyp` (ISO base media, MP4).
-    Ftyp,
+    /// Bytes 4–7 are one of these box types (ISO base media / QuickTime: `ftyp`, `moov`, …).
+    Atom(&'static [&'static [u8; 4]]),
     /// `ID3`, or an MPEG audio frame sync (`FF`, then a byte ≥ `E0`).
     Mpeg,
     /// The plain-text rule (see [`is_plain_text`]).
@@ -60,12 +61,27 @@ pub const ALLOWED: &[FileKind] = &[
     FileKind {
         mime: "video/mp4",
         ext: ".mp4",
-        magic: Magic::Ftyp,
+        magic: Magic::Atom(&[b"ftyp"]),
+    },
+    FileKind {
+        mime: "video/quicktime",
+        ext: ".mov",
+        magic: Magic::Atom(&[b"ftyp", b"moov", b"mdat", b"wide", b"free"]),
     },
     FileKind {
         mime: "video/webm",
         ext: ".webm",
         magic: Magic::Prefix(&[b"\x1A\x45\xDF\xA3"]),
+    },
+    FileKind {
+        mime: "audio/webm",
+        ext: ".weba",
+        magic: Magic::Prefix(&[b"\x1A\x45\xDF\xA3"]),
+    },
+    FileKind {
+        mime: "audio/mp4",
+        ext: ".m4a",
+        magic: Magic::Atom(&[b"ftyp"]),
     },
     FileKind {
         mime: "audio/mpeg",
@@ -118,10 +134,28 @@ pub const MAX_IMAGE_SIZE: usize = 10 * 1024 * 1024;
 pub const MAX_OTHER_SIZE: usize = 50 * 1024 * 1024;
 
 impl FileKind {
-    /// The allowed type with exactly this MIME name (case-sensitive: the declared type is compared
-    /// as an exact string, so parameters such as `; charset=` make it unknown).
+    /// The allowed type with exactly this canonical MIME name.
     pub fn by_mime(mime: &str) -> Option<&'static FileKind> {
         ALLOWED.iter().find(|k| k.mime == mime)
+    }
+
+    /// The allowed type a part's `Content-Type` value declares: its `type/subtype`, compared
+    /// case-insensitively, parameters ignored, aliases mapped to their canonical type
+    /// (`audio/x-wav`, `audio/wave` → `audio/wav`; `audio/mp3` → `audio/mpeg`; `audio/x-m4a` →
+    /// `audio/mp4`).
+    pub fn declared(content_type: &str) -> Option<&'static FileKind> {
+        let essence = content_type
+            .split_once(';')
+            .map_or(content_type, |(essence, _)| essence)
+            .trim()
+            .to_ascii_lowercase();
+        let canonical = match essence.as_str() {
+            "audio/x-wav" | "audio/wave" => "audio/wav",
+            "audio/mp3" => "audio/mpeg",
+            "audio/x-m4a" => "audio/mp4",
+            other => other,
+        };
+        Self::by_mime(canonical)
     }
 
     /// The allowed type stored under this extension (with its dot, lowercase as produced).
@@ -151,7 +185,7 @@ impl FileKind {
             Magic::Riff(form) => {
                 data.len() >= 12 && data.starts_with(b"RIFF") && &data[8..12] == form
             }
-            Magic::Ftyp => data.len() >= 8 && &data[4..8] == b"ftyp",
+            Magic::Atom(types) => data.len() >= 8 && types.iter().any(|t| &data[4..8] == *t),
             Magic::Mpeg => data.starts_with(b"ID3") || matches!(data, [0xFF, b, ..] if *b >= 0xE0),
             Magic::Text => is_plain_text(data),
         }
@@ -207,9 +241,14 @@ pub fn type_from_filename(file_name: &str) -> &'static str {
         "gif" => "image/gif",
         "webp" => "image/webp",
         "mp4" => "video/mp4",
+        "mov" => "video/quicktime",
         "webm" => "video/webm",
         "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "ogg" | "oga" | "opus" => "audio/ogg",
+        "wav" => "audio/wav",
         "pdf" => "application/pdf",
+        "txt" => "text/plain",
         _ => "application/octet-stream",
     }
 }
@@ -369,9 +408,30 @@ mod tests {
                 &[b"ftyp\0\0\0\0", b"\0\0\0\x18fty"],
             ),
             (
+                "video/quicktime",
+                &[
+                    b"\0\0\0\x14ftypqt  ",
+                    b"\0\0\0\x08moov",
+                    b"\0\0\0\x08mdat",
+                    b"\0\0\0\x08wide",
+                    b"\0\0\0\x08free",
+                ],
+                &[b"\0\0\0\x08skip", b"moov\0\0\0\x08", b"\0\0\0\x08moo"],
+            ),
+            (
                 "video/webm",
                 &[b"\x1A\x45\xDF\xA3\x9F"],
                 &[b"\x1A\x45\xDF", b"\xA3\xDF\x45\x1A"],
+            ),
+            (
+                "audio/webm",
+                &[b"\x1A\x45\xDF\xA3\x9F"],
+                &[b"\x1A\x45\xDF", b"OggS\0\x02"],
+            ),
+            (
+                "audio/mp4",
+                &[b"\0\0\0\x20ftypM4A "],
+                &[b"\0\0\0\x08moov", b"\0\0\0\x18fty"],
             ),
             (
                 "audio/mpeg",
@@ -497,12 +557,19 @@ mod tests {
             ("x.y.Gif", "image/gif"),
             ("a.webp", "image/webp"),
             ("a.mp4", "video/mp4"),
+            ("a.MOV", "video/quicktime"),
             ("a.webm", "video/webm"),
             ("a.mp3", "audio/mpeg"),
+            ("a.m4a", "audio/mp4"),
+            ("a.ogg", "audio/ogg"),
+            ("a.oga", "audio/ogg"),
+            ("voice.Opus", "audio/ogg"),
+            ("a.wav", "audio/wav"),
             ("a.pdf", "application/pdf"),
-            ("a.txt", "application/octet-stream"),
+            ("a.txt", "text/plain"),
             ("a.zip", "application/octet-stream"),
-            ("a.ogg", "application/octet-stream"),
+            ("a.weba", "application/octet-stream"),
+            ("a.doc", "application/octet-stream"),
             ("png", "application/octet-stream"),
             ("a.png.exe", "application/octet-stream"),
             ("", "application/octet-stream"),
@@ -530,8 +597,33 @@ mod tests {
         for k in ALLOWED {
             assert_eq!(FileKind::by_ext(k.ext), Some(k));
         }
-        assert_eq!(FileKind::by_mime("image/png; charset=x"), None);
-        assert_eq!(FileKind::by_mime("IMAGE/PNG"), None);
+    }
+
+    #[test]
+    fn a_declared_type_ignores_case_and_parameters_and_maps_aliases() {
+        for (declared, mime) in [
+            ("image/png", Some("image/png")),
+            ("IMAGE/PNG", Some("image/png")),
+            ("image/png; charset=x", Some("image/png")),
+            ("image/png ;", Some("image/png")),
+            ("audio/webm;codecs=opus", Some("audio/webm")),
+            ("audio/ogg; codecs=opus", Some("audio/ogg")),
+            ("Audio/X-WAV", Some("audio/wav")),
+            ("audio/wave", Some("audio/wav")),
+            ("audio/mp3", Some("audio/mpeg")),
+            ("audio/x-m4a", Some("audio/mp4")),
+            ("video/QuickTime", Some("video/quicktime")),
+            ("image/svg+xml", None),
+            ("application/octet-stream", None),
+            ("image", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                FileKind::declared(declared).map(|k| k.mime),
+                mime,
+                "{declared}"
+            );
+        }
     }
 
     fn png_header(w: u32, h: u32) -> Vec<u8> {

@@ -119,8 +119,9 @@ fn content_mismatch() -> ApiError {
     Details::one("file", "File content does not match its declared type")
 }
 
-/// The declared type of the file part: its `Content-Type` exactly as sent, or — when that is
-/// absent or empty — the type of the filename's extension.
+/// The declared value of the file part: its `Content-Type` exactly as sent, or — when that is
+/// absent or empty — the type of the filename's extension. The allowed type it names is
+/// [`FileKind::declared`]; a rejection quotes this value verbatim.
 fn declared_type(field: &multer::Field<'_>, file_name: &str) -> String {
     match field.headers().get(header::CONTENT_TYPE) {
         Some(v) if !v.is_empty() => String::from_utf8_lossy(v.as_bytes()).into_owned(),
@@ -164,7 +165,7 @@ async fn read_upload(form: UploadForm) -> Result<UploadedFile, ApiError> {
             }
         };
         let declared = declared_type(&field, &client_name);
-        let kind = FileKind::by_mime(&declared).ok_or_else(|| {
+        let kind = FileKind::declared(&declared).ok_or_else(|| {
             Details::one("file", format!("File type '{declared}' is not allowed"))
         })?;
         let limit = kind.max_size();

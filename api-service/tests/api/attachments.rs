@@ -284,9 +284,27 @@ fn samples() -> Vec<Sample> {
             None,
         ),
         (
+            "video/quicktime",
+            ".mov",
+            b"\0\0\0\x08wide\0\0\0\x10mdat\0\0\0\0\0\0\0\0".to_vec(),
+            None,
+        ),
+        (
             "video/webm",
             ".webm",
             b"\x1A\x45\xDF\xA3\x9F\x42\x86\x81\x01".to_vec(),
+            None,
+        ),
+        (
+            "audio/webm",
+            ".weba",
+            b"\x1A\x45\xDF\xA3\x9F\x42\x86\x81\x01".to_vec(),
+            None,
+        ),
+        (
+            "audio/mp4",
+            ".m4a",
+            b"\0\0\0\x18ftypM4A \0\0\0\0M4A isom".to_vec(),
             None,
         ),
         (
@@ -536,23 +554,195 @@ async fn an_empty_file_is_accepted_only_as_text_plain() {
 }
 
 #[tokio::test]
-async fn the_declared_type_is_the_exact_part_content_type_verbatim() {
+async fn the_declared_type_is_the_part_content_type_in_any_case_without_parameters() {
+    let s = setup().await;
+    // (declared, bytes, stored type, stored extension)
+    for (declared, data, mime, ext) in [
+        (
+            "audio/webm;codecs=opus",
+            fixture("clip.webm"),
+            "audio/webm",
+            ".weba",
+        ),
+        (
+            "audio/ogg; codecs=opus",
+            fixture("tone.ogg"),
+            "audio/ogg",
+            ".ogg",
+        ),
+        ("IMAGE/PNG", png(1, 1), "image/png", ".png"),
+        ("Image/Png; charset=x", png(1, 1), "image/png", ".png"),
+        ("image/png ;", png(1, 1), "image/png", ".png"),
+        ("  image/png  ", png(1, 1), "image/png", ".png"),
+    ] {
+        let r = upload_file(&s, "upload.bin", Some(declared), data).await;
+        assert_eq!(r.status, 201, "{declared}: {}", r.text);
+        let a = r.data();
+        assert_eq!(a["file_type"], mime, "{declared}");
+        assert_server_name(&object_name(&a["file_url"]), ext);
+    }
+    // A voice note recorded as WebM gets its duration from the WebM segment.
+    let r = upload_file(
+        &s,
+        "voice.webm",
+        Some("audio/webm;codecs=opus"),
+        fixture("clip.webm"),
+    )
+    .await;
+    assert_eq!(r.data()["duration"], json!(2.008));
+}
+
+#[tokio::test]
+async fn a_type_that_is_not_allowed_is_quoted_verbatim() {
     let s = setup().await;
     for declared in [
-        "image/png; charset=x",
-        "IMAGE/PNG",
-        "image/png ;",
         "application/x-msdownload",
+        "Application/X-MSDownload; name=\"a.exe\"",
         "image/svg+xml",
-        "text/html",
+        "text/html; charset=utf-8",
+        "image",
+        "audio/x-webm",
     ] {
         let r = upload_file(&s, "a.png", Some(declared), png(1, 1)).await;
         assert_file_error(&r, &not_allowed(declared));
     }
-    // The declared type wins over the extension: a PNG declared as PDF is a mismatch.
-    let r = upload_file(&s, "a.png", Some("application/pdf"), png(1, 1)).await;
-    assert_file_error(&r, MISMATCH);
     assert_nothing_stored(&s).await;
+}
+
+#[tokio::test]
+async fn the_declared_type_wins_over_the_extension_and_is_still_content_checked() {
+    let s = setup().await;
+    for (filename, declared, data) in [
+        // A PNG declared as PDF.
+        ("a.png", "application/pdf", png(1, 1)),
+        // Ogg audio declared as WebM, parameters or not.
+        ("voice.webm", "audio/webm;codecs=opus", fixture("tone.ogg")),
+        // An alias is checked like its canonical type.
+        ("a.wav", "audio/x-wav", fixture("tone.ogg")),
+        ("a.m4a", "audio/x-m4a", fixture("clip.webm")),
+        // QuickTime needs one of its atoms at bytes 4–7.
+        (
+            "a.mov",
+            "video/quicktime",
+            b"\0\0\0\x08skip\0\0\0\0".to_vec(),
+        ),
+        ("a.mov", "VIDEO/QUICKTIME", png(1, 1)),
+    ] {
+        let r = upload_file(&s, filename, Some(declared), data).await;
+        assert_file_error(&r, MISMATCH);
+    }
+    assert_nothing_stored(&s).await;
+}
+
+#[tokio::test]
+async fn aliases_are_stored_as_their_canonical_type() {
+    let s = setup().await;
+    // (declared, bytes, stored type, stored extension, duration)
+    for (declared, data, mime, ext, duration) in [
+        (
+            "audio/x-wav",
+            wav(8000, 8000),
+            "audio/wav",
+            ".wav",
+            json!(1.0),
+        ),
+        (
+            "audio/wave",
+            wav(8000, 4000),
+            "audio/wav",
+            ".wav",
+            json!(0.5),
+        ),
+        (
+            "audio/mp3",
+            fixture("tone-cbr.mp3"),
+            "audio/mpeg",
+            ".mp3",
+            json!(2.56),
+        ),
+        (
+            "audio/x-m4a",
+            fixture("clip.mp4"),
+            "audio/mp4",
+            ".m4a",
+            json!(2.0),
+        ),
+        (
+            "Audio/X-Wav; rate=8000",
+            wav(8000, 8000),
+            "audio/wav",
+            ".wav",
+            json!(1.0),
+        ),
+    ] {
+        let r = upload_file(&s, "upload.bin", Some(declared), data).await;
+        assert_eq!(r.status, 201, "{declared}: {}", r.text);
+        let a = r.data();
+        assert_eq!(a["file_type"], mime, "{declared}");
+        assert_eq!(a["duration"], duration, "{declared}");
+        assert_server_name(&object_name(&a["file_url"]), ext);
+        // The stored object is served with the canonical type too.
+        let got = s
+            .app
+            .get(&format!("/uploads/{}", object_name(&a["file_url"])))
+            .await;
+        assert_eq!(got.headers()["content-type"], mime, "{declared}");
+    }
+}
+
+#[tokio::test]
+async fn quicktime_and_m4a_uploads_are_accepted_with_their_duration() {
+    let s = setup().await;
+    // (filename, declared, bytes, stored type, stored extension, duration)
+    for (filename, declared, data, mime, ext, duration) in [
+        (
+            "clip.mov",
+            Some("video/quicktime"),
+            fixture("clip.mp4"),
+            "video/quicktime",
+            ".mov",
+            Some(json!(2.0)),
+        ),
+        (
+            "CLIP.MOV",
+            None,
+            fixture("clip.mp4"),
+            "video/quicktime",
+            ".mov",
+            Some(json!(2.0)),
+        ),
+        (
+            "old.mov",
+            Some("video/quicktime"),
+            b"\0\0\0\x08moov\0\0\0\0".to_vec(),
+            "video/quicktime",
+            ".mov",
+            None,
+        ),
+        (
+            "voice.m4a",
+            Some("audio/mp4"),
+            fixture("clip.mp4"),
+            "audio/mp4",
+            ".m4a",
+            Some(json!(2.0)),
+        ),
+        (
+            "voice.M4A",
+            Some(""),
+            fixture("clip.mp4"),
+            "audio/mp4",
+            ".m4a",
+            Some(json!(2.0)),
+        ),
+    ] {
+        let r = upload_file(&s, filename, declared, data).await;
+        assert_eq!(r.status, 201, "{filename}: {}", r.text);
+        let a = r.data();
+        assert_eq!(a["file_type"], mime, "{filename}");
+        assert_eq!(a.get("duration").cloned(), duration, "{filename}");
+        assert_server_name(&object_name(&a["file_url"]), ext);
+    }
 }
 
 #[tokio::test]
@@ -562,6 +752,36 @@ async fn without_a_content_type_the_type_comes_from_the_filename_extension() {
     for (filename, content_type, data, mime, ext) in [
         ("PHOTO.JPG", None, jpeg(), "image/jpeg", ".jpg"),
         ("scan.jpeg", Some(""), jpeg(), "image/jpeg", ".jpg"),
+        ("a.png", None, png(1, 1), "image/png", ".png"),
+        (
+            "a.GIF",
+            None,
+            b"GIF89a\x05\x00\x06\x00\x80\x00\x00;".to_vec(),
+            "image/gif",
+            ".gif",
+        ),
+        (
+            "a.webp",
+            None,
+            b"RIFF\x16\0\0\0WEBPVP8X\x0A\0\0\0\0\0\0\0\x0F\0\0\x08\0\0".to_vec(),
+            "image/webp",
+            ".webp",
+        ),
+        ("clip.mp4", None, fixture("clip.mp4"), "video/mp4", ".mp4"),
+        (
+            "clip.mov",
+            None,
+            fixture("clip.mp4"),
+            "video/quicktime",
+            ".mov",
+        ),
+        (
+            "clip.WebM",
+            None,
+            fixture("clip.webm"),
+            "video/webm",
+            ".webm",
+        ),
         (
             "song.Mp3",
             None,
@@ -569,6 +789,17 @@ async fn without_a_content_type_the_type_comes_from_the_filename_extension() {
             "audio/mpeg",
             ".mp3",
         ),
+        ("voice.m4a", None, fixture("clip.mp4"), "audio/mp4", ".m4a"),
+        ("voice.ogg", None, fixture("tone.ogg"), "audio/ogg", ".ogg"),
+        (
+            "voice.oga",
+            Some(""),
+            fixture("tone.ogg"),
+            "audio/ogg",
+            ".ogg",
+        ),
+        ("voice.OPUS", None, fixture("tone.ogg"), "audio/ogg", ".ogg"),
+        ("note.wav", None, wav(8000, 80), "audio/wav", ".wav"),
         (
             "doc.pdf",
             None,
@@ -576,30 +807,41 @@ async fn without_a_content_type_the_type_comes_from_the_filename_extension() {
             "application/pdf",
             ".pdf",
         ),
+        ("notes.TXT", None, b"hello".to_vec(), "text/plain", ".txt"),
         // The extension of the base name, not of a directory.
         ("dir.v2/photo.png", None, png(1, 1), "image/png", ".png"),
     ] {
         let r = upload_file(&s, filename, content_type, data).await;
         assert_eq!(r.status, 201, "{filename}: {}", r.text);
-        assert_eq!(r.data()["file_type"], mime);
+        assert_eq!(r.data()["file_type"], mime, "{filename}");
         assert_server_name(&object_name(&r.data()["file_url"]), ext);
     }
+    let accepted = s.dir.objects().len();
     // Anything not in the derivation table is application/octet-stream, which is not allowed,
     // even for types that are allowed when declared.
-    for filename in [
-        "notes.txt",
-        "archive.zip",
-        "voice.ogg",
-        "README",
-        "x.png.exe",
-        r"dir.png\README",
+    for (filename, content_type) in [
+        ("archive.zip", None),
+        ("letter.doc", None),
+        ("voice.weba", None),
+        ("README", None),
+        ("x.png.exe", Some("")),
+        ("setup.exe", None),
+        (r"dir.png\README", None),
     ] {
-        let r = upload_file(&s, filename, None, b"hello").await;
+        let r = upload_file(&s, filename, content_type, b"hello").await;
         assert_file_error(&r, &not_allowed("application/octet-stream"));
     }
     // The derived type is then sniffed like a declared one.
-    let r = upload_file(&s, "fake.png", None, b"not a png").await;
-    assert_file_error(&r, MISMATCH);
+    for (filename, data) in [
+        ("fake.png", b"not a png".to_vec()),
+        ("fake.mov", b"not a movie".to_vec()),
+        ("fake.txt", b"<html>".to_vec()),
+        ("fake.ogg", fixture("clip.webm")),
+    ] {
+        let r = upload_file(&s, filename, None, data).await;
+        assert_file_error(&r, MISMATCH);
+    }
+    assert_eq!(s.dir.objects().len(), accepted, "nothing more is stored");
 }
 
 #[tokio::test]
