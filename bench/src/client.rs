@@ -338,9 +338,9 @@ pub async fn connect(
 /// A client socket read the way a browser's event loop reads one: every message already
 /// received is handled before the reader waits again, so a burst costs one wake-up and one
 /// readiness wait, not a future poll (and two waker registrations) per WebSocket message. The
-/// fan-out members use it: with one event per message, `WebSocketStream`'s per-message poll was
-/// a cost of the load tool that grew with the number of messages and took CPU from the gateway
-/// it measures on a small machine. tungstenite's own frame and message parsing is unchanged.
+/// fan-out members use it because the gateway sends one event per message: per-message overhead
+/// in the tool would grow with the number of events and take CPU from the gateway it measures
+/// on a small machine. tungstenite's own frame and message parsing is unchanged.
 pub struct DrainSocket {
     ws: tungstenite::WebSocket<NonBlocking>,
 }

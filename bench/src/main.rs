@@ -9,10 +9,10 @@ use retich_bench::{
     scenarios::{fanout, pg, send, sockets},
 };
 
-/// mimalloc instead of glibc's allocator: with glibc, the tool's socket buffers, released and
-/// taken again at a high rate from two threads, kept coming back as fresh pages, and zeroing
-/// them was about a fifth of the tool's CPU in a 10 × 1,000 fan-out, CPU the gateway it measures
-/// shares on a small machine.
+/// mimalloc instead of glibc's allocator: the tool's socket buffers are released and taken again
+/// at a high rate from two threads, and with glibc they come back as fresh pages whose zeroing
+/// took about a fifth of the tool's CPU in a 10 × 1,000 fan-out (BENCHMARKS.md), CPU the gateway
+/// it measures shares on a small machine.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
