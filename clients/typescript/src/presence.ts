@@ -3,7 +3,7 @@
  * `presence.snapshot` (the whole online set), then `presence.online` / `presence.offline` keep it
  * current.
  */
-import type { Listener } from "./emitter.js";
+import { Emitter, type Listener } from "./emitter.js";
 
 /** What changed: a whole snapshot, or one user. */
 export type PresenceChange =
@@ -14,7 +14,7 @@ export type PresenceChange =
 export class PresenceState {
   /** user id → online; users seen offline stay in the map with `false`. */
   private readonly users = new Map<string, boolean>();
-  private readonly listeners = new Set<Listener<PresenceChange>>();
+  private readonly changes = new Emitter<{ change: PresenceChange }>();
   private snapshotReceived = false;
 
   /** True once a snapshot has arrived (before it, nobody is known to be online). */
@@ -41,10 +41,7 @@ export class PresenceState {
 
   /** Calls `listener` after every change; returns the function that unsubscribes. */
   subscribe(listener: Listener<PresenceChange>): () => void {
-    this.listeners.add(listener);
-    return () => {
-      this.listeners.delete(listener);
-    };
+    return this.changes.on("change", listener);
   }
 
   /** Replaces the online set (a `presence.snapshot`). */
@@ -62,14 +59,6 @@ export class PresenceState {
   }
 
   private notify(change: PresenceChange): void {
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(change);
-      } catch (error) {
-        setTimeout(() => {
-          throw error;
-        });
-      }
-    }
+    this.changes.emit("change", change);
   }
 }

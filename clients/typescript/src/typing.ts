@@ -8,7 +8,7 @@
  * - {@link TypingIndicators}: who is typing where, from the events; an entry disappears on
  *   `typing.stop`, when that user's message arrives, or 6 s after their last `typing.start`.
  */
-import type { Listener } from "./emitter.js";
+import { Emitter, type Listener } from "./emitter.js";
 
 export type TypingFrameType = "typing.start" | "typing.stop";
 
@@ -97,7 +97,7 @@ export class TypingIndicators {
   private readonly timeoutMs: number;
   /** conversation → user → expiry timer */
   private readonly typists = new Map<string, Map<string, ReturnType<typeof setTimeout>>>();
-  private readonly listeners = new Set<Listener<TypingChange>>();
+  private readonly changes = new Emitter<{ change: TypingChange }>();
 
   constructor(options: TypingIndicatorsOptions = {}) {
     this.timeoutMs = options.timeoutMs ?? 6_000;
@@ -114,10 +114,7 @@ export class TypingIndicators {
 
   /** Calls `listener` whenever a conversation's typists change; returns the unsubscribe function. */
   subscribe(listener: Listener<TypingChange>): () => void {
-    this.listeners.add(listener);
-    return () => {
-      this.listeners.delete(listener);
-    };
+    return this.changes.on("change", listener);
   }
 
   /** Applies `typing.start`. */
@@ -162,15 +159,6 @@ export class TypingIndicators {
   }
 
   private notify(conversationId: string): void {
-    const change = { conversationId, userIds: this.typing(conversationId) };
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(change);
-      } catch (error) {
-        setTimeout(() => {
-          throw error;
-        });
-      }
-    }
+    this.changes.emit("change", { conversationId, userIds: this.typing(conversationId) });
   }
 }
