@@ -1385,18 +1385,24 @@ async fn client_filenames_are_kept_as_base_names_and_never_name_the_object() {
     assert!(!s.dir.0.parent().unwrap().join("etc").exists());
 }
 
-#[tokio::test]
-async fn a_failed_insert_deletes_the_stored_object() {
-    let s = setup().await;
+/// Makes every insert into `attachments` fail in this test's database (the row insert is the
+/// last step of an upload, after the objects are stored).
+async fn reject_attachment_inserts(app: &TestApp) {
     sqlx::raw_sql(
         "create function reject_attachments() returns trigger language plpgsql as
              $$ begin raise exception 'attachments are read-only in this test'; end $$;
          create trigger reject_attachments before insert on attachments
              for each row execute function reject_attachments();",
     )
-    .execute(&s.app.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_insert_deletes_the_stored_object() {
+    let s = setup().await;
+    reject_attachment_inserts(&s.app).await;
     let mut events = s.app.conversation_events(s.conv).await;
     let r = upload_file(&s, "a.png", Some("image/png"), png(1, 1)).await;
     r.assert_error(500, "INTERNAL_ERROR", "An unexpected error occurred");
@@ -2227,15 +2233,7 @@ async fn bad_media_is_stored_as_uploaded_without_thumbnail_or_duration() {
 #[tokio::test]
 async fn a_failed_insert_deletes_the_stored_file_and_its_thumbnail() {
     let s = setup().await;
-    sqlx::raw_sql(
-        "create function reject_attachments() returns trigger language plpgsql as
-             $$ begin raise exception 'attachments are read-only in this test'; end $$;
-         create trigger reject_attachments before insert on attachments
-             for each row execute function reject_attachments();",
-    )
-    .execute(&s.app.pool)
-    .await
-    .unwrap();
+    reject_attachment_inserts(&s.app).await;
     let r = upload_file(&s, "a.jpg", Some("image/jpeg"), jpeg_of(two_tone(500, 400))).await;
     r.assert_error(500, "INTERNAL_ERROR", "An unexpected error occurred");
     assert_nothing_stored(&s).await;
