@@ -1,5 +1,5 @@
 # ReTiCh Messaging. `make dev` runs the whole stack from nothing; `make test` runs every test.
-.PHONY: dev dev-stop services test test-rust test-clients validate-asyncapi lint fmt build migrate token validate-deploy bench
+.PHONY: dev dev-stop dev-cluster dev-cluster-stop test-cluster services test test-rust test-clients validate-asyncapi lint fmt build migrate token validate-deploy bench
 
 CARGO ?= cargo
 
@@ -8,6 +8,12 @@ dev: ## set everything up and run api-service + ws-gateway, print a development 
 
 dev-stop: ## stop what `make dev` started
 	scripts/dev-stop.sh
+
+dev-cluster: ## 3 NATS nodes, a 6-node Redis Cluster, 2 api-services and 3 gateways; prints the addresses
+	scripts/dev-cluster.sh
+
+dev-cluster-stop: ## stop what `make dev-cluster` started
+	scripts/dev-cluster-stop.sh
 
 services: ## make sure PostgreSQL, Redis and NATS answer (installs/starts them)
 	scripts/ensure-services.sh
@@ -23,6 +29,10 @@ test-rust: services ## the Rust tests only
 test-clients: services ## the AsyncAPI check, the TypeScript client's tests and the demo's browser test
 	$(CARGO) build --locked -p api-service -p ws-gateway
 	scripts/test-clients.sh
+
+test-cluster: services ## the cluster suite on the `make dev-cluster` topology (debug builds), failover included
+	$(CARGO) build --locked -p api-service -p ws-gateway
+	scripts/test-cluster.sh
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check

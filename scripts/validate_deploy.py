@@ -10,6 +10,7 @@ rules-*.yml (PromQL for promtool). Prints one line per failure; exits 1 if there
 from __future__ import annotations
 
 import argparse
+import base64
 import asyncio
 import copy
 import json
@@ -390,9 +391,47 @@ def check_k8s_output(name: str, docs: list[dict], env_names: dict[str, set[str]]
         rt = int(ann.get("nginx.ingress.kubernetes.io/proxy-read-timeout", "60"))
         if rt < 600:
             fail(f"{src}: the /ws Ingress needs a long proxy-read-timeout for WebSockets (has {rt})")
+    if overlay == "production":
+        check_nats_cluster(src, docs, pdbs, secrets)
     if image and overlay == "production" and (image.endswith(":latest") or ":" not in image.split("/")[-1]):
         fail(f"{src}: production must pin an image tag or digest, not {image}")
     ok(f"{src}: {len(docs)} objects; deployments, services, HPAs, PDBs, job, ingress, security, env")
+
+
+def check_nats_cluster(src: str, docs: list[dict], pdbs: dict, secrets: dict) -> None:
+    """Production runs NATS as a cluster: 3+ nodes routed to each other, one per machine, a PDB
+    that keeps a majority, and NATS_URL listing every node."""
+    sts = by_kind(docs, "StatefulSet").get("nats")
+    if sts is None:
+        fail(f"{src}: production needs the NATS cluster (StatefulSet nats)")
+        return
+    replicas = int(sts["spec"].get("replicas", 1))
+    if replicas < 3:
+        fail(f"{src}: StatefulSet nats has {replicas} replicas; a cluster needs 3")
+    spec = sts["spec"]["template"]["spec"]
+    check_pod_security(spec, src, "StatefulSet/nats")
+    labels = sts["spec"]["template"]["metadata"].get("labels") or {}
+    anti = (((spec.get("affinity") or {}).get("podAntiAffinity") or {})
+            .get("requiredDuringSchedulingIgnoredDuringExecution") or [])
+    if not any(t.get("topologyKey") == "kubernetes.io/hostname" for t in anti):
+        fail(f"{src}: NATS nodes must be on different machines (podAntiAffinity on hostname)")
+    if not any(selector_matches(p["spec"].get("selector"), labels) for p in pdbs.values()):
+        fail(f"{src}: no PodDisruptionBudget selects the NATS pods")
+    conf = next((cm["data"].get("nats.conf", "") for cm in by_kind(docs, "ConfigMap").values()
+                 if "nats.conf" in (cm.get("data") or {})), "")
+    svc = sts["spec"].get("serviceName", "")
+    for i in range(replicas):
+        if f"nats-{i}.{svc}:6222" not in conf:
+            fail(f"{src}: nats.conf does not route to nats-{i}.{svc}:6222")
+    secret = next((s for name, s in secrets.items() if strip_hash(name) == "retich-secrets"), None)
+    if secret is not None:
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        data.update(secret.get("stringData") or {})
+        urls = data.get("NATS_URL", "").split(",")
+        for i in range(replicas):
+            if not any(f"nats-{i}.{svc}" in u for u in urls):
+                fail(f"{src}: NATS_URL does not list nats-{i}.{svc}")
+    ok(f"{src}: NATS cluster of {replicas} nodes, routed, spread, PDB, NATS_URL lists every node")
 
 
 # ---------------------------------------------------------------------------------------------
