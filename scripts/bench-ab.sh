@@ -11,6 +11,11 @@
 # 16), stops them, then does the same for B; the order of A and B flips every round. The same
 # load tool (DIR_B's retich-bench) drives both, so only the services differ.
 #
+# AB_ENV_A / AB_ENV_B: extra environment for the services of A / B (`KEY=value` words), e.g. the
+# NATS_URL and REDIS_URL of a clustered topology for B with the same binaries as A
+# (scripts/bench-cluster.sh does that). Scenario `send32` is the send benchmark (32 clients, 32
+# conversations) instead of a fan-out.
+#
 # Prints one line per run — throughput, latency, and the CPU time per delivery of the first
 # gateway, per message of the api-service and per delivery of the load tool — and keeps each
 # run's JSON in .bench-ab/.
@@ -37,7 +42,9 @@ trap stop_serve EXIT INT TERM
 run_one() { # label dir round
   local label=$1 dir=$2 round=$3 work=".bench-ab-work"
   rm -f "$work/env"
-  BENCH_BIN="$dir" BENCH_WORK="$work" BENCH_GATEWAYS=3 scripts/bench.sh serve \
+  local extra=()
+  if [ "$label" = A ]; then read -r -a extra <<<"${AB_ENV_A:-}"; else read -r -a extra <<<"${AB_ENV_B:-}"; fi
+  env "${extra[@]}" BENCH_BIN="$dir" BENCH_WORK="$work" BENCH_GATEWAYS=3 scripts/bench.sh serve \
     >"$out/serve-$label-$round.log" 2>&1 &
   serve_pid=$!
   for _ in $(seq 1 600); do [ -f "$work/env" ] && break; sleep 0.2; done
@@ -48,8 +55,9 @@ run_one() { # label dir round
     local rate=${name#*@}
     [ "$rate" = "$name" ] && rate=0
     case "${name%@*}" in
-      100x10) scenario "$name" --groups 100 --members 10 --rate "$rate" --publishers 64 ;;
-      10x1000) scenario "$name" --groups 10 --members 1000 --rate "$rate" --publishers 16 ;;
+      100x10) scenario "$name" fanout --groups 100 --members 10 --rate "$rate" --publishers 64 ;;
+      10x1000) scenario "$name" fanout --groups 10 --members 1000 --rate "$rate" --publishers 16 ;;
+      send32) scenario "$name" send --clients 32 --conversations 32 ;;
       *) echo "ab: unknown scenario $name" >&2; exit 2 ;;
     esac
   done
@@ -63,14 +71,16 @@ report = json.load(open(sys.argv[1]))
 if "reports" in report:
     report = report["reports"][0]
 metrics = {m["name"]: m for m in report.get("metrics", [])}
-keep = ["messages sent/s", "deliveries/s", "end-to-end p50", "end-to-end p99", "missing deliveries"]
+keep = ["messages sent/s", "deliveries/s", "end-to-end p50", "end-to-end p99", "missing deliveries",
+        "messages/s (201)", "http p50", "http p99", "errors"]
 line = [f'{k}={metrics[k]["value"]:.5g}' for k in keep if k in metrics]
 gateway, api, tool = (float(x) for x in open(sys.argv[2]).read().split())
-deliveries = metrics["deliveries"]["value"]
-messages = metrics["messages accepted (201)"]["value"]
-line.append(f"gateway CPU/delivery={gateway / deliveries * 1e6:.3g}us")
+messages = (metrics.get("messages accepted (201)") or metrics["messages accepted"])["value"]
 line.append(f"api CPU/msg={api / messages * 1e6:.3g}us")
-line.append(f"load tool CPU/delivery={tool / deliveries * 1e6:.3g}us")
+if "deliveries" in metrics:
+    deliveries = metrics["deliveries"]["value"]
+    line.append(f"gateway CPU/delivery={gateway / deliveries * 1e6:.3g}us")
+    line.append(f"load tool CPU/delivery={tool / deliveries * 1e6:.3g}us")
 print("  ".join(line))
 PY
   done
@@ -88,15 +98,17 @@ cpu_seconds() { # pid: user + system CPU seconds so far
   awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
 }
 
-# One fan-out run of the services just started; also records the CPU seconds the first gateway,
-# the api-service and the load tool spent on it.
-scenario() { # name fanout-args...
-  local name=$1; shift
+# One run (`fanout` or `send`) of the services just started; also records the CPU seconds the
+# first gateway, the api-service and the load tool spent on it.
+scenario() { # name subcommand args...
+  local name=$1 command=$2; shift 2
+  local target=(--api "$API")
+  [ "$command" = fanout ] && target+=(--gateway "$FIRST_GW" --grace "$GRACE")
   local gw0 api0 gw1 api1
   gw0=$(cpu_seconds "$FIRST_GW_PID"); api0=$(cpu_seconds "$API_PID")
   local tool
-  tool=$(python3 - "$TOOL" fanout --api "$API" --gateway "$FIRST_GW" "$@" --duration "$D" \
-    --grace "$GRACE" --json-out "$out/$label-$round-$name.json" <<'PY'
+  tool=$(python3 - "$TOOL" "$command" "${target[@]}" "$@" --duration "$D" \
+    --json-out "$out/$label-$round-$name.json" <<'PY'
 import os, resource, subprocess, sys
 with open(os.devnull, "w") as sink:
     subprocess.run(sys.argv[1:], stdout=sink, stderr=sink, check=True)

@@ -19,4 +19,4 @@ stop() { # pid files...
   done
 }
 stop "$state"/api-*.pid "$state"/gateway-*.pid
-stop "$state"/nats-*.pid "$state"/redis-*.pid
+scripts/cluster-infra.sh stop "$state"

@@ -21,17 +21,6 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 scripts/ensure-services.sh
 
-find_bin() { # name
-  for candidate in "/usr/sbin/$1" "/usr/bin/$1" "/usr/local/bin/$1" "$(command -v "$1" 2>/dev/null)"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "$candidate"; return; fi
-  done
-  echo "dev-cluster: $1 not found (scripts/ensure-services.sh installs it)" >&2
-  exit 1
-}
-NATS_BIN=$(find_bin nats-server)
-REDIS_BIN=$(find_bin redis-server)
-REDIS_CLI=$(find_bin redis-cli)
-
 PROFILE="${PROFILE:-release}"
 if [ "${SKIP_BUILD:-}" != 1 ]; then
   echo "dev-cluster: building ($PROFILE)"
@@ -44,10 +33,16 @@ scripts/dev-cluster-stop.sh >/dev/null 2>&1 || true
 rm -rf "$state"
 mkdir -p "$state"
 
-NATS_PORTS=(4241 4242 4243)
-REDIS_PORTS=(7241 7242 7243 7244 7245 7246)
 API_PORTS=(8242 8243)
 GATEWAY_PORTS=(8245 8246 8247)
+
+scripts/cluster-infra.sh start "$state" 4241 7241
+# shellcheck disable=SC1091
+source "$state/infra.env"
+read -r -a NATS_PORTS <<<"$INFRA_NATS_PORTS"
+read -r -a REDIS_PORTS <<<"$INFRA_REDIS_PORTS"
+nats_url=$NATS_URL
+redis_url=$REDIS_URL
 
 start() { # name command...
   local name=$1
@@ -66,43 +61,6 @@ wait_for() { # what command...
   echo "dev-cluster: $what did not come up; logs in $state/" >&2
   exit 1
 }
-
-# NATS: every node solicits routes to the other two; clients learn the others from INFO.
-routes=""
-for i in 0 1 2; do routes+="${routes:+,}nats://127.0.0.1:$((NATS_PORTS[i] + 2000))"; done
-for i in 0 1 2; do
-  port=${NATS_PORTS[$i]}
-  start "nats-$((i + 1))" "$NATS_BIN" -a 127.0.0.1 -p "$port" -m $((port + 4100)) \
-    -n "nats-$((i + 1))" --cluster_name retich-dev \
-    --cluster "nats://127.0.0.1:$((port + 2000))" --routes "$routes"
-done
-for port in "${NATS_PORTS[@]}"; do
-  wait_for "the NATS cluster's routes ($port)" \
-    bash -c "curl -fsS http://127.0.0.1:$((port + 4100))/routez | grep -q '\"num_routes\": 2'"
-done
-
-# Redis Cluster: 6 empty nodes, then `redis-cli --cluster create` assigns slots and replicas.
-# A short node timeout makes a failover (a replica promoted) take about two seconds.
-for port in "${REDIS_PORTS[@]}"; do
-  mkdir -p "$state/redis-$port"
-  start "redis-$port" "$REDIS_BIN" --bind 127.0.0.1 --port "$port" --dir "$state/redis-$port" \
-    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 \
-    --save '' --appendonly no
-done
-for port in "${REDIS_PORTS[@]}"; do
-  wait_for "redis-server on $port" "$REDIS_CLI" -p "$port" ping
-done
-nodes=()
-for port in "${REDIS_PORTS[@]}"; do nodes+=("127.0.0.1:$port"); done
-"$REDIS_CLI" --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$state/redis-create.log" 2>&1
-for port in "${REDIS_PORTS[@]}"; do
-  wait_for "the Redis Cluster ($port)" \
-    bash -c "'$REDIS_CLI' -p $port cluster info | grep -q 'cluster_state:ok'"
-done
-
-nats_url=""
-for port in "${NATS_PORTS[@]}"; do nats_url+="${nats_url:+,}nats://127.0.0.1:$port"; done
-redis_url="redis-cluster://127.0.0.1:${REDIS_PORTS[0]}?node=127.0.0.1:${REDIS_PORTS[1]}&node=127.0.0.1:${REDIS_PORTS[2]}"
 
 export DATABASE_URL="${CLUSTER_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/retich_cluster}"
 export JWT_SECRET="${JWT_SECRET:-retich-dev-secret-change-me}"
