@@ -74,9 +74,12 @@ metrics = {m["name"]: m for m in report.get("metrics", [])}
 keep = ["messages sent/s", "deliveries/s", "end-to-end p50", "end-to-end p99", "missing deliveries",
         "messages/s (201)", "http p50", "http p99", "errors"]
 line = [f'{k}={metrics[k]["value"]:.5g}' for k in keep if k in metrics]
-gateway, api, tool = (float(x) for x in open(sys.argv[2]).read().split())
+gateway, api, tool, pg, nats, redis = (float(x) for x in open(sys.argv[2]).read().split())
 messages = (metrics.get("messages accepted (201)") or metrics["messages accepted"])["value"]
 line.append(f"api CPU/msg={api / messages * 1e6:.3g}us")
+line.append(f"PostgreSQL CPU/msg={pg / messages * 1e6:.3g}us")
+line.append(f"NATS CPU/msg={nats / messages * 1e6:.3g}us")
+line.append(f"Redis CPU/msg={redis / messages * 1e6:.3g}us")
 if "deliveries" in metrics:
     deliveries = metrics["deliveries"]["value"]
     line.append(f"gateway CPU/delivery={gateway / deliveries * 1e6:.3g}us")
@@ -98,6 +101,19 @@ cpu_seconds() { # pid: user + system CPU seconds so far
   awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"
 }
 
+# CPU seconds so far of every process named $1, plus (with a second argument) what their exited
+# children used: PostgreSQL's backends come and go, and their time then counts in the
+# postmaster's cutime/cstime. Processes that exited since the last reading are lost, which only
+# under-counts (the services keep their pools open during a run).
+cpu_of() { # name [with-children]
+  local total=0 pid
+  for pid in $(pgrep -x "$1"); do
+    total=$(awk -v hz="$(getconf CLK_TCK)" -v t="$total" -v c="${2:-}" \
+      '{print t + ($14 + $15 + (c ? $16 + $17 : 0)) / hz}' "/proc/$pid/stat" 2>/dev/null || echo "$total")
+  done
+  echo "$total"
+}
+
 # One run (`fanout` or `send`) of the services just started; also records the CPU seconds the
 # first gateway, the api-service and the load tool spent on it.
 scenario() { # name subcommand args...
@@ -106,6 +122,8 @@ scenario() { # name subcommand args...
   [ "$command" = fanout ] && target+=(--gateway "$FIRST_GW" --grace "$GRACE")
   local gw0 api0 gw1 api1
   gw0=$(cpu_seconds "$FIRST_GW_PID"); api0=$(cpu_seconds "$API_PID")
+  local pg0 nats0 redis0 pg1 nats1 redis1
+  pg0=$(cpu_of postgres children); nats0=$(cpu_of nats-server); redis0=$(cpu_of redis-server)
   local tool
   tool=$(python3 - "$TOOL" "$command" "${target[@]}" "$@" --duration "$D" \
     --json-out "$out/$label-$round-$name.json" <<'PY'
@@ -117,7 +135,10 @@ print(usage.ru_utime + usage.ru_stime)
 PY
   )
   gw1=$(cpu_seconds "$FIRST_GW_PID"); api1=$(cpu_seconds "$API_PID")
-  echo "$(echo "$gw1 - $gw0" | bc -l) $(echo "$api1 - $api0" | bc -l) $tool" >"$out/$label-$round-$name.cpu"
+  pg1=$(cpu_of postgres children); nats1=$(cpu_of nats-server); redis1=$(cpu_of redis-server)
+  echo "$(echo "$gw1 - $gw0" | bc -l) $(echo "$api1 - $api0" | bc -l) $tool" \
+    "$(echo "$pg1 - $pg0" | bc -l) $(echo "$nats1 - $nats0" | bc -l) $(echo "$redis1 - $redis0" | bc -l)" \
+    >"$out/$label-$round-$name.cpu"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
