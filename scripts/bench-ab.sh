@@ -16,6 +16,12 @@
 # (scripts/bench-cluster.sh does that). Scenario `send32` is the send benchmark (32 clients, 32
 # conversations) instead of a fan-out.
 #
+# AB_SERVICE_CPUS / AB_TOOL_CPUS (e.g. `0` and `1`): CPU lists for taskset. The services of both
+# builds and the machine's PostgreSQL, NATS and Redis (every thread, restored to all CPUs at the
+# end) run on the first, the load tool on the second, so the clients' CPU is not taken from the
+# services it measures, as when clients are on other machines. Check the tool's CPU per second
+# in the output stays below the CPUs it was given, or it is the bottleneck.
+#
 # Prints one line per run — throughput, latency, and the CPU time per delivery of the first
 # gateway, per message of the api-service and per delivery of the load tool — and keeps each
 # run's JSON in .bench-ab/.
@@ -29,6 +35,20 @@ TOOL="$B/retich-bench"
 out=.bench-ab
 mkdir -p "$out"
 
+SERVICE_CPUS=${AB_SERVICE_CPUS:-}; TOOL_CPUS=${AB_TOOL_CPUS:-}
+service_prefix=(); tool_prefix=()
+infra_pids() { pgrep -x postgres; pgrep -x nats-server; pgrep -x redis-server; }
+if [ -n "$SERVICE_CPUS" ] && [ -n "$TOOL_CPUS" ]; then
+  service_prefix=(taskset -c "$SERVICE_CPUS"); tool_prefix=(taskset -c "$TOOL_CPUS")
+  for pid in $(infra_pids); do taskset -a -p -c "$SERVICE_CPUS" "$pid" >/dev/null || true; done
+  echo "ab: services, PostgreSQL, NATS and Redis on CPUs $SERVICE_CPUS; the load tool on $TOOL_CPUS"
+fi
+unpin_infra() {
+  if [ -n "$SERVICE_CPUS" ]; then
+    for pid in $(infra_pids); do taskset -a -p -c "0-$(($(nproc) - 1))" "$pid" >/dev/null 2>&1 || true; done
+  fi
+}
+
 serve_pid=""
 stop_serve() {
   if [ -n "$serve_pid" ]; then
@@ -37,14 +57,14 @@ stop_serve() {
     serve_pid=""
   fi
 }
-trap stop_serve EXIT INT TERM
+trap 'stop_serve; unpin_infra' EXIT INT TERM
 
 run_one() { # label dir round
   local label=$1 dir=$2 round=$3 work=".bench-ab-work"
   rm -f "$work/env"
   local extra=()
   if [ "$label" = A ]; then read -r -a extra <<<"${AB_ENV_A:-}"; else read -r -a extra <<<"${AB_ENV_B:-}"; fi
-  env "${extra[@]}" BENCH_BIN="$dir" BENCH_WORK="$work" BENCH_GATEWAYS=3 scripts/bench.sh serve \
+  env "${extra[@]}" BENCH_BIN="$dir" BENCH_WORK="$work" BENCH_GATEWAYS=3 "${service_prefix[@]}" scripts/bench.sh serve \
     >"$out/serve-$label-$round.log" 2>&1 &
   serve_pid=$!
   for _ in $(seq 1 600); do [ -f "$work/env" ] && break; sleep 0.2; done
@@ -84,6 +104,8 @@ if "deliveries" in metrics:
     deliveries = metrics["deliveries"]["value"]
     line.append(f"gateway CPU/delivery={gateway / deliveries * 1e6:.3g}us")
     line.append(f"load tool CPU/delivery={tool / deliveries * 1e6:.3g}us")
+if report.get("duration_secs"):
+    line.append(f"load tool cores={tool / report['duration_secs']:.2f} gateway cores={gateway / report['duration_secs']:.2f}")
 print("  ".join(line))
 PY
   done
@@ -125,7 +147,7 @@ scenario() { # name subcommand args...
   local pg0 nats0 redis0 pg1 nats1 redis1
   pg0=$(cpu_of postgres children); nats0=$(cpu_of nats-server); redis0=$(cpu_of redis-server)
   local tool
-  tool=$(python3 - "$TOOL" "$command" "${target[@]}" "$@" --duration "$D" \
+  tool=$("${tool_prefix[@]}" python3 - "$TOOL" "$command" "${target[@]}" "$@" --duration "$D" \
     --json-out "$out/$label-$round-$name.json" <<'PY'
 import os, resource, subprocess, sys
 with open(os.devnull, "w") as sink:
