@@ -274,6 +274,7 @@ impl Application {
         ));
         // Publishes what NATS could not take at once, when it is back (events.rs).
         let publisher = tokio::spawn(state.events.clone().run(stop.clone()));
+        // Folds histogram samples into their buckets even when nothing scrapes (metrics.rs).
         let metrics = tokio::spawn(
             state
                 .metrics

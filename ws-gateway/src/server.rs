@@ -248,6 +248,7 @@ impl Application {
             crate::memory::CHECK_EVERY,
             background.clone(),
         ));
+        // Folds histogram samples into their buckets even when nothing scrapes (metrics.rs).
         let metrics_task = tokio::spawn(
             Arc::clone(&state.metrics).run_upkeep(crate::metrics::UPKEEP_EVERY, background.clone()),
         );
