@@ -37,6 +37,9 @@ COPY api-service ./api-service
 COPY ws-gateway ./ws-gateway
 # Every workspace member must be present for cargo to load the workspace, even with -p.
 COPY bench ./bench
+# Optional: `--build-arg GIT_REVISION=$(git rev-parse --short HEAD)` adds a `revision` label to
+# the services' build_info metrics (read at compile time; empty means version only).
+ARG GIT_REVISION=""
 # The cargo registry and the target directory live in BuildKit cache mounts: a rebuild after a
 # code change recompiles only the workspace crates, not the ~400 dependencies. The binaries are
 # copied out of the cache mount, which is not part of the layer.

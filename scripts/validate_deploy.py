@@ -33,14 +33,20 @@ CRD_GROUPS = {"monitoring.coreos.com"}
 PROVIDER_ENV = re.compile(r"^(AWS_[A-Z0-9_]+|AZURE_[A-Z0-9_]+)$")
 # Metrics every scrape has besides the services' own.
 PROMETHEUS_BUILTIN = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
-# Metrics the dashboard must show (issue 5 point 4).
+# Metrics the dashboard must show.
 DASHBOARD_REQUIRED = {
-    "messages_persisted_total": "messages per second",
+    "api_service_messages_persisted_total": "messages per second",
     "ws_gateway_sockets_open": "open sockets per gateway",
-    "http_request_duration_seconds_bucket": "REST latency percentiles by route",
-    "http_requests_total": "error rates",
-    "event_publish_failures_total": "event publish failures",
+    "api_service_http_request_duration_seconds_bucket": "REST latency percentiles by route",
+    "api_service_http_requests_total": "error rates",
+    "api_service_event_publish_failures_total": "event publish failures",
     "ws_gateway_send_queue_overflows_total": "send-queue overflows",
+    "process_resident_memory_bytes": "resident memory per process",
+    "process_cpu_seconds_total": "CPU per process",
+    "process_open_fds": "open file descriptors per process",
+    "process_threads": "threads per process",
+    "api_service_build_info": "running builds",
+    "ws_gateway_build_info": "running builds",
 }
 
 errors: list[str] = []
@@ -81,18 +87,45 @@ def code_env_names() -> dict[str, set[str]]:
     return out
 
 
+# Prefix of every metric a service defines itself; `process_*` (metrics-process) is shared.
+METRIC_PREFIX = {"api-service": "api_service_", "ws-gateway": "ws_gateway_"}
+# A handle registration in */src/metrics.rs: the constructor, the recorder, then the name.
+METRIC_DEF = re.compile(
+    r"\b(counter|gauge|histogram|build_info|CounterVec::new|GaugeVec::new|HistogramVec::new)"
+    r'\(\s*&?\w+,\s*"([a-z_:][a-z0-9_:]*)"'
+)
+
+
 def code_metric_names() -> set[str]:
-    """Metric names registered in */src/metrics.rs (histograms expand to _bucket/_sum/_count)."""
+    """Metric names registered in */src/metrics.rs (histograms expand to _bucket/_sum/_count),
+    plus the process metrics each lists in PROCESS_METRICS."""
     names: set[str] = set()
     for svc in ("api-service", "ws-gateway"):
         src = (ROOT / svc / "src" / "metrics.rs").read_text()
         src_nc = re.sub(r"//[^\n]*", "", src)
-        for lit in re.findall(r'"([a-z][a-z0-9_]*_[a-z0-9_]+)"', src_nc):
-            names.add(lit)
-        for h in re.findall(r'HistogramOpts::new\(\s*"([a-z0-9_]+)"', src_nc):
-            names |= {f"{h}_bucket", f"{h}_sum", f"{h}_count"}
-            names.discard(h)  # a histogram has no series under its bare name
-    if "ws_gateway_sockets_open" not in names or "http_requests_total" not in names:
+        own = set()
+        for ctor, name in METRIC_DEF.findall(src_nc):
+            own.add(name)
+            if ctor in ("histogram", "HistogramVec::new"):
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+            else:
+                names.add(name)
+        if len(own) < 10:
+            fail(f"{svc}/src/metrics.rs: found only {sorted(own)}; did the registration helpers change?")
+        stray = sorted(n for n in own if not n.startswith(METRIC_PREFIX[svc]))
+        if stray:
+            fail(f"{svc}/src/metrics.rs: metric names without the {METRIC_PREFIX[svc]} prefix: {stray}")
+        build_info = f"{METRIC_PREFIX[svc]}build_info"
+        if build_info not in own:
+            fail(f"{svc}/src/metrics.rs: no {build_info} gauge")
+        listed = re.search(r"PROCESS_METRICS: \[&str; \d+\] = \[(.*?)\];", src_nc, re.S)
+        process = set(re.findall(r'"([a-z_]+)"', listed.group(1))) if listed else set()
+        for required in ("process_resident_memory_bytes", "process_cpu_seconds_total",
+                         "process_open_fds", "process_threads"):
+            if required not in process:
+                fail(f"{svc}/src/metrics.rs: PROCESS_METRICS does not list {required}")
+        names |= process
+    if "ws_gateway_sockets_open" not in names or "api_service_http_requests_total" not in names:
         fail(f"metrics.rs: expected metric names not found (got {sorted(names)})")
     return names
 

@@ -41,7 +41,7 @@
 //!
 //! NATS is fan-out, not storage: clients recover anything from PostgreSQL through `seq`, but only
 //! if they know to look. So an event that cannot be kept is dropped, counted
-//! (`events_dropped_total{reason}`) and its targets are remembered — the conversation of a room
+//! (`api_service_events_dropped_total{reason}`) and its targets are remembered — the conversation of a room
 //! event, the users of a personal one:
 //!
 //! - `overflow`: the buffer is full. The new event is dropped rather than the oldest, so that
@@ -79,12 +79,12 @@
 //!
 //! # Metrics
 //!
-//! `events_published_total{type}` counts NATS messages published. `event_publish_failures_total
+//! `api_service_events_published_total{type}` counts NATS messages published. `api_service_event_publish_failures_total
 //! {type}` counts events that could not be published when their request made them (NATS not
 //! connected, the hand-over failed or timed out, or they were dropped); each is then either
-//! buffered and published later or dropped. `event_buffer_events` is the buffer's size,
-//! `events_buffered_total` counts events that went through it, `events_dropped_total{reason}`
-//! what was lost, and `resync_notices_published_total` the notices.
+//! buffered and published later or dropped. `api_service_event_buffer_events` is the buffer's size,
+//! `api_service_events_buffered_total` counts events that went through it, `api_service_events_dropped_total{reason}`
+//! what was lost, and `api_service_resync_notices_published_total` the notices.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -171,7 +171,7 @@ enum Target {
 
 /// One event on its way to NATS.
 struct Pending {
-    /// Its `events_published_total` / `event_publish_failures_total` label.
+    /// Its `api_service_events_published_total` / `api_service_event_publish_failures_total` label.
     label: &'static str,
     subject: String,
     /// The event; for [`Target::Users`], without `target_user_ids` (filled in per message).
@@ -180,7 +180,7 @@ struct Pending {
     /// For [`Target::Users`]: how many targets were already published (a split event whose
     /// later messages failed resumes there, so nobody gets it twice).
     sent: usize,
-    /// Already counted in `event_publish_failures_total`.
+    /// Already counted in `api_service_event_publish_failures_total`.
     failed: bool,
 }
 

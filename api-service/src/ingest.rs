@@ -34,7 +34,6 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use prometheus::Histogram;
 use shared_proto::events::{self as pb, EventKind, event::Body};
 use sqlx::{Connection as _, PgPool, Postgres, pool::PoolConnection, postgres::PgDatabaseError};
 use tokio::sync::{mpsc, oneshot};
@@ -47,7 +46,7 @@ use crate::{
     },
     error::{self, ApiError, Details},
     events::{Audience, Publisher},
-    metrics::Metrics,
+    metrics::{Histogram, Metrics},
     rate_limit::{RateLimiter, Token},
     resources::Message,
 };
@@ -165,7 +164,7 @@ struct Worker {
     stages: Stages,
 }
 
-/// `message_send_stage_seconds`, one series per stage of a batch.
+/// `api_service_message_send_stage_seconds`, one series per stage of a batch.
 struct Stages {
     rate_limit: Histogram,
     write: Histogram,

@@ -8,7 +8,7 @@
 //! `RATE_LIMIT_MESSAGES_PER_SEC`; an idle bucket expires once it would be full again.
 //!
 //! Redis is not essential (http-api.md §4): when it is down, slow or answers with an error the
-//! request is allowed ("fails open") and `rate_limiter_errors_total` counts it.
+//! request is allowed ("fails open") and `api_service_rate_limiter_errors_total` counts it.
 
 //!
 //! Requests are decided in batches (see `ingest`): one script call takes a token for each

@@ -274,6 +274,13 @@ impl Application {
         ));
         // Publishes what NATS could not take at once, when it is back (events.rs).
         let publisher = tokio::spawn(state.events.clone().run(stop.clone()));
+        // Folds histogram samples into their buckets even when nothing scrapes (metrics.rs).
+        let metrics = tokio::spawn(
+            state
+                .metrics
+                .clone()
+                .run_upkeep(crate::metrics::UPKEEP_EVERY, stop.clone()),
+        );
         tracing::info!(port, "api-service listening");
         let app = build_routes(state.clone());
         let result = Server::new_with_acceptor(acceptor)
@@ -282,6 +289,7 @@ impl Application {
         stop.cancel();
         let _ = maintenance.await;
         let _ = publisher.await;
+        let _ = metrics.await;
         // Deliver whatever events are still buffered before the process ends.
         let _ = tokio::time::timeout(Duration::from_secs(2), state.nats.flush()).await;
         state.pool.close().await;

@@ -197,7 +197,7 @@ pub async fn serve(mut stream: TcpStream, state: Arc<AppState>) -> Option<Upgrad
                 &mut stream,
                 200,
                 "OK",
-                &[("Content-Type", prometheus::TEXT_FORMAT)],
+                &[("Content-Type", crate::metrics::TEXT_FORMAT)],
                 &body,
             )
             .await;

@@ -248,6 +248,10 @@ impl Application {
             crate::memory::CHECK_EVERY,
             background.clone(),
         ));
+        // Folds histogram samples into their buckets even when nothing scrapes (metrics.rs).
+        let metrics_task = tokio::spawn(
+            Arc::clone(&state.metrics).run_upkeep(crate::metrics::UPKEEP_EVERY, background.clone()),
+        );
         let connection_task = tokio::spawn(crate::resync::watch_connection(
             Arc::clone(&state.fanout),
             self.nats_events,
@@ -297,6 +301,7 @@ impl Application {
         let _ = presence_task.await;
         let _ = typing_task.await;
         let _ = memory_task.await;
+        let _ = metrics_task.await;
         let _ = connection_task.await;
         if let Some(task) = peers_task {
             let _ = task.await;

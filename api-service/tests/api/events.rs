@@ -340,7 +340,7 @@ async fn messages_sent_while_nats_is_down_are_stored_at_once_and_published_in_or
         seqs.push(send_text(&app, conv, alice, &format!("while down {i}")).await);
     }
     assert_eq!(app.stored_seqs(conv).await, seqs, "stored at once");
-    assert_eq!(metric(&app, "event_buffer_events").await, 5.0);
+    assert_eq!(metric(&app, "api_service_event_buffer_events").await, 5.0);
 
     nats.restart_without_app().await;
     let after = nats.client().await;
@@ -359,12 +359,16 @@ async fn messages_sent_while_nats_is_down_are_stored_at_once_and_published_in_or
     assert_eq!(received, seqs, "every event, in seq order");
     assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
     assert_quiet(&mut sub, 300).await;
-    wait_metric(&app, "event_buffer_events", 0.0).await;
+    wait_metric(&app, "api_service_event_buffer_events", 0.0).await;
     // The last message may have found the buffer still draining and queued behind it.
-    let buffered = metric(&app, "events_buffered_total").await;
+    let buffered = metric(&app, "api_service_events_buffered_total").await;
     assert!(buffered == 5.0 || buffered == 6.0, "{buffered}");
     assert_eq!(
-        metric(&app, r#"events_dropped_total{reason="overflow"}"#).await,
+        metric(
+            &app,
+            r#"api_service_events_dropped_total{reason="overflow"}"#
+        )
+        .await,
         0.0
     );
 }
@@ -384,10 +388,14 @@ async fn events_beyond_the_buffer_are_dropped_counted_and_announced_by_one_resyn
     }
     assert_eq!(app.stored_seqs(conv).await, seqs, "all stored");
     assert_eq!(
-        metric(&app, r#"events_dropped_total{reason="overflow"}"#).await,
+        metric(
+            &app,
+            r#"api_service_events_dropped_total{reason="overflow"}"#
+        )
+        .await,
         3.0
     );
-    assert_eq!(metric(&app, "event_buffer_events").await, 3.0);
+    assert_eq!(metric(&app, "api_service_event_buffer_events").await, 3.0);
 
     nats.restart_without_app().await;
     let client = nats.client().await;
@@ -410,8 +418,11 @@ async fn events_beyond_the_buffer_are_dropped_counted_and_announced_by_one_resyn
     assert!(!notice.everyone, "{notice:?}");
     assert_quiet(&mut events, 300).await;
     assert_quiet(&mut notices, 300).await;
-    assert_eq!(metric(&app, "resync_notices_published_total").await, 1.0);
-    assert_eq!(metric(&app, "event_buffer_events").await, 0.0);
+    assert_eq!(
+        metric(&app, "api_service_resync_notices_published_total").await,
+        1.0
+    );
+    assert_eq!(metric(&app, "api_service_event_buffer_events").await, 0.0);
 }
 
 /// The next resync notice, which must name `conv` with the api-service's reason.
@@ -446,7 +457,11 @@ async fn a_connection_lost_just_after_a_publish_leads_to_a_resync_notice_for_its
     nats.admit_app();
     next_notice_for(&mut notices, conv).await;
     assert_eq!(
-        metric(&app, r#"events_dropped_total{reason="overflow"}"#).await,
+        metric(
+            &app,
+            r#"api_service_events_dropped_total{reason="overflow"}"#
+        )
+        .await,
         0.0
     );
 }
@@ -477,16 +492,22 @@ async fn with_nats_up_events_go_straight_out_and_no_resync_notice_is_published()
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_quiet(&mut notices, 500).await;
-    assert_eq!(metric(&app, "event_buffer_events").await, 0.0);
-    assert_eq!(metric(&app, "events_buffered_total").await, 0.0);
-    assert_eq!(metric(&app, "resync_notices_published_total").await, 0.0);
+    assert_eq!(metric(&app, "api_service_event_buffer_events").await, 0.0);
+    assert_eq!(metric(&app, "api_service_events_buffered_total").await, 0.0);
+    assert_eq!(
+        metric(&app, "api_service_resync_notices_published_total").await,
+        0.0
+    );
     let text = app.get("/metrics").await.text().await.unwrap();
-    assert!(!text.contains("event_publish_failures_total{"), "{text}");
+    assert!(
+        !text.contains("api_service_event_publish_failures_total{"),
+        "{text}"
+    );
     for reason in ["overflow", "too_large", "shutdown"] {
         assert_eq!(
             metric(
                 &app,
-                &format!(r#"events_dropped_total{{reason="{reason}"}}"#)
+                &format!(r#"api_service_events_dropped_total{{reason="{reason}"}}"#)
             )
             .await,
             0.0

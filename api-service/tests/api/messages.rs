@@ -871,7 +871,10 @@ async fn fifty_concurrent_sends_get_the_unique_gap_free_seqs_1_to_50() {
     .await
     .unwrap();
     assert!(newest);
-    assert_eq!(metric(&app, "messages_persisted_total").await, 50.0);
+    assert_eq!(
+        metric(&app, "api_service_messages_persisted_total").await,
+        50.0
+    );
 }
 
 // ----- send: rate limit ----------------------------------------------------------------------------
@@ -908,7 +911,7 @@ async fn sends_beyond_the_burst_get_429_with_an_integer_retry_after() {
         .await
         .unwrap();
     assert_eq!(stored, 3);
-    assert_eq!(metric(&app, "rate_limited_total").await, 1.0);
+    assert_eq!(metric(&app, "api_service_rate_limited_total").await, 1.0);
 
     // The bucket lives in Redis under the documented key.
     let mut redis = redis().await;
@@ -1028,7 +1031,7 @@ async fn sends_refused_by_a_check_take_no_token_and_keep_their_answer_when_limit
             "FORBIDDEN",
             "You are not a participant of this conversation",
         );
-    assert_eq!(metric(&app, "rate_limited_total").await, 1.0);
+    assert_eq!(metric(&app, "api_service_rate_limited_total").await, 1.0);
 }
 
 #[tokio::test]
@@ -1069,9 +1072,15 @@ async fn the_limiter_fails_open_when_redis_is_unreachable() {
         let m = send_text(&app, conv, alice, "allowed").await;
         assert_eq!(m["seq"], i + 1);
     }
-    assert_eq!(metric(&app, "rate_limiter_errors_total").await, 3.0);
-    assert_eq!(metric(&app, "rate_limited_total").await, 0.0);
-    assert_eq!(metric(&app, "messages_persisted_total").await, 3.0);
+    assert_eq!(
+        metric(&app, "api_service_rate_limiter_errors_total").await,
+        3.0
+    );
+    assert_eq!(metric(&app, "api_service_rate_limited_total").await, 0.0);
+    assert_eq!(
+        metric(&app, "api_service_messages_persisted_total").await,
+        3.0
+    );
 
     // Typing lists are empty without Redis.
     let r = app

@@ -70,10 +70,58 @@ async fn metrics_are_prometheus_text_labelled_by_route_pattern() {
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     assert!(
-        text.contains(r#"http_requests_total{method="GET",route="/health",status="200"} 1"#),
+        text.contains(
+            r#"api_service_http_requests_total{method="GET",route="/health",status="200"} 1"#
+        ),
         "{text}"
     );
-    assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
+    assert!(text.contains("# TYPE api_service_http_request_duration_seconds histogram"));
+}
+
+#[tokio::test]
+async fn metrics_share_one_prefix_and_include_the_process_and_the_build() {
+    let app = spawn_app().await;
+    app.get("/health").await;
+    let resp = app.get("/metrics").await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let samples: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    assert!(samples.len() > 20, "{text}");
+    for line in &samples {
+        assert!(
+            line.starts_with("api_service_") || line.starts_with("process_"),
+            "{line}"
+        );
+    }
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        assert!(
+            family.starts_with("api_service_") || family.starts_with("process_"),
+            "{family}"
+        );
+    }
+    let value = |name: &str| -> f64 {
+        samples
+            .iter()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
+    assert!(value("process_resident_memory_bytes") > 0.0);
+    assert!(value("process_threads") > 0.0);
+    assert!(value("process_open_fds") > 0.0);
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    let version = env!("CARGO_PKG_VERSION");
+    let build = samples
+        .iter()
+        .find(|line| line.starts_with("api_service_build_info{"))
+        .unwrap_or_else(|| panic!("no build info in\n{text}"));
+    assert!(
+        build.contains(&format!(r#"version="{version}""#)),
+        "{build}"
+    );
+    assert!(build.ends_with(" 1"), "{build}");
 }
 
 #[tokio::test]
@@ -108,11 +156,12 @@ async fn a_nats_outage_never_fails_or_rolls_back_a_committed_write() {
     assert_eq!(r.status, 204, "{}", r.text);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics.contains(r#"event_publish_failures_total{type="message.new"} 1"#),
+        metrics.contains(r#"api_service_event_publish_failures_total{type="message.new"} 1"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"event_publish_failures_total{type="participant.removed"} 1"#),
+        metrics
+            .contains(r#"api_service_event_publish_failures_total{type="participant.removed"} 1"#),
         "{metrics}"
     );
 }

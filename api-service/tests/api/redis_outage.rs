@@ -91,7 +91,10 @@ async fn sends_while_redis_is_down_make_no_connection_attempt_and_limiting_retur
     assert_eq!(app.redis.connection_attempts(), attempts);
     assert_eq!(app.redis.circuit(), Circuit::Open);
     assert_eq!(stored(&app, conv).await, 7);
-    assert_eq!(metric(&app, "rate_limiter_errors_total").await, 6.0);
+    assert_eq!(
+        metric(&app, "api_service_rate_limiter_errors_total").await,
+        6.0
+    );
     assert_eq!(ready_redis(&app).await, "fail");
 
     // Redis back (empty): the circuit closes by itself and alice's new bucket limits her again.
@@ -116,7 +119,7 @@ async fn sends_while_redis_is_down_make_no_connection_attempt_and_limiting_retur
         .assert_error(429, "RATE_LIMITED", "Too many requests");
     assert_eq!(stored(&app, conv).await, 9);
     assert_eq!(
-        metric(&app, "rate_limiter_errors_total").await,
+        metric(&app, "api_service_rate_limiter_errors_total").await,
         6.0,
         "no more sends fail open"
     );

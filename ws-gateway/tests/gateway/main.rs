@@ -9,6 +9,7 @@ mod handshake;
 mod helpers;
 mod limits;
 mod membership;
+mod metrics;
 mod presence;
 mod recovery;
 mod startup;
