@@ -5,8 +5,10 @@
 //! message or a `resync`), and live delivery resumes on every gateway once the client has moved
 //! to a live node.
 //!
-//! Each test prints how long after the kill live delivery resumed on every socket (a figure for
-//! docs/deployment.md, not an assertion).
+//! The client picks its node at random, so the api-service and the gateways may share the killed
+//! node (both kinds of recovery at once) or not; each test prints the placement, and how long
+//! after the kill live delivery resumed on every socket (a figure for docs/deployment.md, not an
+//! assertion): `cargo test -p ws-gateway --test gateway cluster -- --nocapture`.
 
 use std::{
     collections::HashSet,
@@ -219,6 +221,10 @@ async fn killing_a_node_mid_traffic(victim: Victim) {
     for reader in &readers {
         reader.abort();
     }
+    println!(
+        "{victim:?}: {} message(s) sent after the failover until every socket had one",
+        live.len()
+    );
 
     // (a) Every message answered 201 is stored.
     let acknowledged: HashSet<String> = sent
