@@ -152,8 +152,8 @@ async fn killing_a_node_mid_traffic(victim: Victim) {
     .await;
     let (logs, readers): (Vec<Log>, Vec<_>) = sockets.into_iter().map(record).unzip();
 
-    // The sender, in the background; the kill happens between two of its sends, while the
-    // events of the previous ones are still on their way.
+    // The sender goes on while the node is killed: the kill lands between or during its sends,
+    // with the events of the previous ones still on their way.
     let (kill_now, time_to_kill) = tokio::sync::oneshot::channel();
     let sender = {
         let api = &api;
