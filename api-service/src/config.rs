@@ -4,6 +4,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use shared_proto::nats::{NatsServers, NatsServersError};
 use thiserror::Error;
 
 /// How callers are identified (http-api.md §2.1).
@@ -101,7 +102,10 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// Message-send batch writers (`ingest`): each holds at most one pool connection at a time.
     pub send_writers: usize,
+    /// `NATS_URL` as written: one server or a comma-separated list (may hold credentials).
     pub nats_url: String,
+    /// The servers of `NATS_URL`, checked, and the credentials written in them.
+    pub nats_servers: NatsServers,
     /// First token of every NATS subject (`<prefix>.conv.<id>`); tests use their own.
     pub nats_subject_prefix: String,
     /// Events kept while NATS is unreachable, published when it is back (events.rs); 0 keeps
@@ -239,7 +243,9 @@ impl Settings {
         );
         check_url("DATABASE_URL", &database_url, &["postgres", "postgresql"])?;
         let nats_url = env.string("NATS_URL", "nats://127.0.0.1:4222");
-        check_url("NATS_URL", &nats_url, &["nats", "tls", "ws", "wss"])?;
+        let nats_servers: NatsServers = nats_url
+            .parse()
+            .map_err(|e: NatsServersError| bad("NATS_URL", e.to_string()))?;
         let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
         check_url("REDIS_URL", &redis_url, &["redis", "rediss", "unix"])?;
         let nats_subject_prefix = env.string("NATS_SUBJECT_PREFIX", "retich");
@@ -291,6 +297,7 @@ impl Settings {
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 32)?,
             send_writers,
             nats_url,
+            nats_servers,
             nats_subject_prefix,
             event_buffer_size,
             redis_url,
@@ -402,6 +409,27 @@ mod tests {
         for bad in ["-1", "lots", "1000001"] {
             let err = Settings::from_map(&vars(&[("EVENT_BUFFER_SIZE", bad)])).unwrap_err();
             assert_eq!(err.name, "EVENT_BUFFER_SIZE");
+        }
+    }
+
+    #[test]
+    fn nats_url_takes_a_comma_separated_list_and_a_bad_element_names_the_variable() {
+        let s = Settings::from_map(&vars(&[(
+            "NATS_URL",
+            "nats://a:4222, nats://u:secret@b:4223 ,nats://c:4224",
+        )]))
+        .unwrap();
+        let ports: Vec<u16> = s.nats_servers.addrs().iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        assert!(s.nats_servers.has_credentials());
+        for bad in [
+            "nats://a:4222,,nats://b:4222",
+            "nats://a:4222,redis://u:secret@b:6379",
+            "nats://a:4222,nats://b:99999",
+        ] {
+            let err = Settings::from_map(&vars(&[("NATS_URL", bad)])).unwrap_err();
+            assert_eq!(err.name, "NATS_URL", "{bad}");
+            assert!(!err.to_string().contains("secret"));
         }
     }
 

@@ -172,13 +172,17 @@ impl Application {
         }
         let metrics = Metrics::new();
         let backlog = Backlog::new(settings.event_buffer_size, metrics.clone());
-        let nats = async_nats::ConnectOptions::new()
+        // Every server of NATS_URL, plus those the cluster announces (discovery is on): when the
+        // connected node dies the client moves to another at its first reconnection attempts.
+        let nats = settings
+            .nats_servers
+            .apply_credentials(async_nats::ConnectOptions::new())
             .name("api-service")
             .retry_on_initial_connect()
             .reconnect_delay_callback(nats_reconnect_delay)
             .connection_timeout(NATS_CONNECTION_TIMEOUT)
             .event_callback(backlog.on_nats_event())
-            .connect(&settings.nats_url)
+            .connect(settings.nats_servers.addrs())
             .await
             .context("invalid NATS_URL")?;
         let redis = Arc::new(

@@ -10,7 +10,7 @@
 //! | `PORT` | 8085 | listen port for `/ws`, `/health`, `/ready`, `/metrics` |
 //! | `LOG_LEVEL` | `info` | a tracing `EnvFilter` directive |
 //! | `LOG_FORMAT` | `json` | `json` or `text` |
-//! | `NATS_URL` | `nats://127.0.0.1:4222` | |
+//! | `NATS_URL` | `nats://127.0.0.1:4222` | one server, or a comma-separated list (a cluster) |
 //! | `NATS_SUBJECT_PREFIX` | `retich` | first token(s) of every subject |
 //! | `REDIS_URL` | `redis://127.0.0.1:6379` | presence and typing |
 //! | `REDIS_KEY_PREFIX` | `retich` | first part of every Redis key |
@@ -37,6 +37,7 @@
 use std::{fmt, time::Duration};
 
 use shared_auth::JwtConfig;
+use shared_proto::nats::{NatsServers, NatsServersError};
 
 /// A variable that could not be used; `main` prints it as one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,7 +79,10 @@ pub struct Settings {
     pub port: u16,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `NATS_URL` as written: one server or a comma-separated list (may hold credentials).
     pub nats_url: String,
+    /// The servers of `NATS_URL`, checked, and the credentials written in them.
+    pub nats_servers: NatsServers,
     pub subject_prefix: String,
     pub redis_url: String,
     pub redis_prefix: String,
@@ -116,6 +120,7 @@ impl fmt::Debug for Settings {
             .field("redis_prefix", &self.redis_prefix)
             .field("auth_mode", &self.auth_mode)
             .field("gateway_id", &self.gateway_id)
+            .field("nats_servers", &self.nats_servers)
             .finish_non_exhaustive()
     }
 }
@@ -161,9 +166,9 @@ impl Settings {
         shared_proto::subjects::validate_prefix(&subject_prefix)
             .map_err(|e| ConfigError::new("NATS_SUBJECT_PREFIX", e.to_string()))?;
         let nats_url = env.string("NATS_URL", "nats://127.0.0.1:4222");
-        nats_url
-            .parse::<async_nats::ServerAddr>()
-            .map_err(|e| ConfigError::new("NATS_URL", e.to_string()))?;
+        let nats_servers: NatsServers = nats_url
+            .parse()
+            .map_err(|e: NatsServersError| ConfigError::new("NATS_URL", e.to_string()))?;
 
         let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
         redis::Client::open(redis_url.as_str())
@@ -232,6 +237,7 @@ impl Settings {
             log_level,
             log_format,
             nats_url,
+            nats_servers,
             subject_prefix,
             redis_url,
             redis_prefix,
@@ -378,6 +384,27 @@ mod tests {
                 .err()
                 .unwrap_or_else(|| panic!("{name}={value}"));
             assert_eq!(err.name, name, "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn nats_url_takes_a_comma_separated_list_and_a_bad_element_names_the_variable() {
+        let s = settings(&[(
+            "NATS_URL",
+            "nats://a:4222 , nats://b:4223,  nats://token@c:4224",
+        )])
+        .unwrap();
+        let ports: Vec<u16> = s.nats_servers.addrs().iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        assert!(s.nats_servers.has_credentials());
+        for bad in [
+            "nats://a:4222, ,nats://b:4222",
+            "nats://a:4222,http://u:secret@b:80",
+            "nats://a:4222,nats://b:port",
+        ] {
+            let err = settings(&[("NATS_URL", bad)]).expect_err(bad);
+            assert_eq!(err.name, "NATS_URL", "{bad}");
+            assert!(!err.to_string().contains("secret"));
         }
     }
 

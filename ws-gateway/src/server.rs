@@ -125,7 +125,11 @@ impl Application {
         let intake = crate::intake::Intake::start().context("cannot start the intake thread")?;
         // Connection events for `resync` after an interruption (crate::resync).
         let (nats_events, nats_event_receiver) = tokio::sync::mpsc::unbounded_channel();
-        let connect = async_nats::ConnectOptions::new()
+        // Every server of NATS_URL, plus those the cluster announces (discovery is on): when the
+        // connected node dies the client moves to another at its first reconnection attempts.
+        let connect = settings
+            .nats_servers
+            .apply_credentials(async_nats::ConnectOptions::new())
             .name(format!("ws-gateway {}", settings.gateway_id))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
@@ -134,7 +138,7 @@ impl Application {
                 let _ = nats_events.send(event);
                 std::future::ready(())
             })
-            .connect(settings.nats_url.clone());
+            .connect(settings.nats_servers.addrs().to_vec());
         let nats = intake
             .handle()
             .spawn(connect)

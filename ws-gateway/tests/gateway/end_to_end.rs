@@ -14,7 +14,7 @@ use crate::helpers::*;
 const SKIP: [&str; 2] = ["presence.online", "presence.offline"];
 
 /// The real api-service, running in this test process until dropped.
-struct Api {
+pub struct Api {
     base: String,
     http: reqwest::Client,
     env_secret: String,
@@ -23,9 +23,9 @@ struct Api {
 }
 
 /// A REST answer: status and body.
-struct Reply {
-    status: u16,
-    body: String,
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
 }
 
 impl Reply {
@@ -41,7 +41,7 @@ impl Reply {
         envelope.data.get().to_owned()
     }
 
-    fn data(&self) -> Value {
+    pub fn data(&self) -> Value {
         serde_json::from_str(&self.raw_data()).unwrap()
     }
 }
@@ -61,7 +61,7 @@ impl Api {
     }
 
     /// With variables of its own (`extra` overrides the defaults).
-    async fn start_with(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
+    pub async fn start_with(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
         let uploads = std::env::temp_dir().join(format!("retich-e2e-{}", Uuid::new_v4().simple()));
         let vars: HashMap<String, String> = [
             ("HOST", "127.0.0.1"),
@@ -125,7 +125,7 @@ impl Api {
     }
 
     /// Waits until the API's `/ready` reports its NATS connection as `state` (`ok` / `fail`).
-    async fn wait_for_nats(&self, state: &str) {
+    pub async fn wait_for_nats(&self, state: &str) {
         let url = format!("{}/ready", self.base);
         eventually(&format!("the API to see NATS {state}"), || async {
             let body = match self.http.get(&url).send().await {
@@ -137,7 +137,7 @@ impl Api {
         .await;
     }
 
-    async fn post(&self, path: &str, user: Uuid, body: Value) -> Reply {
+    pub async fn post(&self, path: &str, user: Uuid, body: Value) -> Reply {
         self.call("POST", path, user, Some(body)).await
     }
 }

@@ -421,19 +421,52 @@ impl ProcessGateway {
 pub struct OwnNats {
     pub port: u16,
     pub url: String,
+    /// Arguments after the client address and port (a cluster node's routes and monitoring).
+    args: Vec<String>,
     child: Option<std::process::Child>,
 }
 
 impl OwnNats {
     pub async fn start() -> Self {
-        let port = free_port();
+        Self::start_with(free_port(), Vec::new()).await
+    }
+
+    /// On `port`, with more `nats-server` arguments.
+    async fn start_with(port: u16, args: Vec<String>) -> Self {
         let mut nats = Self {
             port,
             url: format!("nats://127.0.0.1:{port}"),
+            args,
             child: None,
         };
         nats.restart().await;
         nats
+    }
+
+    /// A server that accepts only clients sending `user` and `password`; its `url` has them
+    /// (percent-encoded).
+    pub async fn start_with_password(user: &str, password: &str) -> Self {
+        let port = free_port();
+        let args = ["--user", user, "--pass", password]
+            .map(str::to_owned)
+            .to_vec();
+        let mut nats = Self {
+            port,
+            url: format!(
+                "nats://{}:{}@127.0.0.1:{port}",
+                percent_encode(user),
+                percent_encode(password)
+            ),
+            args,
+            child: None,
+        };
+        nats.restart().await;
+        nats
+    }
+
+    /// Whether the process is running (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// SIGKILL, and waits for the process to be gone.
@@ -454,6 +487,7 @@ impl OwnNats {
         self.child = Some(
             std::process::Command::new(binary)
                 .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(&self.args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -465,7 +499,7 @@ impl OwnNats {
             "the test's nats-server to accept clients",
             || {
                 let url = url.clone();
-                Box::pin(async move { async_nats::connect(url).await.is_ok() })
+                Box::pin(async move { nats_connect(&url).await.is_ok() })
             },
         ))
         .await;
@@ -473,15 +507,164 @@ impl OwnNats {
 
     /// A client of this server.
     pub async fn client(&self) -> async_nats::Client {
-        within("a NATS client", Box::pin(async_nats::connect(&self.url)))
+        within("a NATS client", Box::pin(nats_connect(&self.url)))
             .await
             .expect("connect to the test's nats-server")
     }
 }
 
+/// Connects to `url` (a `NATS_URL`: one server or a list, credentials in it used) as the
+/// services do.
+pub async fn nats_connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let servers: shared_proto::nats::NatsServers = url.parse().expect("a valid NATS_URL");
+    servers
+        .apply_credentials(async_nats::ConnectOptions::new())
+        .connect(servers.addrs())
+        .await
+}
+
+/// `text` with everything but letters and digits percent-encoded (for a URL's user part).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 impl Drop for OwnNats {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Three [`OwnNats`] nodes routed into one cluster (`retich-test`), each with its monitoring
+/// port, so a test can kill the node a client is connected to and watch the client move.
+pub struct NatsCluster {
+    pub nodes: Vec<OwnNats>,
+    /// Each node's HTTP monitoring port (`/routez`, `/connz`).
+    monitor_ports: Vec<u16>,
+    http: reqwest::Client,
+}
+
+impl NatsCluster {
+    /// Starts the three nodes and waits until each has its routes to the two others.
+    pub async fn start() -> Self {
+        const NODES: usize = 3;
+        let ports: Vec<(u16, u16, u16)> = (0..NODES)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let mut nodes = Vec::new();
+        for (index, (_, cluster, monitor)) in ports.iter().enumerate() {
+            let routes: Vec<String> = ports
+                .iter()
+                .filter(|(_, other, _)| other != cluster)
+                .map(|(_, other, _)| format!("nats://127.0.0.1:{other}"))
+                .collect();
+            let args = [
+                "--server_name",
+                &format!("retich-test-{index}"),
+                "-m",
+                &monitor.to_string(),
+                "--cluster",
+                &format!("nats://127.0.0.1:{cluster}"),
+                "--routes",
+                &routes.join(","),
+                "--cluster_name",
+                "retich-test",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            nodes.push(Box::pin(OwnNats::start_with(ports[index].0, args)).await);
+        }
+        // reqwest's TLS needs the process's crypto provider even for plain HTTP.
+        shared_auth::install_crypto_provider();
+        let cluster = Self {
+            nodes,
+            monitor_ports: ports.iter().map(|(_, _, monitor)| *monitor).collect(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap(),
+        };
+        eventually(
+            "every node of the NATS cluster to route to the two others",
+            || async {
+                for index in 0..NODES {
+                    let routes = cluster.monitor(index, "/routez").await;
+                    if routes.and_then(|r| r["num_routes"].as_u64()) != Some(NODES as u64 - 1) {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+        cluster
+    }
+
+    /// `NATS_URL` listing every node (with spaces after the commas, as an operator may write it).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| node.url.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// SIGKILLs node `index`.
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].kill();
+    }
+
+    /// The node whose client port is `port` (what `async_nats::Client::server_info().port` says).
+    pub fn node_with_port(&self, port: u16) -> Option<usize> {
+        self.nodes.iter().position(|node| node.port == port)
+    }
+
+    /// The running node that has a client connection named `name` (the name a client gives in
+    /// `ConnectOptions::name`: `api-service`, `ws-gateway <GATEWAY_ID>`), from `/connz`.
+    pub async fn node_of(&self, name: &str) -> Option<usize> {
+        for index in 0..self.nodes.len() {
+            if !self.nodes[index].is_running() {
+                continue;
+            }
+            let Some(connz) = self.monitor(index, "/connz?limit=4096").await else {
+                continue;
+            };
+            let connections = connz["connections"].as_array().cloned().unwrap_or_default();
+            if connections.iter().any(|c| c["name"] == name) {
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// Waits until the client named `name` is connected to a running node; returns that node.
+    pub async fn wait_for_client(&self, name: &str) -> usize {
+        within(
+            &format!("{name} to be connected to a running node"),
+            async {
+                loop {
+                    if let Some(node) = self.node_of(name).await {
+                        return node;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        )
+        .await
+    }
+
+    /// A node's monitoring endpoint as JSON; `None` while it does not answer.
+    async fn monitor(&self, index: usize, path: &str) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.monitor_ports[index]);
+        let response = self.http.get(url).send().await.ok()?;
+        response.json().await.ok()
     }
 }
 

@@ -1,7 +1,9 @@
 //! Integration tests of ws-gateway against real PostgreSQL, NATS and Redis on localhost. Each
 //! test has its own database, subject prefix and key prefix, so they run in parallel. The
-//! cross-gateway, kill and drain tests run the real binary as separate processes.
+//! cross-gateway, kill and drain tests run the real binary as separate processes; the cluster tests
+//! start a NATS cluster of their own.
 
+mod cluster;
 mod delivery;
 mod drain;
 mod end_to_end;
