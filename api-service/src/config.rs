@@ -241,7 +241,7 @@ impl Settings {
         let nats_url = env.string("NATS_URL", "nats://127.0.0.1:4222");
         check_url("NATS_URL", &nats_url, &["nats", "tls", "ws", "wss"])?;
         let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
-        check_url("REDIS_URL", &redis_url, &["redis", "rediss", "unix"])?;
+        shared_redis::check_url(&redis_url).map_err(|e| bad("REDIS_URL", e))?;
         let nats_subject_prefix = env.string("NATS_SUBJECT_PREFIX", "retich");
         shared_proto::subjects::validate_prefix(&nats_subject_prefix)
             .map_err(|e| bad("NATS_SUBJECT_PREFIX", e.to_string()))?;

@@ -2,6 +2,7 @@
 //! test has its own database, subject prefix and key prefix, so they run in parallel. The
 //! cross-gateway, kill and drain tests run the real binary as separate processes.
 
+mod cluster;
 mod delivery;
 mod drain;
 mod end_to_end;
