@@ -346,6 +346,29 @@ mod tests {
     }
 
     #[test]
+    fn redis_url_takes_a_single_server_a_cluster_or_sentinel_and_names_itself_when_bad() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "rediss://user:pass@redis.example:6380/1",
+            "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000&node=10.0.0.3:7000",
+            "redis-sentinel://10.0.0.1:26379/0?sentinelServiceName=primary&node=10.0.0.2:26379",
+            "redis+unix:///run/redis.sock",
+        ] {
+            let s = Settings::from_map(&vars(&[("REDIS_URL", url)])).unwrap();
+            assert_eq!(s.redis_url, url);
+        }
+        for bad in [
+            "unix:///run/redis.sock",
+            "http://x",
+            "redis://",
+            "redis-sentinel://x:26379",
+        ] {
+            let err = Settings::from_map(&vars(&[("REDIS_URL", bad)])).unwrap_err();
+            assert_eq!(err.name, "REDIS_URL", "{bad}");
+        }
+    }
+
+    #[test]
     fn an_unknown_auth_mode_is_rejected() {
         let err = Settings::from_map(&vars(&[("AUTH_MODE", "none")])).unwrap_err();
         assert_eq!(err.name, "AUTH_MODE");

@@ -27,8 +27,9 @@
 //!   connects, bounded by the command timeout; callers arriving meanwhile wait for that one
 //!   attempt).
 //! - **Opening**: the first sign that Redis is unreachable opens the circuit: a failed connection
-//!   attempt, or a command that fails with an I/O error (connection refused, reset or dropped) or
-//!   runs out of the command timeout. A command error *from* Redis (`WRONGTYPE`, `NOSCRIPT`, a
+//!   attempt, or a command that fails with an I/O error (connection refused, reset or dropped),
+//!   runs out of the command timeout, or finds no live node for its slot (`CLUSTERDOWN`, a
+//!   master lost in a Redis Cluster). A command error *from* Redis (`WRONGTYPE`, `NOSCRIPT`, a
 //!   script error, …) shows that Redis is up and leaves the circuit closed. Opening drops the
 //!   connection.
 //! - **Open**: [`RedisConn::get`], [`run`] and [`RedisConn::ping`] answer `None` / `false` at once,
