@@ -247,7 +247,7 @@ impl Settings {
             .parse()
             .map_err(|e: NatsServersError| bad("NATS_URL", e.to_string()))?;
         let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
-        check_url("REDIS_URL", &redis_url, &["redis", "rediss", "unix"])?;
+        shared_redis::check_url(&redis_url).map_err(|e| bad("REDIS_URL", e))?;
         let nats_subject_prefix = env.string("NATS_SUBJECT_PREFIX", "retich");
         shared_proto::subjects::validate_prefix(&nats_subject_prefix)
             .map_err(|e| bad("NATS_SUBJECT_PREFIX", e.to_string()))?;
@@ -350,6 +350,29 @@ mod tests {
             Settings::from_map(&vars(&[("DATABASE_URL", "mysql://u:secret@h/db")])).unwrap_err();
         assert_eq!(err.name, "DATABASE_URL");
         assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn redis_url_takes_a_single_server_a_cluster_or_sentinel_and_names_itself_when_bad() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "rediss://user:pass@redis.example:6380/1",
+            "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000&node=10.0.0.3:7000",
+            "redis-sentinel://10.0.0.1:26379/0?sentinelServiceName=primary&node=10.0.0.2:26379",
+            "redis+unix:///run/redis.sock",
+        ] {
+            let s = Settings::from_map(&vars(&[("REDIS_URL", url)])).unwrap();
+            assert_eq!(s.redis_url, url);
+        }
+        for bad in [
+            "unix:///run/redis.sock",
+            "http://x",
+            "redis://",
+            "redis-sentinel://x:26379",
+        ] {
+            let err = Settings::from_map(&vars(&[("REDIS_URL", bad)])).unwrap_err();
+            assert_eq!(err.name, "REDIS_URL", "{bad}");
+        }
     }
 
     #[test]

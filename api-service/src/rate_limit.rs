@@ -1,80 +1,30 @@
 //! Fleet-wide send rate limiting (http-api.md §7.1 step 7): one token bucket per user in Redis,
 //! shared by every api-service replica.
 //!
-//! The bucket lives at `<REDIS_KEY_PREFIX>:ratelimit:send:<user_id>` as a hash `{tokens, ts}`
-//! and is read, refilled and debited by one Lua script, so concurrent requests on any replica
-//! see each other's debits. Time comes from Redis `TIME`, not from the replicas, whose clocks
-//! need not agree. A bucket holds at most `RATE_LIMIT_MESSAGES_BURST` tokens and refills at
-//! `RATE_LIMIT_MESSAGES_PER_SEC`; an idle bucket expires once it would be full again.
+//! The bucket lives at `<REDIS_KEY_PREFIX>:{u:<user_id>}:ratelimit:send` (the user's slot of a
+//! Redis Cluster, [`shared_redis::layout`]) as a hash `{tokens, ts}` and is read, refilled and
+//! debited by one Lua script ([`shared_redis::rate_limit`]), so concurrent requests on any
+//! replica see each other's debits. Time comes from Redis `TIME`, not from the replicas, whose
+//! clocks need not agree. A bucket holds at most `RATE_LIMIT_MESSAGES_BURST` tokens and refills
+//! at `RATE_LIMIT_MESSAGES_PER_SEC`; an idle bucket expires once it would be full again.
 //!
 //! Redis is not essential (http-api.md §4): when it is down, slow or answers with an error the
 //! request is allowed ("fails open") and `api_service_rate_limiter_errors_total` counts it.
 
 //!
-//! Requests are decided in batches (see `ingest`): one script call takes a token for each
-//! bucket in `KEYS`, in order, and a key may repeat (two sends of one user in one batch). A
-//! multi-key script needs all its keys on one node, like the gateway's presence scripts: one
-//! Redis (or a replicated primary), not Redis Cluster.
+//! Requests are decided in batches (see `ingest`): one round of script calls, one per distinct
+//! user of the batch (each in its user's slot, all sent at once), takes a token for each send in
+//! order; a user may repeat (two sends of one user in one batch).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use redis::Script;
+use shared_redis::{
+    Keys, RedisConn,
+    rate_limit::{self as buckets, Verdict},
+};
 use uuid::Uuid;
 
-use shared_redis::RedisConn;
-
 use crate::{config::Settings, error::ApiError, metrics::Metrics};
-
-/// KEYS = buckets (repeats allowed); ARGV = rate (tokens/s), burst. Returns, per key in order,
-/// `1, 0` when a token was taken, else `0, ms until one is available`.
-const TOKEN_BUCKETS: &str = r"
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local out = {}
-for i, key in ipairs(KEYS) do
-  local state = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = tonumber(state[1])
-  local ts = tonumber(state[2])
-  if tokens == nil or ts == nil then
-    tokens = burst
-    ts = now
-  end
-  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-  local allowed = 0
-  local wait_ms = 0
-  if tokens >= 1 then
-    tokens = tokens - 1
-    allowed = 1
-  else
-    wait_ms = math.ceil((1 - tokens) / rate * 1000)
-  end
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
-  -- idle buckets go away once they would be full again (capped at 30 days)
-  local ttl_ms = math.min(math.ceil((burst - tokens) / rate * 1000) + 1000, 2592000000)
-  redis.call('PEXPIRE', key, string.format('%d', ttl_ms))
-  out[2 * i - 1] = allowed
-  out[2 * i] = wait_ms
-end
-return out
-";
-
-/// KEYS = buckets (repeats allowed); ARGV = burst. Gives one token back to each bucket that
-/// still exists, never above the burst.
-const REFUND: &str = r"
-local burst = tonumber(ARGV[1])
-for _, key in ipairs(KEYS) do
-  local tokens = tonumber(redis.call('HGET', key, 'tokens'))
-  if tokens ~= nil then
-    redis.call('HSET', key, 'tokens', tostring(math.min(burst, tokens + 1)))
-  end
-end
-return 0
-";
-
-static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TOKEN_BUCKETS));
-static REFUND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(REFUND));
 
 /// One entry's answer from [`RateLimiter::take_tokens`].
 #[derive(Debug)]
@@ -95,7 +45,7 @@ impl Token {
 
 /// The Redis key of `user`'s send bucket.
 pub fn send_bucket_key(settings: &Settings, user: Uuid) -> String {
-    format!("{}:ratelimit:send:{user}", settings.redis_key_prefix)
+    Keys::new(settings.redis_key_prefix.as_str()).send_bucket(&user)
 }
 
 /// The send limiter of one process. Cheap to clone.
@@ -103,6 +53,7 @@ pub fn send_bucket_key(settings: &Settings, user: Uuid) -> String {
 pub struct RateLimiter {
     redis: Arc<RedisConn>,
     settings: Arc<Settings>,
+    keys: Keys,
     metrics: Metrics,
 }
 
@@ -110,6 +61,7 @@ impl RateLimiter {
     pub fn new(redis: Arc<RedisConn>, settings: Arc<Settings>, metrics: Metrics) -> Self {
         Self {
             redis,
+            keys: Keys::new(settings.redis_key_prefix.as_str()),
             settings,
             metrics,
         }
@@ -138,50 +90,30 @@ impl RateLimiter {
             metrics.rate_limiter_errors.inc_by(users.len() as u64);
             users.iter().map(|_| Token::Open).collect()
         };
-        let Some(mut conn) = self.redis.get().await else {
-            return allow_all(&self.metrics);
-        };
-        let mut invocation = SCRIPT.prepare_invoke();
-        for user in users {
-            invocation.key(send_bucket_key(&self.settings, *user));
-        }
-        invocation
-            .arg(self.settings.rate_limit_per_sec)
-            .arg(self.settings.rate_limit_burst);
-        let verdicts = tokio::time::timeout(
-            self.redis.command_timeout(),
-            invocation.invoke_async::<Vec<i64>>(&mut conn),
-        )
+        let (rate, burst) = (
+            self.settings.rate_limit_per_sec,
+            self.settings.rate_limit_burst,
+        );
+        // `run` fails open: `None` when the circuit is open, the script failed or timed out
+        // (logged there once, and the circuit told).
+        let verdicts = shared_redis::run(&self.redis, "ratelimit.take", |c| async move {
+            buckets::take(&c, &self.keys, users, rate, burst).await
+        })
         .await;
         match verdicts {
-            Ok(Ok(v)) if v.len() == 2 * users.len() => v
-                .chunks_exact(2)
-                .map(|pair| match *pair {
-                    [1, _] => Token::Taken,
-                    [_, wait_ms] => {
+            Some(verdicts) => verdicts
+                .into_iter()
+                .map(|verdict| match verdict {
+                    Verdict::Taken => Token::Taken,
+                    Verdict::Refused { wait_ms } => {
                         let secs = (wait_ms.max(0) as u64).div_ceil(1000).max(1);
                         Token::Refused(ApiError::RateLimited {
                             retry_after_secs: secs,
                         })
                     }
-                    _ => unreachable!("chunks of two"),
                 })
                 .collect(),
-            Ok(Ok(v)) => {
-                tracing::warn!(
-                    answers = v.len(),
-                    "rate limiter answered oddly; failed open"
-                );
-                allow_all(&self.metrics)
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "rate limiter failed open");
-                allow_all(&self.metrics)
-            }
-            Err(_) => {
-                tracing::warn!("rate limiter timed out; failed open");
-                allow_all(&self.metrics)
-            }
+            None => allow_all(&self.metrics),
         }
     }
 
@@ -191,23 +123,10 @@ impl RateLimiter {
         if users.is_empty() {
             return;
         }
-        let Some(mut conn) = self.redis.get().await else {
-            return;
-        };
-        let mut invocation = REFUND_SCRIPT.prepare_invoke();
-        for user in users {
-            invocation.key(send_bucket_key(&self.settings, *user));
-        }
-        invocation.arg(self.settings.rate_limit_burst);
-        match tokio::time::timeout(
-            self.redis.command_timeout(),
-            invocation.invoke_async::<i64>(&mut conn),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "rate limiter refund failed"),
-            Err(_) => tracing::warn!("rate limiter refund timed out"),
-        }
+        let burst = self.settings.rate_limit_burst;
+        shared_redis::run(&self.redis, "ratelimit.refund", |c| async move {
+            buckets::refund(&c, &self.keys, users, burst).await
+        })
+        .await;
     }
 }

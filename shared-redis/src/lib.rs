@@ -1,7 +1,23 @@
-//! A Redis connection that may not exist yet, shared by api-service and ws-gateway. Both keep
-//! only ephemeral data in Redis (rate-limit buckets, presence, typing), so both start and serve
-//! without it and degrade instead: [`RedisConn::get`] answers `None` rather than blocking, and
-//! every command is bounded by the handle's command timeout.
+//! A Redis connection that may not exist yet, shared by api-service and ws-gateway, and the
+//! layout of everything the two keep in Redis. Both keep only ephemeral data there (rate-limit
+//! buckets, presence, typing), so both start and serve without it and degrade instead:
+//! [`RedisConn::get`] answers `None` rather than blocking, and every command is bounded by the
+//! handle's command timeout.
+//!
+//! - this module: the handle and its circuit breaker, on a [`fred`] client;
+//! - [`layout`]: every key name and the hash tags that put each script's keys in one slot of a
+//!   Redis Cluster; [`presence`], [`typing`], [`rate_limit`]: the Lua scripts and the commands
+//!   around them, the only code that touches those keys (both services call these);
+//! - [`testing`] (feature `test-support`): a `redis-server` or a 6-node Redis Cluster of a
+//!   test's own.
+//!
+//! # Servers
+//!
+//! `REDIS_URL` chooses the deployment, in fred's syntax ([`check_url`]): `redis://` or
+//! `rediss://` (TLS) for one server, `redis-cluster://host:port?node=host:port&…` for a Redis
+//! Cluster (fred reads the slot map from any of the listed nodes and follows `MOVED`/`ASK`),
+//! `redis-sentinel://…?sentinelServiceName=…` for a primary found through Sentinel, and
+//! `redis+unix:///path` for a Unix socket.
 //!
 //! # The circuit
 //!
@@ -11,8 +27,9 @@
 //!   connects, bounded by the command timeout; callers arriving meanwhile wait for that one
 //!   attempt).
 //! - **Opening**: the first sign that Redis is unreachable opens the circuit: a failed connection
-//!   attempt, or a command that fails with an I/O error (connection refused, reset or dropped) or
-//!   runs out of the command timeout. A command error *from* Redis (`WRONGTYPE`, `NOSCRIPT`, a
+//!   attempt, or a command that fails with an I/O error (connection refused, reset or dropped),
+//!   runs out of the command timeout, or finds no live node for its slot (`CLUSTERDOWN`, a
+//!   master lost in a Redis Cluster). A command error *from* Redis (`WRONGTYPE`, `NOSCRIPT`, a
 //!   script error, …) shows that Redis is up and leaves the circuit closed. Opening drops the
 //!   connection.
 //! - **Open**: [`RedisConn::get`], [`run`] and [`RedisConn::ping`] answer `None` / `false` at once,
@@ -24,6 +41,12 @@
 //!   circuit, so callers get Redis back without doing anything. The probe holds only a [`Weak`]
 //!   reference to the handle and is aborted when the [`RedisConn`] is dropped.
 //!
+//! A "connection" is one fred client (for a cluster: its connections to every primary). fred's
+//! own reconnect policy is not used: a client that lost a connection is dropped with the circuit
+//! opening, and the probe builds a fresh one, which reads the cluster's slot map anew — after a
+//! failover it finds the promoted replica. fred would otherwise queue commands while it
+//! reconnects; here a caller never waits for a reconnection.
+//!
 //! Callers therefore never connect after the first attempt: [`RedisConn::connection_attempts`]
 //! counts the attempts made on a caller's behalf, [`RedisConn::probe_attempts`] the probe's.
 //! A failure is only held against the connection it happened on, so a command still running on
@@ -32,7 +55,6 @@
 use std::{
     fmt,
     future::Future,
-    io,
     sync::{
         Arc, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -40,15 +62,48 @@ use std::{
     time::Duration,
 };
 
-use redis::{
-    Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
-    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+pub use fred;
+use fred::{
+    clients::Client,
+    error::{Error, ErrorKind},
+    interfaces::ClientLike,
+    types::{Builder, ConnectHandle, config::Config},
 };
 use tokio::task::AbortHandle;
+
+pub mod layout;
+pub mod presence;
+pub mod rate_limit;
+pub mod typing;
+
+pub use layout::Keys;
 
 /// How often the probe of an open circuit tries to reach Redis, unless the handle was made with
 /// [`RedisConn::with_probe_interval`].
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// URL schemes `REDIS_URL` may use (the TLS and Unix-socket forms included).
+const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+    "redis+unix",
+];
+
+/// Checks a Redis URL as [`RedisConn::new`] will read it; the error says what is wrong (never
+/// the URL, which may hold a password).
+pub fn check_url(url: &str) -> Result<(), String> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+    if !SCHEMES.contains(&scheme) {
+        return Err(format!("scheme must be one of {}", SCHEMES.join(", ")));
+    }
+    Config::from_url(url)
+        .map(|_| ())
+        .map_err(|e| e.details().to_string())
+}
 
 /// The state of a handle's circuit breaker (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +122,7 @@ pub struct RedisConn {
 
 /// The state of one handle, shared (weakly) with its probe and its connections.
 struct Shared {
-    client: redis::Client,
+    config: Config,
     /// How long one command (or a connection attempt) may take before it counts as Redis down.
     command_timeout: Duration,
     probe_interval: Duration,
@@ -85,7 +140,7 @@ struct Shared {
 
 struct State {
     /// The connection while the circuit is closed; `None` before the first one and while open.
-    manager: Option<ConnectionManager>,
+    link: Option<Arc<Link>>,
     /// Bumped each time a connection is installed; a [`Conn`] carries the generation it was
     /// handed out in, and a failure on an older one is ignored.
     generation: u64,
@@ -94,10 +149,23 @@ struct State {
     probe: Option<AbortHandle>,
 }
 
+/// One connected fred client and the task that drives its connections; the task is aborted
+/// (closing its sockets) when the last [`Conn`] on it and the handle's own reference are gone.
+struct Link {
+    client: Client,
+    task: ConnectHandle,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl RedisConn {
     /// A handle for `url` (parsed now, connected on first use) whose commands may take at most
     /// `command_timeout`; its probe runs every [`PROBE_INTERVAL`].
-    pub fn new(url: &str, command_timeout: Duration) -> redis::RedisResult<Self> {
+    pub fn new(url: &str, command_timeout: Duration) -> Result<Self, Error> {
         Self::with_probe_interval(url, command_timeout, PROBE_INTERVAL)
     }
 
@@ -107,16 +175,17 @@ impl RedisConn {
         url: &str,
         command_timeout: Duration,
         probe_interval: Duration,
-    ) -> redis::RedisResult<Self> {
+    ) -> Result<Self, Error> {
+        check_url(url).map_err(|e| Error::new(ErrorKind::Url, e))?;
         Ok(Self {
             shared: Arc::new(Shared {
-                client: redis::Client::open(url)?,
+                config: Config::from_url(url)?,
                 command_timeout,
                 probe_interval,
                 open: AtomicBool::new(false),
                 probing: AtomicBool::new(false),
                 state: std::sync::Mutex::new(State {
-                    manager: None,
+                    link: None,
                     generation: 0,
                     probe: None,
                 }),
@@ -154,7 +223,8 @@ impl RedisConn {
     }
 
     /// A connection, connecting first if there is none yet (bounded by the command timeout);
-    /// `None` at once while the circuit is open.
+    /// `None` at once while the circuit is open. Commands sent on it directly are bounded by
+    /// the command timeout but only [`run`] reports their failures to the circuit.
     pub async fn get(&self) -> Option<Conn> {
         let shared = &self.shared;
         if shared.open.load(Ordering::Acquire) {
@@ -177,8 +247,9 @@ impl RedisConn {
             return Some(conn);
         }
         shared.connection_attempts.fetch_add(1, Ordering::Relaxed);
-        match establish(&shared.client, shared.command_timeout).await {
-            Ok(manager) => Some(shared.install(manager)),
+        // Boxed: fred's connection futures are large and this runs once per closed spell.
+        match Box::pin(establish(&shared.config, shared.command_timeout)).await {
+            Ok(link) => Some(shared.install(link)),
             Err(error) => {
                 shared.open_circuit(None, &error);
                 None
@@ -188,13 +259,13 @@ impl RedisConn {
 
     /// `PING` answered within the timeout; `false` at once while the circuit is open.
     pub async fn ping(&self) -> bool {
-        let Some(mut conn) = self.get().await else {
-            return false;
-        };
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .is_ok()
+        run(
+            self,
+            "ping",
+            |c| async move { c.ping::<String>(None).await },
+        )
+        .await
+        .is_some()
     }
 
     /// The running probe task, if any.
@@ -217,34 +288,33 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A connection on the installed manager, if any.
+    /// A connection on the installed client, if any.
     fn current(self: &Arc<Self>) -> Option<Conn> {
         let state = self.lock();
-        let manager = state.manager.clone()?;
+        let link = state.link.clone()?;
         Some(Conn {
-            manager,
+            link,
             generation: state.generation,
             shared: Arc::downgrade(self),
-            command_timeout: self.command_timeout,
         })
     }
 
-    /// Installs `manager` as the connection and closes the circuit.
-    fn install(self: &Arc<Self>, manager: ConnectionManager) -> Conn {
-        self.install_locked(&mut self.lock(), manager)
+    /// Installs `link` as the connection and closes the circuit.
+    fn install(self: &Arc<Self>, link: Link) -> Conn {
+        self.install_locked(&mut self.lock(), link)
     }
 
-    fn install_locked(self: &Arc<Self>, state: &mut State, manager: ConnectionManager) -> Conn {
+    fn install_locked(self: &Arc<Self>, state: &mut State, link: Link) -> Conn {
+        let link = Arc::new(link);
         state.generation += 1;
-        state.manager = Some(manager.clone());
+        state.link = Some(Arc::clone(&link));
         if self.open.swap(false, Ordering::AcqRel) {
             tracing::info!("redis answers again; circuit closed");
         }
         Conn {
-            manager,
+            link,
             generation: state.generation,
             shared: Arc::downgrade(self),
-            command_timeout: self.command_timeout,
         }
     }
 
@@ -256,7 +326,7 @@ impl Shared {
             return;
         }
         if !self.open.swap(true, Ordering::AcqRel) {
-            state.manager = None;
+            state.link = None;
             tracing::warn!(
                 error = %why,
                 "redis unavailable; circuit open, commands are skipped until a probe gets an answer"
@@ -284,7 +354,7 @@ impl Shared {
         self.probing.store(true, Ordering::Release);
         let task = runtime.spawn(probe(
             Arc::downgrade(self),
-            self.client.clone(),
+            self.config.clone(),
             self.command_timeout,
             self.probe_interval,
         ));
@@ -310,7 +380,7 @@ impl Drop for ProbeRunning {
 /// the circuit. Holds only a weak reference, so it ends once the handle is gone.
 async fn probe(
     shared: Weak<Shared>,
-    client: redis::Client,
+    config: Config,
     command_timeout: Duration,
     interval: Duration,
 ) {
@@ -326,19 +396,19 @@ async fn probe(
             }
             shared.probe_attempts.fetch_add(1, Ordering::Relaxed);
         }
-        let attempt = establish(&client, command_timeout).await;
+        let attempt = establish(&config, command_timeout).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
         match attempt {
-            Ok(manager) => {
+            Ok(link) => {
                 // The probe ends as the circuit closes (one critical section), so a failure
                 // right after this starts a new probe instead of finding this one about to end.
                 running.0 = Weak::new();
                 let mut state = shared.lock();
                 shared.probing.store(false, Ordering::Release);
                 state.probe = None;
-                shared.install_locked(&mut state, manager);
+                shared.install_locked(&mut state, link);
                 return;
             }
             Err(error) => tracing::debug!(error = %error, "redis probe: still unavailable"),
@@ -346,111 +416,78 @@ async fn probe(
     }
 }
 
-/// A new connection to `client` that has answered `PING`, bounded by the command timeout (twice
-/// for the connection, once for the `PING`).
-async fn establish(
-    client: &redis::Client,
-    command_timeout: Duration,
-) -> RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(command_timeout))
-        .set_response_timeout(Some(command_timeout))
-        .set_number_of_retries(1);
-    let mut manager = tokio::time::timeout(
-        command_timeout * 2,
-        ConnectionManager::new_with_config(client.clone(), config),
+/// A new client for `config`, connected and answering `PING`, bounded by the command timeout
+/// (twice for the connection, once for the `PING`).
+///
+/// The client has no reconnect policy (a lost connection opens the circuit instead, and the
+/// probe builds a new client), sends each command once, and fred bounds each command by the
+/// command timeout as well.
+async fn establish(config: &Config, command_timeout: Duration) -> Result<Link, Error> {
+    let client = Builder::from_config(config.clone())
+        .with_config(|c| c.fail_fast = true)
+        .with_performance_config(|p| p.default_command_timeout = command_timeout)
+        .with_connection_config(|c| {
+            c.connection_timeout = command_timeout;
+            c.internal_command_timeout = command_timeout;
+            c.max_command_attempts = 1;
+        })
+        .build()?;
+    let task = tokio::time::timeout(command_timeout * 2, client.init())
+        .await
+        .map_err(|_| timed_out())??;
+    // From here on the link aborts the connection task if the `PING` fails.
+    let link = Link { client, task };
+    tokio::time::timeout(command_timeout, link.client.ping::<String>(None))
+        .await
+        .map_err(|_| timed_out())??;
+    Ok(link)
+}
+
+fn timed_out() -> Error {
+    Error::new(ErrorKind::Timeout, "redis did not answer in time")
+}
+
+/// `error` says Redis (or the node owning a key) cannot be reached, rather than Redis refusing
+/// a command: an I/O error, a timeout, a command cancelled by a closing connection, no node for
+/// a slot, or a cluster that is down or still moving slots after fred's redirections.
+fn means_unreachable(error: &Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::IO
+            | ErrorKind::Timeout
+            | ErrorKind::Canceled
+            | ErrorKind::Routing
+            | ErrorKind::Cluster
     )
-    .await
-    .map_err(|_| timed_out())??;
-    tokio::time::timeout(
-        command_timeout,
-        redis::cmd("PING").query_async::<String>(&mut manager),
-    )
-    .await
-    .map_err(|_| timed_out())??;
-    Ok(manager)
 }
 
-fn timed_out() -> RedisError {
-    io::Error::from(io::ErrorKind::TimedOut).into()
-}
-
-/// `error` says Redis cannot be reached (rather than Redis refusing a command).
-fn means_unreachable(error: &RedisError) -> bool {
-    error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || error.is_timeout()
-}
-
-/// A connection handed out by [`RedisConn::get`]: use it like any async Redis connection. Each
-/// command is bounded by the command timeout, and one that fails because Redis cannot be reached
-/// opens the circuit of the handle it came from.
+/// A connection handed out by [`RedisConn::get`]: derefs to the fred [`Client`] (commands,
+/// scripts, pipelines). Cheap to clone; it keeps its client alive even after the circuit moved
+/// on to a newer one.
 #[derive(Clone)]
 pub struct Conn {
-    manager: ConnectionManager,
+    link: Arc<Link>,
     /// The `State::generation` this connection was handed out in.
     generation: u64,
     /// The handle's state, upgraded only to report a failure.
     shared: Weak<Shared>,
-    command_timeout: Duration,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.link.client
+    }
 }
 
 impl Conn {
-    /// Opens the circuit if `result` says Redis cannot be reached.
-    fn observe<T>(&self, result: &RedisResult<T>) {
-        let Err(error) = result else {
-            return;
-        };
-        if !means_unreachable(error) {
-            return;
-        }
+    /// Opens the circuit (unless a newer connection replaced this one meanwhile) because of
+    /// `why`.
+    fn report(&self, why: &dyn fmt::Display) {
         if let Some(shared) = self.shared.upgrade() {
-            shared.open_circuit(Some(self.generation), error);
+            shared.open_circuit(Some(self.generation), why);
         }
-    }
-
-    /// Opens the circuit (unless a newer connection replaced this one meanwhile) because
-    /// commands on it ran out of time.
-    fn timed_out(&self) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.open_circuit(Some(self.generation), &"redis command timed out");
-        }
-    }
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let result =
-                tokio::time::timeout(self.command_timeout, self.manager.req_packed_command(cmd))
-                    .await
-                    .unwrap_or_else(|_| Err(timed_out()));
-            self.observe(&result);
-            result
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let result = tokio::time::timeout(
-                self.command_timeout,
-                self.manager.req_packed_commands(pipeline, offset, count),
-            )
-            .await
-            .unwrap_or_else(|_| Err(timed_out()));
-            self.observe(&result);
-            result
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.manager.get_db()
     }
 }
 
@@ -460,19 +497,24 @@ impl ConnectionLike for Conn {
 pub async fn run<T, F, Fut>(redis: &RedisConn, what: &'static str, f: F) -> Option<T>
 where
     F: FnOnce(Conn) -> Fut,
-    Fut: Future<Output = redis::RedisResult<T>>,
+    Fut: Future<Output = Result<T, Error>>,
 {
     let conn = redis.get().await?;
     let reporter = conn.clone();
-    match tokio::time::timeout(redis.command_timeout(), f(conn)).await {
+    // Boxed: fred's command futures are large, and a caller's future would otherwise carry
+    // every one it may await inline (one allocation per operation, next to a network round trip).
+    match tokio::time::timeout(redis.command_timeout(), Box::pin(f(conn))).await {
         Ok(Ok(value)) => Some(value),
         Ok(Err(error)) => {
             tracing::warn!(error = %error, redis.operation = what, "redis command failed");
+            if means_unreachable(&error) {
+                reporter.report(&error);
+            }
             None
         }
         Err(_) => {
             tracing::warn!(redis.operation = what, "redis command timed out");
-            reporter.timed_out();
+            reporter.report(&"redis command timed out");
             None
         }
     }

@@ -12,7 +12,7 @@
 //! | `LOG_FORMAT` | `json` | `json` or `text` |
 //! | `NATS_URL` | `nats://127.0.0.1:4222` | one server, or a comma-separated list (a cluster) |
 //! | `NATS_SUBJECT_PREFIX` | `retich` | first token(s) of every subject |
-//! | `REDIS_URL` | `redis://127.0.0.1:6379` | presence and typing |
+//! | `REDIS_URL` | `redis://127.0.0.1:6379` | presence and typing: `redis://`, `rediss://`, `redis-cluster://host:port?node=host:port&…`, `redis-sentinel://…`, `redis+unix://` ([`shared_redis::check_url`]) |
 //! | `REDIS_KEY_PREFIX` | `retich` | first part of every Redis key |
 //! | `DATABASE_URL` | `postgres://postgres:postgres@127.0.0.1:5432/retich` | read-only use |
 //! | `DATABASE_MAX_CONNECTIONS` | 10 | pool size |
@@ -171,8 +171,7 @@ impl Settings {
             .map_err(|e: NatsServersError| ConfigError::new("NATS_URL", e.to_string()))?;
 
         let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
-        redis::Client::open(redis_url.as_str())
-            .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
+        shared_redis::check_url(&redis_url).map_err(|e| ConfigError::new("REDIS_URL", e))?;
         let redis_prefix = env.string("REDIS_KEY_PREFIX", "retich");
         if redis_prefix.chars().any(char::is_whitespace) {
             return Err(ConfigError::new(

@@ -13,8 +13,8 @@
 //!   members once it may have become small enough to propagate presence);
 //! - [`peers`]: `presence.online` for users who become presence peers while connected;
 //! - [`resync`]: `resync` frames after a NATS interruption or the api-service's notice;
-//! - [`presence`] / [`typing`]: the fleet-wide state in Redis and the events it emits (the Redis
-//!   key layouts are documented there — api-service reads the typing one);
+//! - [`presence`] / [`typing`]: the fleet-wide state in Redis and the events it emits (their keys
+//!   and scripts live in `shared_redis::layout` and its modules — api-service reads the typing one);
 //! - [`memory`]: gives the heap's freed memory back to the system after a burst;
 //! - [`config`], [`metrics`], [`telemetry`]: settings, Prometheus, logs (Redis: the `shared-redis` crate).
 

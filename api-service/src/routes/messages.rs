@@ -218,43 +218,18 @@ fn seq_bound(raw: Option<&str>) -> Option<Option<i64>> {
     }
 }
 
-/// Live typists of a conversation: members of the gateway's ZSET whose expiry (unix ms of the
-/// Redis clock) is still ahead of Redis `TIME`.
-const LIVE_TYPISTS: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%d', now), '+inf')
-";
-
-static LIVE_TYPISTS_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(LIVE_TYPISTS));
-
-/// Who is typing in `conversation` (websocket.md §6); empty when Redis cannot answer.
+/// Who is typing in `conversation` (websocket.md §6), from the gateway's typing ZSET
+/// ([`shared_redis::typing::live`]); empty when Redis cannot answer.
 async fn typists(state: &AppState, conversation: Uuid) -> Vec<Uuid> {
-    let Some(mut conn) = state.redis.get().await else {
-        return Vec::new();
-    };
-    let key = format!("{}:typing:{conversation}", state.settings.redis_key_prefix);
-    let invocation = LIVE_TYPISTS_SCRIPT.key(&key);
-    match tokio::time::timeout(
-        state.redis.command_timeout(),
-        invocation.invoke_async::<Vec<String>>(&mut conn),
-    )
+    let keys = shared_redis::Keys::new(state.settings.redis_key_prefix.as_str());
+    shared_redis::run(&state.redis, "typing.live", |c| async move {
+        shared_redis::typing::live(&c, &keys, &conversation).await
+    })
     .await
-    {
-        Ok(Ok(members)) => members
-            .iter()
-            .filter_map(|m| shared_auth::parse_uuid(m))
-            .collect(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "typing state unavailable");
-            Vec::new()
-        }
-        Err(_) => {
-            tracing::warn!("typing state timed out");
-            Vec::new()
-        }
-    }
+    .unwrap_or_default()
+    .iter()
+    .filter_map(|m| shared_auth::parse_uuid(m))
+    .collect()
 }
 
 pub struct MessagesApi;

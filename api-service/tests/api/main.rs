@@ -16,5 +16,6 @@ mod participants;
 mod pins;
 mod reactions;
 mod receipts;
+mod redis_cluster;
 mod redis_outage;
 mod routing;

@@ -6,6 +6,14 @@ use std::collections::HashSet;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
+use shared_redis::{
+    Keys,
+    fred::{
+        clients::Client,
+        interfaces::{ClientLike, KeysInterface, SortedSetsInterface},
+        types::CustomCommand,
+    },
+};
 use uuid::Uuid;
 
 use crate::helpers::{As, Reply, TestApp, spawn_app, spawn_app_with};
@@ -93,10 +101,8 @@ async fn set_role(app: &TestApp, conversation: Uuid, user: Uuid, role: &str) {
     .unwrap();
 }
 
-async fn redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open("redis://127.0.0.1:6379")
-        .unwrap()
-        .get_multiplexed_async_connection()
+async fn redis() -> Client {
+    shared_redis::testing::connect("redis://127.0.0.1:6379")
         .await
         .expect("redis")
 }
@@ -914,13 +920,9 @@ async fn sends_beyond_the_burst_get_429_with_an_integer_retry_after() {
     assert_eq!(metric(&app, "api_service_rate_limited_total").await, 1.0);
 
     // The bucket lives in Redis under the documented key.
-    let mut redis = redis().await;
-    let key = format!("{}:ratelimit:send:{alice}", app.redis_prefix);
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(&key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let redis = redis().await;
+    let key = Keys::new(app.redis_prefix.as_str()).send_bucket(&alice);
+    let exists: bool = redis.exists(&key).await.unwrap();
     assert!(exists, "{key}");
 
     // Limits apply after validation, membership and replays: those answer as usual.
@@ -2053,36 +2055,45 @@ async fn typing_lists_the_live_entries_of_the_gateways_zset_only() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json(), json!({"data": {"user_ids": []}}));
 
-    let mut redis = redis().await;
-    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut redis).await.unwrap();
+    let redis = redis().await;
+    let (secs, micros): (i64, i64) = redis
+        .custom(
+            CustomCommand::new_static("TIME", None, false),
+            Vec::<String>::new(),
+        )
+        .await
+        .unwrap();
     let now_ms = secs * 1000 + micros / 1000;
-    let key = format!("{}:typing:{conv}", app.redis_prefix);
-    let _: () = redis::cmd("ZADD")
-        .arg(&key)
-        .arg(now_ms + 6000)
-        .arg(bob.to_string())
-        .arg(now_ms - 1000)
-        .arg(carol.to_string())
-        .arg(now_ms + 6000)
-        .arg("not-a-uuid")
-        .query_async(&mut redis)
+    let key = Keys::new(app.redis_prefix.as_str()).typing(&conv);
+    let _: i64 = redis
+        .zadd(
+            &key,
+            None,
+            None,
+            false,
+            false,
+            vec![
+                ((now_ms + 6000) as f64, bob.to_string()),
+                ((now_ms - 1000) as f64, carol.to_string()),
+                ((now_ms + 6000) as f64, "not-a-uuid".to_owned()),
+            ],
+        )
         .await
         .unwrap();
-    let _: () = redis::cmd("PEXPIRE")
-        .arg(&key)
-        .arg(60_000)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let _: bool = redis.pexpire(&key, 60_000, None).await.unwrap();
 
     let r = app.get_as(&path, As::User(alice)).await;
     assert_eq!(r.json(), json!({"data": {"user_ids": [bob.to_string()]}}));
     // The caller's own entry is included.
-    let _: () = redis::cmd("ZADD")
-        .arg(&key)
-        .arg(now_ms + 6000)
-        .arg(alice.to_string())
-        .query_async(&mut redis)
+    let _: i64 = redis
+        .zadd(
+            &key,
+            None,
+            None,
+            false,
+            false,
+            ((now_ms + 6000) as f64, alice.to_string()),
+        )
         .await
         .unwrap();
     let mut ids: Vec<String> = app.get_as(&path, As::User(bob)).await.data()["user_ids"]
@@ -2118,11 +2129,7 @@ async fn typing_lists_the_live_entries_of_the_gateways_zset_only() {
         "FORBIDDEN",
         "You are not a participant of this conversation",
     );
-    let _: () = redis::cmd("DEL")
-        .arg(&key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let _: i64 = redis.del(&key).await.unwrap();
 }
 
 #[tokio::test]

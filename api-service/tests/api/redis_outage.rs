@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use shared_redis::{
-    Circuit,
+    Circuit, Keys,
+    fred::interfaces::KeysInterface,
     testing::{TestRedis, free_port},
 };
 use uuid::Uuid;
@@ -18,12 +19,8 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Whether `key` exists in the test's own Redis.
 async fn exists(redis: &TestRedis, key: &str) -> bool {
-    let mut conn = redis.connect().await.expect("the test's redis answers");
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .unwrap()
+    let conn = redis.connect().await.expect("the test's redis answers");
+    conn.exists(key).await.unwrap()
 }
 
 /// Two tokens, one more per 20 s: nothing refills during a test.
@@ -69,7 +66,7 @@ async fn sends_while_redis_is_down_make_no_connection_attempt_and_limiting_retur
     let app = spawn_app_with(&[TWO_TOKENS[0], TWO_TOKENS[1], ("REDIS_URL", url.as_str())]).await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
     let conv = app.create_group(alice, &[bob]).await;
-    let bucket = format!("{}:ratelimit:send:{alice}", app.redis_prefix);
+    let bucket = Keys::new(app.redis_prefix.as_str()).send_bucket(&alice);
 
     // Redis up: the send takes a token from alice's bucket in the test's Redis.
     assert_eq!(send(&app, conv, alice, "before").await.status, 201);

@@ -18,6 +18,10 @@ use shared_proto::{
     prost::Message as _,
     subjects,
 };
+use shared_redis::fred::{
+    interfaces::{ClientLike, KeysInterface},
+    types::CustomCommand,
+};
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -58,11 +62,20 @@ pub struct TestEnv {
     pub redis_prefix: String,
     pub secret: String,
     pub nats: async_nats::Client,
-    pub redis: redis::aio::MultiplexedConnection,
+    /// `REDIS_URL` of this test's gateways: the shared server, or a cluster of the test's own.
+    pub redis_url: String,
+    /// A client of the test's own on `redis_url`.
+    pub redis: shared_redis::fred::clients::Client,
 }
 
 impl TestEnv {
+    /// A test's world on the shared Redis (127.0.0.1:6379).
     pub async fn new() -> Self {
+        Self::with_redis("redis://127.0.0.1:6379").await
+    }
+
+    /// A test's world whose gateways use Redis at `redis_url` (e.g. a test cluster's).
+    pub async fn with_redis(redis_url: &str) -> Self {
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("gw_test_{id}");
         let database_url = format!("postgres://root@127.0.0.1:5432/{db_name}");
@@ -87,11 +100,9 @@ impl TestEnv {
         let nats = async_nats::connect("nats://127.0.0.1:4222")
             .await
             .expect("NATS on 127.0.0.1:4222");
-        let redis = redis::Client::open("redis://127.0.0.1:6379")
-            .unwrap()
-            .get_multiplexed_async_connection()
+        let redis = shared_redis::testing::connect(redis_url)
             .await
-            .expect("Redis on 127.0.0.1:6379");
+            .unwrap_or_else(|e| panic!("Redis at {redis_url}: {e}"));
         Self {
             db_name,
             database_url,
@@ -100,6 +111,7 @@ impl TestEnv {
             redis_prefix: format!("gwtest:{id}"),
             secret: format!("secret-{id}"),
             nats,
+            redis_url: redis_url.to_owned(),
             redis,
         }
     }
@@ -113,7 +125,7 @@ impl TestEnv {
             ("DATABASE_URL", self.database_url.as_str()),
             ("NATS_URL", "nats://127.0.0.1:4222"),
             ("NATS_SUBJECT_PREFIX", self.subject_prefix.as_str()),
-            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("REDIS_URL", self.redis_url.as_str()),
             ("REDIS_KEY_PREFIX", self.redis_prefix.as_str()),
             ("JWT_SECRET", self.secret.as_str()),
             ("PRESENCE_HEARTBEAT_SECONDS", "1"),
@@ -229,7 +241,7 @@ impl TestEnv {
 
     /// The Redis key api-service reads for typing.
     pub fn typing_key(&self, conversation: Uuid) -> String {
-        format!("{}:typing:{conversation}", self.redis_prefix)
+        shared_redis::Keys::new(self.redis_prefix.as_str()).typing(&conversation)
     }
 }
 
@@ -253,20 +265,20 @@ impl Drop for TestEnv {
                         .execute(&mut conn)
                         .await;
                 }
-                let Ok(client) = redis::Client::open("redis://127.0.0.1:6379") else {
+                // The shared server only: a test's own cluster goes away with the test.
+                let Ok(conn) = shared_redis::testing::connect("redis://127.0.0.1:6379").await
+                else {
                     return;
                 };
-                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-                    return;
-                };
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(&pattern)
-                    .query_async(&mut conn)
+                let keys: Vec<String> = conn
+                    .custom(
+                        CustomCommand::new_static("KEYS", None, false),
+                        vec![pattern],
+                    )
                     .await
                     .unwrap_or_default();
                 if !keys.is_empty() {
-                    let _: redis::RedisResult<()> =
-                        redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    let _: Result<i64, _> = conn.del(keys).await;
                 }
             });
         })

@@ -3,7 +3,6 @@
 //! cross-gateway, kill and drain tests run the real binary as separate processes; the cluster tests
 //! start a NATS cluster of their own.
 
-mod cluster;
 mod delivery;
 mod drain;
 mod end_to_end;
@@ -12,8 +11,10 @@ mod helpers;
 mod limits;
 mod membership;
 mod metrics;
+mod nats_cluster;
 mod presence;
 mod recovery;
+mod redis_cluster;
 mod startup;
 mod subscriptions;
 mod typing;

@@ -1,7 +1,7 @@
 //! websocket.md §9: fleet-wide presence, its transitions, its bounded audience, and expiry after
 //! a gateway dies.
 
-use redis::AsyncCommands;
+use shared_redis::fred::interfaces::KeysInterface;
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -117,9 +117,9 @@ async fn a_killed_gateways_users_go_offline_and_their_peers_are_told_once() {
     .await;
     assert_eq!(event["type"], "presence.offline");
     assert_eq!(event["payload"]["user_id"], alice.to_string());
-    let mut redis = env.redis.clone();
-    let key = format!("{}:presence:user:{alice}", env.redis_prefix);
-    assert!(!redis.exists::<_, bool>(&key).await.unwrap());
+    let redis = env.redis.clone();
+    let key = shared_redis::Keys::new(env.redis_prefix.as_str()).presence_user(&alice);
+    assert!(!redis.exists::<bool, _>(&key).await.unwrap());
 
     // Exactly once: the next event is the sentinel.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;

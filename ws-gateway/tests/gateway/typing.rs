@@ -1,8 +1,8 @@
 //! websocket.md §6: typing frames, validated, stamped, relayed to the room minus the typist, and
 //! the automatic typing.stop, exactly once across the fleet.
 
-use redis::AsyncCommands;
 use serde_json::json;
+use shared_redis::fred::interfaces::SortedSetsInterface;
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -38,10 +38,10 @@ async fn typing_is_relayed_with_the_server_stamped_user_but_never_to_the_typists
     );
 
     // The API lists live typists with one ZRANGEBYSCORE on the documented key.
-    let mut redis = env.redis.clone();
+    let redis = env.redis.clone();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let typists: Vec<String> = redis
-        .zrangebyscore(env.typing_key(room), now_ms, "+inf")
+        .zrangebyscore(env.typing_key(room), now_ms, "+inf", false, None)
         .await
         .unwrap();
     assert_eq!(typists, vec![alice.to_string()]);
@@ -66,7 +66,7 @@ async fn typing_is_relayed_with_the_server_stamped_user_but_never_to_the_typists
     assert_eq!(stop["type"], "typing.stop");
     assert_eq!(stop["payload"], json!({"user_id": alice.to_string()}));
     let typists: Vec<String> = redis
-        .zrangebyscore(env.typing_key(room), 0, "+inf")
+        .zrangebyscore(env.typing_key(room), 0, "+inf", false, None)
         .await
         .unwrap();
     assert!(typists.is_empty());
@@ -270,9 +270,9 @@ async fn a_silent_typist_gets_one_automatic_typing_stop_across_two_gateways() {
         assert_eq!(stop["type"], "typing.stop");
         assert_eq!(stop["payload"], json!({"user_id": alice.to_string()}));
     }
-    let mut redis = env.redis.clone();
+    let redis = env.redis.clone();
     let typists: Vec<String> = redis
-        .zrangebyscore(env.typing_key(room), 0, "+inf")
+        .zrangebyscore(env.typing_key(room), 0, "+inf", false, None)
         .await
         .unwrap();
     assert!(typists.is_empty(), "the entry is gone with the stop");

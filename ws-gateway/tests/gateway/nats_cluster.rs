@@ -8,7 +8,7 @@
 //! The client picks its node at random, so the api-service and the gateways may share the killed
 //! node (both kinds of recovery at once) or not; each test prints the placement, and how long
 //! after the kill live delivery resumed on every socket (a figure for docs/deployment.md, not an
-//! assertion): `cargo test -p ws-gateway --test gateway cluster -- --nocapture`.
+//! assertion): `cargo test -p ws-gateway --test gateway nats_cluster -- --nocapture`.
 
 use std::{
     collections::HashSet,
