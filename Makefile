@@ -22,6 +22,7 @@ test: services ## the whole test suite against the real PostgreSQL, Redis and NA
 	$(CARGO) test --workspace --locked
 	$(CARGO) build --locked -p api-service -p ws-gateway
 	scripts/test-clients.sh
+	scripts/test-cluster.sh
 
 test-rust: services ## the Rust tests only
 	$(CARGO) test --workspace --locked

@@ -91,10 +91,10 @@ pids() { # names...
   for name in "$@"; do out+="${out:+ }$(cat "$state/$name.pid")"; done
   echo "$out"
 }
-list() { # prefix ports...
-  local prefix=$1 out=""
-  shift
-  for port in "$@"; do out+="${out:+ }$prefix$port"; done
+list() { # prefix suffix ports...
+  local prefix=$1 suffix=$2 out=""
+  shift 2
+  for port in "$@"; do out+="${out:+ }$prefix$port$suffix"; done
   echo "$out"
 }
 cat >"$state/env" <<ENV
@@ -107,9 +107,9 @@ CLUSTER_REDIS_URL='$redis_url'
 CLUSTER_NATS_PORTS='${NATS_PORTS[*]}'
 CLUSTER_NATS_PIDS='$(pids nats-1 nats-2 nats-3)'
 CLUSTER_REDIS_PORTS='${REDIS_PORTS[*]}'
-CLUSTER_API_URLS='$(list http://127.0.0.1: "${API_PORTS[@]}")'
+CLUSTER_API_URLS='$(list http://127.0.0.1: "" "${API_PORTS[@]}")'
 CLUSTER_API_PIDS='$(pids api-1 api-2)'
-CLUSTER_GATEWAY_URLS='$(list ws://127.0.0.1: "${GATEWAY_PORTS[@]}" | sed 's|\([0-9]\)\( \|$\)|\1/ws\2|g')'
+CLUSTER_GATEWAY_URLS='$(list ws://127.0.0.1: /ws "${GATEWAY_PORTS[@]}")'
 CLUSTER_GATEWAY_PIDS='$(pids gateway-1 gateway-2 gateway-3)'
 CLUSTER_USER_A=$alice
 CLUSTER_USER_B=$bob

@@ -81,7 +81,8 @@ describe("clustered topology", () => {
 
   it("the send rate limit is one bucket per user across both api-services", async () => {
     const alice = topology.user(0);
-    const conversation = await alice.api.createConversation({ type: "group", name: "limit", participant_ids: [] });
+    const bob = topology.user(1);
+    const conversation = await alice.api.createConversation({ type: "group", name: "limit", participant_ids: [bob.id] });
     const other = topology.api(alice, 1);
     // 100 at once, half through each api-service: with a bucket per process (burst 40 each) at
     // most 80 would be refused nothing; one fleet-wide bucket refuses some.
@@ -194,7 +195,8 @@ describe("clustered topology", () => {
     }, 60_000);
     await eventually("rate limiting works again", async () => {
       const erin = topology.user(0);
-      const own = await erin.api.createConversation({ type: "group", name: "limit again", participant_ids: [] });
+      const frank = topology.user(1);
+      const own = await erin.api.createConversation({ type: "group", name: "limit again", participant_ids: [frank.id] });
       const results = await Promise.allSettled(
         range(80).map((i) => erin.api.sendMessage(own.id, { type: "text", content: `n ${i}` }, { retry: { retries: 0 } })),
       );
