@@ -50,22 +50,8 @@ NATS_PORTS=("$NATS_BASE" $((NATS_BASE + 1)) $((NATS_BASE + 2)))
 REDIS_PORTS=()
 for i in 0 1 2 3 4 5; do REDIS_PORTS+=($((REDIS_BASE + i))); done
 
-start() { # name command...
-  local name=$1
-  shift
-  nohup "$@" >"$state/$name.log" 2>&1 &
-  echo $! >"$state/$name.pid"
-}
-wait_for() { # what command...
-  local what=$1
-  shift
-  for _ in $(seq 1 150); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.2
-  done
-  echo "cluster-infra: $what did not come up; logs in $state/" >&2
-  exit 1
-}
+# shellcheck source=scripts/procs.sh
+source scripts/procs.sh
 
 # NATS: every node solicits routes to the other two; clients learn the others from INFO.
 routes=""

@@ -44,23 +44,8 @@ read -r -a REDIS_PORTS <<<"$INFRA_REDIS_PORTS"
 nats_url=$NATS_URL
 redis_url=$REDIS_URL
 
-start() { # name command...
-  local name=$1
-  shift
-  nohup "$@" >"$state/$name.log" 2>&1 &
-  echo $! >"$state/$name.pid"
-}
-
-wait_for() { # what command...
-  local what=$1
-  shift
-  for _ in $(seq 1 150); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.2
-  done
-  echo "dev-cluster: $what did not come up; logs in $state/" >&2
-  exit 1
-}
+# shellcheck source=scripts/procs.sh
+source scripts/procs.sh
 
 export DATABASE_URL="${CLUSTER_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/retich_cluster}"
 export JWT_SECRET="${JWT_SECRET:-retich-dev-secret-change-me}"
