@@ -10,11 +10,11 @@
 //!
 //! Redis is not essential (http-api.md §4): when it is down, slow or answers with an error the
 //! request is allowed ("fails open") and `api_service_rate_limiter_errors_total` counts it.
-
 //!
-//! Requests are decided in batches (see `ingest`): one round of script calls, one per distinct
-//! user of the batch (each in its user's slot, all sent at once), takes a token for each send in
-//! order; a user may repeat (two sends of one user in one batch).
+//! Requests are decided in batches (see `ingest`): one script call for the whole batch on a
+//! single Redis, one per hash slot (in practice per distinct user) on a Redis Cluster, all sent
+//! at once, takes a token for each send in order; a user may repeat (two sends of one user in
+//! one batch). `shared_redis::rate_limit` has the scripts.
 
 use std::sync::Arc;
 
