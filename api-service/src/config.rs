@@ -16,12 +16,7 @@ pub enum AuthMode {
     Header,
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+pub use shared_ops::LogFormat;
 
 /// Where attachment bytes are stored (`STORAGE_BACKEND`). Credentials for the cloud backends
 /// are never part of the settings (which are `Debug`): they are read by the object-store client

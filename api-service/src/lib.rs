@@ -10,7 +10,6 @@
 //! - [`events`]: publishing protobuf events on NATS after commit.
 //! - [`user_service`]: optional existence checks against the user service.
 //! - [`metrics`]: Prometheus counters and the request middleware.
-//! - [`telemetry`]: structured logging.
 
 pub mod config;
 pub mod db;
@@ -20,7 +19,6 @@ pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
-pub mod migrate;
 pub mod partitions;
 pub mod rate_limit;
 pub mod resources;
@@ -28,5 +26,4 @@ pub mod routes;
 pub mod sniff;
 pub mod startup;
 pub mod storage;
-pub mod telemetry;
 pub mod user_service;

@@ -3,8 +3,9 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use api_service::{config::Settings, migrate, startup, telemetry};
+use api_service::{config::Settings, startup};
 use clap::{Parser, Subcommand};
+use retich_migrations as migrate;
 use sqlx::Connection;
 
 /// mimalloc instead of glibc's allocator (BENCHMARKS.md, fifth round): a request allocates and
@@ -69,7 +70,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log_level, settings.log_format);
+    shared_ops::telemetry::init(&settings.log_level, settings.log_format);
+    // The process's one rustls provider (ring), before any client (sqlx, reqwest, NATS) is built.
     shared_auth::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -89,7 +91,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             let app = startup::Application::build(settings).await?;
-            app.run_until(startup::shutdown_signal()).await
+            app.run_until(shared_ops::shutdown_signal()).await
         }
         Command::Migrate { action } => {
             migrate::create_database_if_missing(&settings.database_url)

@@ -4,29 +4,20 @@
 //! (resident memory, CPU seconds, open file descriptors, threads, …), read from `/proc` by
 //! `metrics-process` on each scrape.
 //!
-//! One [`PrometheusRecorder`] per [`Metrics`] value, never the `metrics` crate's global recorder:
-//! tests run several services in one process and each keeps its own counters. Handles are
-//! registered on that recorder directly and kept here; label families register one handle per
-//! label-value combination on first use and cache it. Route labels are the matched route
+//! One registry ([`shared_ops::metrics::Registry`]) per [`Metrics`] value, never the `metrics`
+//! crate's global recorder: tests run several services in one process and each keeps its own
+//! counters; the handles registered on it are kept here. Route labels are the matched route
 //! *pattern* (`/conversations/:id`), never the requested path, and unknown methods fold into
-//! `other`, so clients cannot mint label values.
-//!
-//! Histogram samples wait in the recorder until a scrape or [`Metrics::run_upkeep`] folds them
-//! into their buckets; the service runs the latter in the background so that memory stays bounded
-//! when nothing scrapes.
+//! `other`, so clients cannot mint label values. The service runs [`Metrics::run_upkeep`] in the
+//! background so that histogram samples are folded into buckets even when nothing scrapes.
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasher, RandomState},
-    sync::{Arc, RwLock},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use ::metrics::{Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
 use poem::{Endpoint, IntoResponse, Middleware, PathPattern, Request, Response, Result};
+use shared_ops::metrics::{Build, Registry};
+pub use shared_ops::metrics::{
+    Counter, CounterVec, Gauge, Histogram, HistogramVec, PROCESS_METRICS, UPKEEP_EVERY,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Buckets of `api_service_http_request_duration_seconds`: 500 µs to 5 s.
@@ -39,31 +30,10 @@ const SEND_STAGE_BUCKETS: [f64; 13] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 1.0,
 ];
 
-/// How often [`Metrics::run_upkeep`] folds histogram samples into buckets.
-pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// The `process_*` series `metrics-process` writes on Linux at every scrape. CPU seconds are a
-/// counter of whole seconds (the `metrics` counter type is an integer).
-pub const PROCESS_METRICS: [&str; 8] = [
-    "process_cpu_seconds_total",
-    "process_open_fds",
-    "process_max_fds",
-    "process_virtual_memory_bytes",
-    "process_virtual_memory_max_bytes",
-    "process_resident_memory_bytes",
-    "process_start_time_seconds",
-    "process_threads",
-];
-
-/// The git revision given to the build (`GIT_REVISION` set when compiling), if any.
-const GIT_REVISION: Option<&str> = option_env!("GIT_REVISION");
-
 /// The counters and histograms of one api-service instance. Clones share them.
 #[derive(Clone)]
 pub struct Metrics {
-    recorder: Arc<PrometheusRecorder>,
-    handle: PrometheusHandle,
-    process: metrics_process::Collector,
+    registry: Registry,
     pub http_requests: CounterVec,
     pub http_duration: HistogramVec,
     pub messages_persisted: Counter,
@@ -82,31 +52,29 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let recorder = Arc::new(
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("api_service_http_request_duration_seconds".into()),
+        let registry = Registry::new(
+            "api_service",
+            Build {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: option_env!("GIT_REVISION"),
+            },
+            &[
+                (
+                    "api_service_http_request_duration_seconds",
                     &HTTP_DURATION_BUCKETS,
-                )
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("api_service_message_send_batch_size".into()),
-                        &crate::ingest::BATCH_BUCKETS,
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("api_service_message_send_stage_seconds".into()),
-                        &SEND_STAGE_BUCKETS,
-                    )
-                })
-                .expect("bucket lists are not empty")
-                .build_recorder(),
+                ),
+                (
+                    "api_service_message_send_batch_size",
+                    &crate::ingest::BATCH_BUCKETS,
+                ),
+                (
+                    "api_service_message_send_stage_seconds",
+                    &SEND_STAGE_BUCKETS,
+                ),
+            ],
         );
-        let r = &recorder;
-        build_info(r, "api_service_build_info").set(1);
-        let events_dropped = CounterVec::new(
-            r,
+        let r = &registry;
+        let events_dropped = r.counter_vec(
             "api_service_events_dropped_total",
             "Events never published, by reason (overflow: buffer full; too_large: over the \
              server's max_payload; shutdown: still buffered at exit)",
@@ -116,289 +84,81 @@ impl Metrics {
         for reason in ["overflow", "too_large", "shutdown"] {
             events_dropped.with_label_values(&[reason]);
         }
-        let process = metrics_process::Collector::default();
-        ::metrics::with_local_recorder(&**r, || process.describe());
         Self {
-            http_requests: CounterVec::new(
-                r,
+            http_requests: r.counter_vec(
                 "api_service_http_requests_total",
                 "HTTP requests answered, by method, route pattern and status",
                 &["method", "route", "status"],
             ),
-            http_duration: HistogramVec::new(
-                r,
+            http_duration: r.histogram_vec(
                 "api_service_http_request_duration_seconds",
                 "Time to the response head, by method and route pattern",
                 &["method", "route"],
             ),
-            messages_persisted: counter(
-                r,
+            messages_persisted: r.counter(
                 "api_service_messages_persisted_total",
                 "Messages inserted into PostgreSQL",
             ),
-            events_published: CounterVec::new(
-                r,
+            events_published: r.counter_vec(
                 "api_service_events_published_total",
                 "Events published on NATS, by event type",
                 &["type"],
             ),
-            event_publish_failures: CounterVec::new(
-                r,
+            event_publish_failures: r.counter_vec(
                 "api_service_event_publish_failures_total",
                 "Events that could not be published on NATS when they were made (not connected, \
                  publish failed or timed out, or dropped), by event type; each was then buffered \
                  or dropped",
                 &["type"],
             ),
-            event_buffer: gauge(
-                r,
+            event_buffer: r.gauge(
                 "api_service_event_buffer_events",
                 "Events buffered while NATS is unreachable, waiting to be published",
             ),
-            events_buffered: counter(
-                r,
+            events_buffered: r.counter(
                 "api_service_events_buffered_total",
                 "Events that went through the buffer instead of straight to NATS",
             ),
             events_dropped,
-            resync_notices_published: counter(
-                r,
+            resync_notices_published: r.counter(
                 "api_service_resync_notices_published_total",
                 "Resync notices published for events that may not have reached NATS",
             ),
-            rate_limited: counter(
-                r,
+            rate_limited: r.counter(
                 "api_service_rate_limited_total",
                 "Message sends refused with 429",
             ),
-            rate_limiter_errors: counter(
-                r,
+            rate_limiter_errors: r.counter(
                 "api_service_rate_limiter_errors_total",
                 "Rate-limit checks that failed open because Redis did not answer",
             ),
-            send_batch_size: histogram(
-                r,
+            send_batch_size: r.histogram(
                 "api_service_message_send_batch_size",
                 "Sends checked and written together by one ingest batch",
             ),
-            send_stage: HistogramVec::new(
-                r,
+            send_stage: r.histogram_vec(
                 "api_service_message_send_stage_seconds",
                 "Time one ingest batch spent in each stage: rate_limit, write (checks and insert), announce",
                 &["stage"],
             ),
-            handle: recorder.handle(),
-            process,
-            recorder,
+            registry,
         }
     }
 
     /// The Prometheus text exposition of every metric, process metrics read just now.
     pub fn render(&self) -> String {
-        ::metrics::with_local_recorder(&*self.recorder, || self.process.collect());
-        self.handle.render()
+        self.registry.render()
     }
 
     /// Folds waiting histogram samples into their buckets every `every` until `stop`.
     pub async fn run_upkeep(self, every: Duration, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => self.handle.run_upkeep(),
-            }
-        }
+        self.registry.run_upkeep(every, stop).await;
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-// ----- handles on one recorder --------------------------------------------------------------------
-
-/// Registration metadata; the Prometheus recorder ignores it.
-static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
-
-/// A counter series.
-#[derive(Clone)]
-pub struct Counter(::metrics::Counter);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.increment(1);
-    }
-
-    pub fn inc_by(&self, n: u64) {
-        self.0.increment(n);
-    }
-}
-
-/// A gauge series holding an integer.
-#[derive(Clone)]
-pub struct Gauge(::metrics::Gauge);
-
-impl Gauge {
-    pub fn set(&self, value: i64) {
-        self.0.set(value as f64);
-    }
-}
-
-/// A histogram series (buckets set on the recorder, by metric name).
-#[derive(Clone)]
-pub struct Histogram(::metrics::Histogram);
-
-impl Histogram {
-    pub fn observe(&self, value: f64) {
-        self.0.record(value);
-    }
-}
-
-fn counter(recorder: &PrometheusRecorder, name: &'static str, help: &'static str) -> Counter {
-    recorder.describe_counter(name.into(), None, help.into());
-    Counter(recorder.register_counter(&Key::from_static_name(name), &METADATA))
-}
-
-fn gauge(recorder: &PrometheusRecorder, name: &'static str, help: &'static str) -> Gauge {
-    recorder.describe_gauge(name.into(), None, help.into());
-    Gauge(recorder.register_gauge(&Key::from_static_name(name), &METADATA))
-}
-
-/// `name` = 1 labelled with this build's version (`CARGO_PKG_VERSION`) and, when `GIT_REVISION`
-/// was set at compile time, its revision.
-fn build_info(recorder: &PrometheusRecorder, name: &'static str) -> Gauge {
-    recorder.describe_gauge(
-        name.into(),
-        None,
-        "Always 1; the labels name the running build (version, and revision when known)".into(),
-    );
-    let mut labels = vec![Label::from_static_parts(
-        "version",
-        env!("CARGO_PKG_VERSION"),
-    )];
-    if let Some(revision) = GIT_REVISION.filter(|r| !r.is_empty()) {
-        labels.push(Label::from_static_parts("revision", revision));
-    }
-    Gauge(recorder.register_gauge(&Key::from_parts(name, labels), &METADATA))
-}
-
-fn histogram(recorder: &PrometheusRecorder, name: &'static str, help: &'static str) -> Histogram {
-    recorder.describe_histogram(name.into(), None, help.into());
-    Histogram(recorder.register_histogram(&Key::from_static_name(name), &METADATA))
-}
-
-/// One metric name with labels: a handle per combination of label values, registered on first
-/// use and then found again without allocating.
-#[derive(Clone)]
-pub struct Family<H> {
-    inner: Arc<FamilyInner<H>>,
-}
-
-/// The label values of one series and its handle.
-type Series<H> = (Box<[Box<str>]>, H);
-
-/// Counters by label values.
-pub type CounterVec = Family<Counter>;
-/// Histograms by label values.
-pub type HistogramVec = Family<Histogram>;
-
-struct FamilyInner<H> {
-    recorder: Arc<PrometheusRecorder>,
-    name: &'static str,
-    labels: &'static [&'static str],
-    register: fn(&PrometheusRecorder, &Key) -> H,
-    hasher: RandomState,
-    /// Handles by the hash of their label values; a collision shares a bucket.
-    handles: RwLock<HashMap<u64, Vec<Series<H>>>>,
-}
-
-impl CounterVec {
-    fn new(
-        recorder: &Arc<PrometheusRecorder>,
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> Self {
-        recorder.describe_counter(name.into(), None, help.into());
-        Family::with(recorder, name, labels, |r, key| {
-            Counter(r.register_counter(key, &METADATA))
-        })
-    }
-}
-
-impl HistogramVec {
-    fn new(
-        recorder: &Arc<PrometheusRecorder>,
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> Self {
-        recorder.describe_histogram(name.into(), None, help.into());
-        Family::with(recorder, name, labels, |r, key| {
-            Histogram(r.register_histogram(key, &METADATA))
-        })
-    }
-}
-
-impl<H: Clone> Family<H> {
-    fn with(
-        recorder: &Arc<PrometheusRecorder>,
-        name: &'static str,
-        labels: &'static [&'static str],
-        register: fn(&PrometheusRecorder, &Key) -> H,
-    ) -> Self {
-        Self {
-            inner: Arc::new(FamilyInner {
-                recorder: Arc::clone(recorder),
-                name,
-                labels,
-                register,
-                hasher: RandomState::new(),
-                handles: RwLock::new(HashMap::new()),
-            }),
-        }
-    }
-
-    /// The series with these label values, in the order of the family's label names.
-    pub fn with_label_values(&self, values: &[&str]) -> H {
-        let inner = &*self.inner;
-        assert_eq!(
-            values.len(),
-            inner.labels.len(),
-            "{}: label count",
-            inner.name
-        );
-        let hash = inner.hasher.hash_one(values);
-        let same = |(known, _): &&Series<H>| known.iter().map(|v| &**v).eq(values.iter().copied());
-        if let Some(handle) = inner
-            .handles
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&hash)
-            .and_then(|bucket| bucket.iter().find(same))
-        {
-            return handle.1.clone();
-        }
-        let mut handles = inner.handles.write().unwrap_or_else(|e| e.into_inner());
-        let bucket = handles.entry(hash).or_default();
-        if let Some(found) = bucket.iter().find(same) {
-            return found.1.clone();
-        }
-        let key = Key::from_parts(
-            inner.name,
-            inner
-                .labels
-                .iter()
-                .zip(values)
-                .map(|(&k, &v)| Label::new(k, v.to_owned()))
-                .collect::<Vec<_>>(),
-        );
-        let handle = (inner.register)(&inner.recorder, &key);
-        bucket.push((values.iter().map(|&v| v.into()).collect(), handle.clone()));
-        handle
     }
 }
 

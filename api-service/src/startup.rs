@@ -12,6 +12,7 @@ use poem::{
     http::StatusCode,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
+use retich_migrations as migrate;
 use shared_redis::RedisConn;
 use sqlx::{
     PgPool,
@@ -25,7 +26,7 @@ use crate::{
     events::{Backlog, Publisher},
     ingest::Ingest,
     metrics::{HttpMetrics, Metrics},
-    migrate, partitions,
+    partitions,
     rate_limit::RateLimiter,
     routes,
     storage::Storage,
@@ -347,27 +348,4 @@ pub fn build_routes(state: AppState) -> impl poem::Endpoint {
             ep.call(req).await.map(IntoResponse::into_response)
         })
         .with(HttpMetrics(metrics))
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutdown signal received");
 }

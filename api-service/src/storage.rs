@@ -116,8 +116,6 @@ impl Storage {
                 region,
                 endpoint,
             } => {
-                // The cloud clients speak HTTPS through the process's rustls provider (ring).
-                shared_auth::install_crypto_provider();
                 // Credentials (and anything not configured here) from the standard AWS variables.
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
                 if let Some(region) = region {
@@ -131,7 +129,6 @@ impl Storage {
                 Arc::new(builder.build().context("invalid S3 storage settings")?)
             }
             StorageBackend::Azure { account, container } => {
-                shared_auth::install_crypto_provider();
                 let builder = MicrosoftAzureBuilder::from_env()
                     .with_account(account)
                     .with_container_name(container);

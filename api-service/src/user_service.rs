@@ -18,7 +18,6 @@ pub struct UserService {
 
 impl UserService {
     pub fn new(base: Option<String>) -> Self {
-        shared_auth::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()

@@ -56,12 +56,7 @@ impl ConfigError {
     }
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+pub use shared_ops::LogFormat;
 
 /// How the user of a handshake is identified (websocket.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,8 +154,8 @@ impl Settings {
             }
         };
         let log_level = env.string("LOG_LEVEL", "info");
-        tracing_subscriber::EnvFilter::try_new(&log_level)
-            .map_err(|e| ConfigError::new("LOG_LEVEL", e.to_string()))?;
+        shared_ops::telemetry::check_level(&log_level)
+            .map_err(|e| ConfigError::new("LOG_LEVEL", e))?;
 
         let subject_prefix = env.string("NATS_SUBJECT_PREFIX", "retich");
         shared_proto::subjects::validate_prefix(&subject_prefix)

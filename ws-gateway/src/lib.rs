@@ -16,7 +16,8 @@
 //! - [`presence`] / [`typing`]: the fleet-wide state in Redis and the events it emits (their keys
 //!   and scripts live in `shared_redis::layout` and its modules — api-service reads the typing one);
 //! - [`memory`]: gives the heap's freed memory back to the system after a burst;
-//! - [`config`], [`metrics`], [`telemetry`]: settings, Prometheus, logs (Redis: the `shared-redis` crate).
+//! - [`config`], [`metrics`]: settings, Prometheus (logs, the metrics registry and the shutdown
+//!   signal: the `shared-ops` crate; Redis: the `shared-redis` crate).
 
 pub mod config;
 pub mod connection;
@@ -31,7 +32,6 @@ pub mod presence;
 pub mod protocol;
 pub mod resync;
 pub mod server;
-pub mod telemetry;
 pub mod typing;
 
-pub use server::{Application, shutdown_signal};
+pub use server::Application;

@@ -3,8 +3,9 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use shared_ops::{shutdown_signal, telemetry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use ws_gateway::{Application, config::Settings, shutdown_signal, telemetry};
+use ws_gateway::{Application, config::Settings};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The process's one rustls provider (ring), before any client (sqlx, reqwest, NATS) is built.
+    shared_auth::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

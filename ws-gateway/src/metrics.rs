@@ -5,49 +5,18 @@
 //! `metrics-process` on each scrape. Labels have a small fixed set of values (never a user or
 //! conversation id).
 //!
-//! Each [`crate::Application`] owns its own [`PrometheusRecorder`], never the `metrics` crate's
-//! global recorder, so several gateways can run inside one test process. Handles are registered
-//! on that recorder directly and kept here; label families register one handle per label-value
-//! combination on first use and cache it.
-//!
-//! Histogram samples wait in the recorder until a scrape or [`Metrics::run_upkeep`] folds them
-//! into their buckets; the gateway runs the latter in the background so that memory stays bounded
-//! when nothing scrapes.
+//! Each [`crate::Application`] owns its own registry ([`shared_ops::metrics::Registry`], never
+//! the `metrics` crate's global recorder), so several gateways can run inside one test process;
+//! the handles registered on it are kept here. The gateway runs [`Metrics::run_upkeep`] in the
+//! background so that histogram samples are folded into buckets even when nothing scrapes.
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasher, RandomState},
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use ::metrics::{Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+use shared_ops::metrics::{Build, Registry};
+pub use shared_ops::metrics::{
+    Counter, CounterVec, Gauge, GaugeVec, Histogram, PROCESS_METRICS, TEXT_FORMAT, UPKEEP_EVERY,
 };
 use tokio_util::sync::CancellationToken;
-
-/// How often [`Metrics::run_upkeep`] folds histogram samples into buckets.
-pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// `Content-Type` of the text exposition.
-pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The `process_*` series `metrics-process` writes on Linux at every scrape. CPU seconds are a
-/// counter of whole seconds (the `metrics` counter type is an integer).
-pub const PROCESS_METRICS: [&str; 8] = [
-    "process_cpu_seconds_total",
-    "process_open_fds",
-    "process_max_fds",
-    "process_virtual_memory_bytes",
-    "process_virtual_memory_max_bytes",
-    "process_resident_memory_bytes",
-    "process_start_time_seconds",
-    "process_threads",
-];
-
-/// The git revision given to the build (`GIT_REVISION` set when compiling), if any.
-const GIT_REVISION: Option<&str> = option_env!("GIT_REVISION");
 
 /// Buckets of `ws_gateway_event_lag_seconds`: 250 µs to 2.5 s.
 pub const LAG_BUCKETS: [f64; 13] = [
@@ -56,9 +25,7 @@ pub const LAG_BUCKETS: [f64; 13] = [
 
 /// Every metric of the gateway. Cheap to share behind an `Arc`.
 pub struct Metrics {
-    recorder: Arc<PrometheusRecorder>,
-    handle: PrometheusHandle,
-    process: metrics_process::Collector,
+    registry: Registry,
     /// Open WebSockets (after the 101).
     pub sockets_open: Gauge,
     /// Upgrade requests on `/ws` by outcome: `upgraded`, `draining`, `origin`, `unauthorized`,
@@ -115,130 +82,105 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let recorder = Arc::new(
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("ws_gateway_event_lag_seconds".into()),
-                    &LAG_BUCKETS,
-                )
-                .expect("the bucket list is not empty")
-                .build_recorder(),
+        let registry = Registry::new(
+            "ws_gateway",
+            Build {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: option_env!("GIT_REVISION"),
+            },
+            &[("ws_gateway_event_lag_seconds", &LAG_BUCKETS)],
         );
-        let r = &recorder;
-        build_info(r, "ws_gateway_build_info").set(1);
-        let process = metrics_process::Collector::default();
-        ::metrics::with_local_recorder(&**r, || process.describe());
+        let r = &registry;
         let metrics = Self {
-            sockets_open: gauge(r, "ws_gateway_sockets_open", "Open WebSockets"),
-            handshakes: CounterVec::new(
-                r,
+            sockets_open: r.gauge("ws_gateway_sockets_open", "Open WebSockets"),
+            handshakes: r.counter_vec(
                 "ws_gateway_handshakes_total",
                 "WebSocket upgrade requests by outcome",
                 &["outcome"],
             ),
-            auth_failures: CounterVec::new(
-                r,
+            auth_failures: r.counter_vec(
                 "ws_gateway_auth_failures_total",
                 "Handshake identity failures by reason",
                 &["reason"],
             ),
-            events_in: CounterVec::new(
-                r,
+            events_in: r.counter_vec(
                 "ws_gateway_events_in_total",
                 "Events received from NATS by subject kind",
                 &["kind"],
             ),
-            events_invalid: counter(
-                r,
+            events_invalid: r.counter(
                 "ws_gateway_events_invalid_total",
                 "Events from NATS that could not be decoded or rendered",
             ),
-            event_lag: histogram(
-                r,
+            event_lag: r.histogram(
                 "ws_gateway_event_lag_seconds",
                 "From an event's occurred_at to its receipt from NATS",
             ),
-            socket_writes: counter(
-                r,
+            socket_writes: r.counter(
                 "ws_gateway_socket_writes_total",
                 "Writes of events to sockets (each carries one text frame per queued event)",
             ),
-            events_out: counter(
-                r,
+            events_out: r.counter(
                 "ws_gateway_events_out_total",
                 "Events written to sockets, one text frame each",
             ),
-            nats_reconnects: counter(
-                r,
+            nats_reconnects: r.counter(
                 "ws_gateway_nats_reconnects_total",
                 "Times the NATS connection came back after dropping",
             ),
-            resyncs: CounterVec::new(
-                r,
+            resyncs: r.counter_vec(
                 "ws_gateway_resyncs_total",
                 "resync frames queued for sockets, by reason",
                 &["reason"],
             ),
-            request_head_failures: CounterVec::new(
-                r,
+            request_head_failures: r.counter_vec(
                 "ws_gateway_request_head_failures_total",
                 "Connections that ended before a complete request head, by reason",
                 &["reason"],
             ),
-            bytes_out: counter(
-                r,
+            bytes_out: r.counter(
                 "ws_gateway_bytes_out_total",
                 "Bytes of WebSocket data frames written, frame headers included",
             ),
-            queue_overflows: counter(
-                r,
+            queue_overflows: r.counter(
                 "ws_gateway_send_queue_overflows_total",
                 "Sockets closed with 1013 because their send queue was full",
             ),
-            memory_trims: counter(
-                r,
+            memory_trims: r.counter(
                 "ws_gateway_memory_trims_total",
                 "Times freed heap memory held by the allocator was returned to the system",
             ),
-            closes: CounterVec::new(
-                r,
+            closes: r.counter_vec(
                 "ws_gateway_closes_total",
                 "Sockets closed, by close code",
                 &["code"],
             ),
-            nats_subscriptions: GaugeVec::new(
-                r,
+            nats_subscriptions: r.gauge_vec(
                 "ws_gateway_nats_subscriptions",
                 "Live NATS subscriptions",
                 &["kind"],
             ),
-            presence_ops: CounterVec::new(
-                r,
+            presence_ops: r.counter_vec(
                 "ws_gateway_presence_operations_total",
                 "Presence operations",
                 &["op"],
             ),
-            typing_ops: CounterVec::new(
-                r,
+            typing_ops: r.counter_vec(
                 "ws_gateway_typing_operations_total",
                 "Typing operations",
                 &["op"],
             ),
-            client_frames_ignored: CounterVec::new(
-                r,
+            client_frames_ignored: r.counter_vec(
                 "ws_gateway_client_frames_ignored_total",
                 "Client frames ignored, by reason",
                 &["reason"],
             ),
-            http_requests: CounterVec::new(
-                r,
+            http_requests: r.counter_vec(
                 "ws_gateway_http_requests_total",
                 "HTTP requests by path and status",
                 &["path", "status"],
             ),
-            handle: recorder.handle(),
-            process,
-            recorder,
+            registry,
         };
         // Present from the start so dashboards and tests see zeros rather than nothing.
         for kind in ["conversation", "user", "presence"] {
@@ -249,219 +191,24 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, process metrics read just now.
     pub fn render(&self) -> Vec<u8> {
-        ::metrics::with_local_recorder(&*self.recorder, || self.process.collect());
-        self.handle.render().into_bytes()
+        self.registry.render().into_bytes()
     }
 
     /// The value of one series of the exposition, named as it is written there
     /// (`ws_gateway_closes_total{code="1000"}`), if present.
     pub fn value(&self, series: &str) -> Option<f64> {
-        let text = String::from_utf8(self.render()).ok()?;
-        text.lines().find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
+        self.registry.value(series)
     }
 
     /// Folds waiting histogram samples into their buckets every `every` until `stop`.
     pub async fn run_upkeep(self: Arc<Self>, every: Duration, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => self.handle.run_upkeep(),
-            }
-        }
+        self.registry.clone().run_upkeep(every, stop).await;
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-// ----- handles on one recorder --------------------------------------------------------------------
-
-/// Registration metadata; the Prometheus recorder ignores it.
-static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
-
-/// A counter series.
-#[derive(Clone)]
-pub struct Counter(::metrics::Counter);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.increment(1);
-    }
-
-    pub fn inc_by(&self, n: u64) {
-        self.0.increment(n);
-    }
-}
-
-/// A gauge series holding an integer.
-#[derive(Clone)]
-pub struct Gauge(::metrics::Gauge);
-
-impl Gauge {
-    pub fn set(&self, value: i64) {
-        self.0.set(value as f64);
-    }
-
-    pub fn inc(&self) {
-        self.0.increment(1.0);
-    }
-
-    pub fn dec(&self) {
-        self.0.decrement(1.0);
-    }
-}
-
-/// A histogram series (buckets set on the recorder, by metric name).
-#[derive(Clone)]
-pub struct Histogram(::metrics::Histogram);
-
-impl Histogram {
-    pub fn observe(&self, value: f64) {
-        self.0.record(value);
-    }
-}
-
-fn counter(recorder: &PrometheusRecorder, name: &'static str, help: &'static str) -> Counter {
-    recorder.describe_counter(name.into(), None, help.into());
-    Counter(recorder.register_counter(&Key::from_static_name(name), &METADATA))
-}
-
-fn gauge(recorder: &PrometheusRecorder, name: &'static str, help: &'static str) -> Gauge {
-    recorder.describe_gauge(name.into(), None, help.into());
-    Gauge(recorder.register_gauge(&Key::from_static_name(name), &METADATA))
-}
-
-/// `name` = 1 labelled with this build's version (`CARGO_PKG_VERSION`) and, when `GIT_REVISION`
-/// was set at compile time, its revision.
-fn build_info(recorder: &PrometheusRecorder, name: &'static str) -> Gauge {
-    recorder.describe_gauge(
-        name.into(),
-        None,
-        "Always 1; the labels name the running build (version, and revision when known)".into(),
-    );
-    let mut labels = vec![Label::from_static_parts(
-        "version",
-        env!("CARGO_PKG_VERSION"),
-    )];
-    if let Some(revision) = GIT_REVISION.filter(|r| !r.is_empty()) {
-        labels.push(Label::from_static_parts("revision", revision));
-    }
-    Gauge(recorder.register_gauge(&Key::from_parts(name, labels), &METADATA))
-}
-
-fn histogram(recorder: &PrometheusRecorder, name: &'static str, help: &'static str) -> Histogram {
-    recorder.describe_histogram(name.into(), None, help.into());
-    Histogram(recorder.register_histogram(&Key::from_static_name(name), &METADATA))
-}
-
-/// One metric name with labels: a handle per combination of label values, registered on first
-/// use and then found again without allocating.
-pub struct Family<H> {
-    recorder: Arc<PrometheusRecorder>,
-    name: &'static str,
-    labels: &'static [&'static str],
-    register: fn(&PrometheusRecorder, &Key) -> H,
-    hasher: RandomState,
-    /// Handles by the hash of their label values; a collision shares a bucket.
-    handles: RwLock<HashMap<u64, Vec<Series<H>>>>,
-}
-
-/// The label values of one series and its handle.
-type Series<H> = (Box<[Box<str>]>, H);
-
-/// Counters by label values.
-pub type CounterVec = Family<Counter>;
-/// Gauges by label values.
-pub type GaugeVec = Family<Gauge>;
-
-impl CounterVec {
-    fn new(
-        recorder: &Arc<PrometheusRecorder>,
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> Self {
-        recorder.describe_counter(name.into(), None, help.into());
-        Family::with(recorder, name, labels, |r, key| {
-            Counter(r.register_counter(key, &METADATA))
-        })
-    }
-}
-
-impl GaugeVec {
-    fn new(
-        recorder: &Arc<PrometheusRecorder>,
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> Self {
-        recorder.describe_gauge(name.into(), None, help.into());
-        Family::with(recorder, name, labels, |r, key| {
-            Gauge(r.register_gauge(key, &METADATA))
-        })
-    }
-}
-
-impl<H: Clone> Family<H> {
-    fn with(
-        recorder: &Arc<PrometheusRecorder>,
-        name: &'static str,
-        labels: &'static [&'static str],
-        register: fn(&PrometheusRecorder, &Key) -> H,
-    ) -> Self {
-        Self {
-            recorder: Arc::clone(recorder),
-            name,
-            labels,
-            register,
-            hasher: RandomState::new(),
-            handles: RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// The series with these label values, in the order of the family's label names.
-    pub fn with_label_values(&self, values: &[&str]) -> H {
-        assert_eq!(
-            values.len(),
-            self.labels.len(),
-            "{}: label count",
-            self.name
-        );
-        let hash = self.hasher.hash_one(values);
-        let same = |(known, _): &&Series<H>| known.iter().map(|v| &**v).eq(values.iter().copied());
-        if let Some(handle) = self
-            .handles
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&hash)
-            .and_then(|bucket| bucket.iter().find(same))
-        {
-            return handle.1.clone();
-        }
-        let mut handles = self.handles.write().unwrap_or_else(|e| e.into_inner());
-        let bucket = handles.entry(hash).or_default();
-        if let Some(found) = bucket.iter().find(same) {
-            return found.1.clone();
-        }
-        let key = Key::from_parts(
-            self.name,
-            self.labels
-                .iter()
-                .zip(values)
-                .map(|(&k, &v)| Label::new(k, v.to_owned()))
-                .collect::<Vec<_>>(),
-        );
-        let handle = (self.register)(&self.recorder, &key);
-        bucket.push((values.iter().map(|&v| v.into()).collect(), handle.clone()));
-        handle
     }
 }
 

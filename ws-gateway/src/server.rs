@@ -102,7 +102,6 @@ pub struct Application {
 impl Application {
     /// Connects to PostgreSQL (required), NATS and Redis (both may come later), binds the port.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        shared_auth::install_crypto_provider();
         let open_files = raise_open_files_limit();
         let max_connections = settings.max_connections.unwrap_or_else(|| {
             open_files
@@ -431,27 +430,5 @@ fn raise_open_files_limit() -> u64 {
             tracing::warn!(error = %error, "cannot raise the open-files limit");
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
         }
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
 }

@@ -3,7 +3,8 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use api_service::{config::Settings, migrate, startup::Application};
+use api_service::{config::Settings, startup::Application};
+use retich_migrations as migrate;
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -1,7 +1,8 @@
 //! Schema migrations and partition maintenance against real PostgreSQL databases.
 
-use api_service::{migrate, partitions};
+use api_service::partitions;
 use chrono::NaiveDate;
+use retich_migrations as migrate;
 use sqlx::PgConnection;
 
 use crate::helpers::TestDb;

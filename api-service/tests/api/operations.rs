@@ -246,7 +246,7 @@ async fn the_binary_migrates_serves_and_stops_cleanly_on_sigterm() {
         .fetch_one(&mut db.connect().await)
         .await
         .unwrap();
-    assert_eq!(version as u64, api_service::migrate::latest_version());
+    assert_eq!(version as u64, retich_migrations::latest_version());
     let pid = child.id().unwrap();
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

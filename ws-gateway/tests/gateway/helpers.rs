@@ -76,17 +76,19 @@ impl TestEnv {
 
     /// A test's world whose gateways use Redis at `redis_url` (e.g. a test cluster's).
     pub async fn with_redis(redis_url: &str) -> Self {
+        // The test process's rustls provider, as the binaries install it in `main`.
+        shared_auth::install_crypto_provider();
         let id = Uuid::new_v4().simple().to_string();
         let db_name = format!("gw_test_{id}");
         let database_url = format!("postgres://root@127.0.0.1:5432/{db_name}");
         within("the test database", async {
-            api_service::migrate::create_database_if_missing(&database_url)
+            retich_migrations::create_database_if_missing(&database_url)
                 .await
                 .expect("create the test database");
             let mut conn = PgConnection::connect(&database_url)
                 .await
                 .expect("connect to the test database");
-            api_service::migrate::up(&mut conn, None)
+            retich_migrations::up(&mut conn, None)
                 .await
                 .expect("migrate the test database");
             conn.close().await.ok();
@@ -593,7 +595,7 @@ impl NatsCluster {
             .to_vec();
             nodes.push(Box::pin(OwnNats::start_with(ports[index].0, args)).await);
         }
-        // reqwest's TLS needs the process's crypto provider even for plain HTTP.
+        // Its monitor client (reqwest) may be built before any `TestEnv`.
         shared_auth::install_crypto_provider();
         let cluster = Self {
             nodes,

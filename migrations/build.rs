@@ -1,10 +1,11 @@
-//! Embeds the golang-migrate folder (`../migrations`) into the binary, so `api-service migrate`
-//! and `AUTO_MIGRATE=true` work from a container image that ships only the executable.
+//! Embeds this folder's golang-migrate files (`NNNNNN_name.up.sql` / `.down.sql`) into the crate,
+//! so `api-service migrate` and `AUTO_MIGRATE=true` work from a container image that ships only
+//! the executable.
 
 use std::{env, fs, path::PathBuf};
 
 fn main() {
-    let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("../migrations");
+    let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut entries: Vec<(u64, String, PathBuf, PathBuf)> = Vec::new();
     for entry in fs::read_dir(&dir).expect("migrations folder") {

@@ -1,6 +1,9 @@
-//! Schema migrations in golang-migrate format, applied by the service itself.
+//! ReTiCh Messaging's schema migrations in golang-migrate format, and the code that applies them:
+//! api-service runs them (`api-service migrate …`, `AUTO_MIGRATE=true`) and both services' tests
+//! build each test's fresh database with them.
 //!
-//! The folder `migrations/` (`NNNNNN_name.up.sql` / `.down.sql`) is embedded at build time. State
+//! The SQL files of this crate's folder (`NNNNNN_name.up.sql` / `.down.sql`) are embedded at build
+//! time ([`MIGRATIONS`]). State
 //! lives in `schema_migrations(version bigint not null primary key, dirty boolean not null)` with
 //! at most one row, read and written the way golang-migrate does: before a migration runs the row
 //! is set to the target version with `dirty = true`; after it succeeds `dirty` is cleared; a
