@@ -35,7 +35,7 @@ use crate::{
     fanout::{Outbox, SocketId},
     membership,
     protocol::{self, Ignored, close},
-    server::AppState,
+    state::AppState,
 };
 
 /// How long sending a close frame may take.

@@ -14,7 +14,7 @@ use tokio::{
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use uuid::Uuid;
 
-use crate::{config::AuthMode, connection::Upgraded, server::AppState};
+use crate::{config::AuthMode, connection::Upgraded, state::AppState};
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;

@@ -31,6 +31,7 @@ pub mod presence;
 pub mod protocol;
 pub mod resync;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod typing;
 

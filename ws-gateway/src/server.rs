@@ -20,15 +20,12 @@
 
 use std::{
     future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
 
 use anyhow::Context;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use tokio::{
     net::{TcpListener, TcpSocket, TcpStream},
     sync::Semaphore,
@@ -44,6 +41,7 @@ use crate::{
     metrics::Metrics,
     presence::PresenceStore,
     protocol::close,
+    state::AppState,
     typing::TypingStore,
 };
 
@@ -62,32 +60,6 @@ const FINAL_WAIT: Duration = Duration::from_secs(10);
 const LISTEN_BACKLOG: u32 = 65_535;
 /// Longest a Redis command (presence, typing) may take before the gateway goes on without it.
 const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// What every connection and background task shares.
-pub struct AppState {
-    pub settings: Settings,
-    pub metrics: Arc<Metrics>,
-    pub fanout: Arc<Fanout>,
-    pub presence: Arc<PresenceStore>,
-    pub typing: Arc<TypingStore>,
-    pub db: PgPool,
-    /// Loads users' conversations at connect, batching concurrent connects.
-    pub loader: membership::Loader,
-    pub verifier: shared_auth::Verifier,
-    pub nats: async_nats::Client,
-    pub redis: Arc<RedisConn>,
-    /// Set once the drain starts: `/ready` and new upgrades answer 503.
-    draining: AtomicBool,
-    /// Cancelled at the end of the drain window; a socket whose setup ends after that closes
-    /// with 1012 (open sockets are asked through their outboxes).
-    pub shutdown: CancellationToken,
-}
-
-impl AppState {
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-}
 
 /// A built gateway, bound but not yet accepting.
 pub struct Application {
@@ -320,7 +292,7 @@ impl Application {
 
 /// Steps 1–3 of the drain (module docs).
 async fn drain(state: &AppState) {
-    state.draining.store(true, Ordering::Release);
+    state.start_draining();
     let outboxes = state.fanout.outboxes();
     let window = state.settings.drain_window;
     tracing::info!(
