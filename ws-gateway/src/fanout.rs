@@ -960,7 +960,7 @@ impl Fanout {
             }
         };
         if event.occurred_at_us > 0 {
-            let lag_us = now_us().saturating_sub(event.occurred_at_us).max(0);
+            let lag_us = crate::publish::now_us().saturating_sub(event.occurred_at_us).max(0);
             self.metrics.event_lag.observe(lag_us as f64 / 1e6);
         }
         let frame = match shared_proto::json::client_frame(&event)
@@ -1368,20 +1368,6 @@ fn remove_from_index(index: &mut HashMap<Uuid, Vec<Uuid>>, member: Uuid, convers
             index.remove(&member);
         }
     }
-}
-
-/// Publishes `event` on `subject` (logged and dropped on failure: NATS is best-effort and
-/// clients recover through `seq`, websocket.md §10).
-pub async fn publish(nats: &async_nats::Client, subject: String, event: &Event) {
-    let payload = Bytes::from(event.encode_to_vec());
-    if let Err(error) = nats.publish(subject, payload).await {
-        tracing::warn!(error = %error, "NATS publish failed");
-    }
-}
-
-/// Now, in unix microseconds.
-pub fn now_us() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }
 
 /// Subscribes to `subject` and records the result in `ready` (`None` when NATS refused).

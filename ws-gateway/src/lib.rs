@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod error_chain;
 pub mod fanout;
 pub mod http;
 pub mod intake;
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod peers;
 pub mod presence;
 pub mod protocol;
+pub mod publish;
 pub mod resync;
 pub mod server;
 pub mod state;

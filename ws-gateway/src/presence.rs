@@ -228,7 +228,7 @@ impl PresenceStore {
             kind: kind as i32,
             conversation_id: String::new(),
             actor_id: user.to_string(),
-            occurred_at_us: crate::fanout::now_us(),
+            occurred_at_us: crate::publish::now_us(),
             target_user_id: None,
             target_user_ids: vec![],
             body: Some(Body::Presence(Presence {
@@ -236,7 +236,7 @@ impl PresenceStore {
             })),
         };
         let subject = shared_proto::subjects::presence(&self.subject_prefix, &user);
-        crate::fanout::publish(&self.nats, subject, &event).await;
+        crate::publish::publish(&self.nats, subject, &event).await;
     }
 
     /// One heartbeat, then the reaping of any dead gateway. Returns when both are done.

@@ -144,7 +144,7 @@ impl TypingStore {
             conversation_id: conversation.to_string(),
             // Empty for the automatic stop: the system emits it (event.proto).
             actor_id: actor.map(|a| a.to_string()).unwrap_or_default(),
-            occurred_at_us: crate::fanout::now_us(),
+            occurred_at_us: crate::publish::now_us(),
             target_user_id: None,
             target_user_ids: vec![],
             body: Some(Body::Typing(Typing {
@@ -153,7 +153,7 @@ impl TypingStore {
             })),
         };
         let subject = shared_proto::subjects::conversation(&self.subject_prefix, &conversation);
-        crate::fanout::publish(&self.nats, subject, &event).await;
+        crate::publish::publish(&self.nats, subject, &event).await;
     }
 
     /// Claims the due deadlines once and emits their `typing.stop`. Returns how many.
