@@ -32,6 +32,7 @@ use tokio_tungstenite::{
 use uuid::Uuid;
 
 use crate::{
+    error_chain::Chain,
     fanout::{Outbox, SocketId},
     membership,
     protocol::{self, Ignored, close},
@@ -125,7 +126,7 @@ impl Handler {
         let loaded = match tokio::time::timeout(LOAD_TIMEOUT, state.loader.load(self.user)).await {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(error)) => {
-                tracing::error!(error = %error, user.id = %self.user, "loading conversations failed");
+                tracing::error!(error = %Chain(&*error), user.id = %self.user, "loading conversations failed");
                 return Err(self.close(close::INTERNAL, "Internal error").await);
             }
             Err(_) => {

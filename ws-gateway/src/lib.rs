@@ -31,7 +31,6 @@ pub mod peers;
 pub mod presence;
 pub mod protocol;
 pub mod publish;
-pub mod resync;
 pub mod server;
 pub mod state;
 pub mod telemetry;

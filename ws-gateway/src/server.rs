@@ -36,6 +36,7 @@ use shared_redis::RedisConn;
 
 use crate::{
     config::{AuthMode, Settings},
+    error_chain::Chain,
     fanout::Fanout,
     membership,
     metrics::Metrics,
@@ -228,7 +229,7 @@ impl Application {
         let metrics_task = tokio::spawn(
             Arc::clone(&state.metrics).run_upkeep(crate::metrics::UPKEEP_EVERY, background.clone()),
         );
-        let connection_task = tokio::spawn(crate::resync::watch_connection(
+        let connection_task = tokio::spawn(crate::fanout::resync::watch_connection(
             Arc::clone(&state.fanout),
             self.nats_events,
             background.clone(),
@@ -354,7 +355,7 @@ impl Listener {
             match self.listener.accept().await {
                 Ok((stream, _)) => return stream,
                 Err(error) => {
-                    tracing::warn!(error = %error, "accept failed; backing off");
+                    tracing::warn!(error = %Chain(&error), "accept failed; backing off");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -400,7 +401,7 @@ fn raise_open_files_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(error) => {
-            tracing::warn!(error = %error, "cannot raise the open-files limit");
+            tracing::warn!(error = %Chain(&error), "cannot raise the open-files limit");
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
         }
     }
