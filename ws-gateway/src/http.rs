@@ -1,7 +1,8 @@
-//! The HTTP front, on the raw `TcpStream` (no HTTP server library): one request head parsed
-//! with `httparse`, then `/health`, `/ready`, `/metrics`, the `/ws` handshake checks of
-//! websocket.md §2 in their documented order, or 404. Every plain response closes the
-//! connection; a successful handshake hands the stream to [`crate::connection`].
+//! The HTTP front, on the raw `TcpStream` (no HTTP server library): one request head parsed with
+//! `httparse`, then `/health`, `/ready`, `/metrics`, the `/ws` handshake checks of
+//! `docs/websocket.md` ("Connecting", "Handshake failures") in their documented order, or 404.
+//! Every plain response closes the connection; a successful handshake hands the stream to
+//! [`crate::connection`].
 //!
 //! Nothing here logs a header value or the query string (tokens, cookies).
 
@@ -280,7 +281,8 @@ const BAD_UPGRADE: Rejection = Rejection {
     headers: &[("Sec-WebSocket-Version", "13")],
 };
 
-/// The checks of websocket.md §2, in order; the user on success.
+/// The checks of `docs/websocket.md` ("Connecting", "Handshake failures"), in order; the user on
+/// success.
 async fn handshake(head: &RequestHead, state: &AppState) -> Result<Uuid, Rejection> {
     let metrics = &state.metrics;
     let outcome = |label: &str| metrics.handshakes.with_label_values(&[label]).inc();

@@ -1,8 +1,8 @@
-//! Presence for users who become presence peers while connected (websocket.md §9): a DM or a
-//! small group is created, participants are added, someone joins a channel, or a conversation
-//! shrinks to `PRESENCE_MAX_MEMBERS`. Each side's sockets get `presence.online` for the other if
-//! the other is online, right after the `conversation.joined` that made them peers; nothing for
-//! a pair that already shared a small conversation.
+//! Presence for users who become presence peers while connected (`docs/websocket.md`, "Presence"):
+//! a DM or a small group is created, participants are added, someone joins a channel, or a
+//! conversation shrinks to `PRESENCE_MAX_MEMBERS`. Each side's sockets get `presence.online` for
+//! the other if the other is online, right after the `conversation.joined` that made them peers;
+//! nothing for a pair that already shared a small conversation.
 //!
 //! Every gateway handles its own local users only, from events it receives anyway, so the pair
 //! is covered fleet-wide without a message of its own:

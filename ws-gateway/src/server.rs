@@ -3,7 +3,8 @@
 //! [`Application::build`] connects everything (PostgreSQL must answer; NATS and Redis may come
 //! later: NATS connects in the background and `/ready` says 503 until it does), binds the port
 //! (0 in tests, then [`Application::port`] tells the real one) and raises the open-files limit.
-//! [`Application::run_until`] accepts until its future resolves, then drains (websocket.md §7):
+//! [`Application::run_until`] accepts until its future resolves, then drains (`docs/websocket.md`,
+//! "Keep-alive, limits and close codes": 1012; `docs/deployment.md`, "Scaling the gateways"):
 //!
 //! 1. `draining` is set: `/ready` and new upgrades answer 503 (the accept loop keeps running so
 //!    they can be answered);
@@ -55,9 +56,9 @@ const FINAL_WAIT: Duration = Duration::from_secs(10);
 /// current kernels).
 ///
 /// `TcpListener::bind` asks for 128. In a reconnect storm thousands of SYNs arrive within
-/// milliseconds, far more than the accept loop takes in that time: with 128, most of them
-/// overflowed the accept queue and were dropped, and the clients' SYN retransmissions (after 1,
-/// 3, 7 s) — not the gateway's work — set how long the storm took.
+/// milliseconds, far more than the accept loop takes in that time: with 128, most of them would
+/// overflow the accept queue and be dropped, and the clients' SYN retransmissions (after 1, 3,
+/// 7 s) — not the gateway's work — would set how long the storm takes.
 const LISTEN_BACKLOG: u32 = 65_535;
 /// Longest a Redis command (presence, typing) may take before the gateway goes on without it.
 const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -96,7 +97,7 @@ impl Application {
         // The NATS client lives on the intake thread (crate::intake): its connection task is
         // spawned where it connects.
         let intake = crate::intake::Intake::start().context("cannot start the intake thread")?;
-        // Connection events for `resync` after an interruption (crate::resync).
+        // Connection events for `resync` after an interruption (crate::fanout::resync).
         let (nats_events, nats_event_receiver) = tokio::sync::mpsc::unbounded_channel();
         // Every server of NATS_URL, plus those the cluster announces (discovery is on): when the
         // connected node dies the client moves to another at its first reconnection attempts.
@@ -395,8 +396,8 @@ async fn listen(address: &str) -> anyhow::Result<TcpListener> {
     Ok(socket.listen(LISTEN_BACKLOG)?)
 }
 
-/// Raises the open-files soft limit to the hard limit (issue 4 point 7); returns the limit in
-/// force.
+/// Raises the open-files soft limit to the hard limit, so the gateway can hold as many sockets as
+/// the container allows (`docs/capacity.md`); returns the limit in force.
 fn raise_open_files_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,

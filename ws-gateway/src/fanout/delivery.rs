@@ -312,8 +312,8 @@ impl Fanout {
         }
     }
 
-    /// Queues `frame` for one socket; a full queue asks it to close with 1013 (websocket.md §7:
-    /// events are never silently dropped for an open socket).
+    /// Queues `frame` for one socket; a full queue asks it to close with 1013 (`docs/websocket.md`,
+    /// "Keep-alive, limits and close codes": events are never silently dropped for an open socket).
     pub(super) fn push_or_close(&self, outbox: &Outbox, frame: &Utf8Bytes) {
         if outbox.push(frame.clone()).is_err() && outbox.request_close(close::TRY_AGAIN) {
             self.metrics.queue_overflows.inc();

@@ -26,7 +26,8 @@
 //!   membership changes it carries;
 //! - `live_membership`: joining and leaving conversations, and the subscriptions that follow;
 //! - `presence_index`: the audience of `presence.*`, and the new presence peers ([`PeerWork`]);
-//! - `resync`: rounds of `resync` frames ([`resync::watch_connection`], [`Spreader`]).
+//! - [`resync`]: rounds of `resync` frames, and the watcher of the NATS connection that starts
+//!   one after an interruption ([`resync::watch_connection`]).
 //!
 //! Higher layers receive work through channels the server wires rather than being called: the
 //! peers task takes [`Fanout::take_peer_work`]; the resync watcher is handed the NATS client's
@@ -55,9 +56,9 @@ use uuid::Uuid;
 
 pub use outbox::{Outbox, QueueFull};
 pub use presence_index::{NewPeers, PeerWork};
-pub use resync::{Audience, Spreader};
 pub use subscriptions::Readiness;
 
+use self::resync::Spreader;
 use crate::{
     metrics::Metrics,
     protocol::{Ignored, TokenBucket},
@@ -84,11 +85,12 @@ struct LocalUser {
     sockets: Vec<SocketHandle>,
     /// Conversations the user is currently an active participant of (live membership).
     conversations: HashSet<Uuid>,
-    /// Typing rate limit per conversation (websocket.md §6 rule 7); full buckets are forgotten.
+    /// Typing rate limit per conversation (`docs/websocket.md`, "Sending typing frames", rule
+    /// 7); full buckets are forgotten.
     typing: HashMap<Uuid, TokenBucket>,
-    /// Conversations the user left while one of their sockets was loading its list (websocket.md
-    /// §8): that list may still name them, and must not re-subscribe the user. Cleared once no
-    /// socket of the user is loading.
+    /// Conversations the user left while one of their sockets was loading its list
+    /// (`docs/websocket.md`, "Live membership"): that list may still name them, and must not
+    /// re-subscribe the user. Cleared once no socket of the user is loading.
     left_while_loading: HashSet<Uuid>,
 }
 
@@ -123,7 +125,7 @@ struct State {
     /// The task reading `<prefix>.user.>` and handing events to the personal workers; aborting
     /// it drops the workers' senders, which ends them.
     personal_subscription: Option<AbortHandle>,
-    /// The task reading `<prefix>.resync` (the api-service's notices, [`crate::resync`]).
+    /// The task reading `<prefix>.resync` (the api-service's notices, [`resync`]).
     resync_subscription: Option<AbortHandle>,
 }
 
@@ -155,11 +157,12 @@ pub struct Fanout {
     typing_rate_per_sec: f64,
     typing_burst: u32,
     next_socket: AtomicU64,
-    /// Spreads `resync` rounds over the window ([`crate::resync`]).
+    /// Spreads `resync` rounds over the window ([`resync`]).
     resync: Spreader,
     /// Pairs of users who became presence peers, and conversations that may have become small
     /// enough to propagate presence, for the peers task ([`crate::peers::run`]), which holds the
-    /// receiver (taken once with [`Fanout::take_peer_work`]); without it they are dropped.
+    /// receiver (taken once with [`Fanout::take_peer_work`]); once that task has ended they are
+    /// dropped.
     peer_work: mpsc::UnboundedSender<PeerWork>,
     peer_work_receiver: Mutex<Option<mpsc::UnboundedReceiver<PeerWork>>>,
 }
@@ -293,7 +296,8 @@ impl Fanout {
         }
     }
 
-    /// Rule 5 of websocket.md §6: `user` is a live member of `conversation` here.
+    /// Rule 6 of `docs/websocket.md`, "Sending typing frames": `user` is a live member of
+    /// `conversation` here.
     pub fn typing_member(&self, user: Uuid, conversation: Uuid) -> Result<(), Ignored> {
         let state = self.lock();
         match state.users.get(&user) {

@@ -52,9 +52,9 @@ impl Fanout {
     }
 }
 
-/// Of `users` (local members of `conversation`), those for whom some of the conversation's
-/// presence members are new peers (websocket.md §9, "peers made while connected"): members not
-/// sharing another small conversation with them; only members in `among` when given. Nothing
+/// Of `users` (local members of `conversation`), those for whom some of the conversation's presence
+/// members are new peers (`docs/websocket.md`, "Presence": peers gained while connected): members
+/// not sharing another small conversation with them; only members in `among` when given. Nothing
 /// when the conversation does not propagate presence.
 pub(super) fn new_peers_locked(
     state: &State,

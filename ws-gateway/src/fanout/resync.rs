@@ -112,7 +112,7 @@ impl Spreader {
 impl Fanout {
     /// After the NATS connection came back: once a round trip has confirmed that the server has
     /// the client's subscriptions again, every socket open now gets `resync`, spread over the
-    /// window ([`crate::resync`]).
+    /// window.
     pub async fn resync_after_reconnect(self: &Arc<Self>) {
         if !matches!(
             tokio::time::timeout(SETTLE_TIMEOUT, self.round_trip()).await,

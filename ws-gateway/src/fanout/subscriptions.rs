@@ -53,8 +53,8 @@ const PERSONAL_BACKLOG: usize = 1024;
 
 /// Where a subscription stands: readiness is shared by everyone who needs the subject, so a
 /// socket or join that finds a subscription another one created still waits until the NATS
-/// server has it (websocket.md §3: subscribed before the snapshot; §8: before
-/// `conversation.joined` is delivered).
+/// server has it (`docs/websocket.md`: subscribed before the snapshot, "After the upgrade";
+/// before `conversation.joined` is delivered, "Live membership").
 #[derive(Clone)]
 pub struct Readiness(Arc<watch::Sender<u8>>);
 
@@ -195,10 +195,9 @@ impl Fanout {
     /// everything this client sent before.
     ///
     /// `async_nats::Client::flush` is not one: it only writes the client's buffer to the socket.
-    /// Confirming with it let a publish from another connection, processed by the server before
-    /// it read the `SUB`, miss the new subscription (a test publishing right after `settle` lost
-    /// its event about one run in six). A request to a fresh inbox, where nobody listens, comes
-    /// back from the server at once as "no responders".
+    /// Confirming with it lets a publish from another connection, processed by the server before
+    /// it reads the `SUB`, miss the new subscription. A request to a fresh inbox, where nobody
+    /// listens, comes back from the server at once as "no responders".
     pub(super) async fn round_trip(&self) -> bool {
         match self.nats.request(self.nats.new_inbox(), Bytes::new()).await {
             Ok(_) => true,
@@ -239,10 +238,12 @@ impl Fanout {
     ///
     /// The subscription reads on the intake thread ([`crate::intake`]); the workers run on the
     /// caller's runtime (the main one). A `conversation.joined` carries its whole participant
-    /// list, so creating a group of 1,000 puts 1,000 events of ~130 KB each on this subject.
-    /// Decoded and rendered on the intake thread, they held up the NATS connection's own task
-    /// there, and the round trips that confirm new subscriptions timed out (sixteen in one
-    /// 10 × 1,000 setup), after which a group's first messages may be missed.
+    /// list: creating a group of 1,000 puts one event of ~130 KB plus its 1,000 target ids on
+    /// `<prefix>.user.many.<conversation_id>` (split over as few messages as the server's
+    /// `max_payload` allows), and a setup creating many such groups puts as many on this subject
+    /// at once. Decoded and rendered on the intake thread, they would hold up the NATS
+    /// connection's own task there, and the round trips that confirm new subscriptions would time
+    /// out, after which a group's first messages may be missed.
     fn spawn_personal(self: &Arc<Self>) -> (AbortHandle, Readiness) {
         let ready = Readiness::new();
         let task_ready = ready.clone();
