@@ -29,9 +29,13 @@
 //! - [`resync`]: rounds of `resync` frames, and the watcher of the NATS connection that starts
 //!   one after an interruption ([`resync::watch_connection`]).
 //!
-//! Higher layers receive work through channels the server wires rather than being called: the
-//! peers task takes [`Fanout::take_peer_work`]; the resync watcher is handed the NATS client's
-//! connection events.
+//! The fan-out imports no module above it: the peers task ([`crate::peers`]) takes its work from
+//! the channel of [`Fanout::take_peer_work`], which the server wires. Inside, the modules import
+//! each other one way only (`delivery` → `presence_index`, `subscriptions`, `decode`, `outbox`;
+//! `live_membership` → `presence_index`, `subscriptions`; `resync` → `outbox`, `subscriptions`;
+//! `subscriptions` → `decode`). At run time the calls go round — a subscription's task hands its
+//! messages to `delivery`, whose `conversation.joined` joins through `live_membership`, which may
+//! create a subscription — through the methods of [`Fanout`], one per concern.
 
 mod decode;
 mod delivery;
