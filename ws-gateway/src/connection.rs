@@ -1,10 +1,11 @@
-//! One WebSocket, from the 101 to the close (websocket.md §3, §6, §7).
+//! One WebSocket, from the 101 to the close (`docs/websocket.md`: "After the upgrade", "Sending
+//! typing frames", "Keep-alive, limits and close codes").
 //!
-//! Setup, in the order of §3: register the socket (its send queue starts filling at once, but
-//! nothing is written yet), load the user's conversations and subscribe, register presence
-//! (publishing `presence.online` on the fleet-wide 0→1), then write `presence.snapshot` — the
-//! first frame — and only then start draining the queue, so events that arrived meanwhile follow
-//! the snapshot instead of being dropped.
+//! Setup, in the order of "After the upgrade": register the socket (its send queue starts filling
+//! at once, but nothing is written yet), load the user's conversations and subscribe, register
+//! presence (publishing `presence.online` on the fleet-wide 0→1), then write `presence.snapshot` —
+//! the first frame — and only then start draining the queue, so events that arrived meanwhile
+//! follow the snapshot instead of being dropped.
 //!
 //! Then one `select!` over: the end-of-drain hard stop, the socket (typing frames, pings, close),
 //! the [`Outbox`] (queued events — whatever is queued goes out with one write, one text frame per
@@ -32,10 +33,11 @@ use tokio_tungstenite::{
 use uuid::Uuid;
 
 use crate::{
+    error_chain::Chain,
     fanout::{Outbox, SocketId},
     membership,
     protocol::{self, Ignored, close},
-    server::AppState,
+    state::AppState,
 };
 
 /// How long sending a close frame may take.
@@ -119,13 +121,14 @@ pub async fn serve(upgraded: Upgraded, state: Arc<AppState>) {
 }
 
 impl Handler {
-    /// Steps 1–3 of websocket.md §3. `Err` carries how the socket ended when setup failed.
+    /// Steps 1–3 of `docs/websocket.md`, "After the upgrade". `Err` carries how the socket ended
+    /// when setup failed.
     async fn setup(&mut self) -> Result<(), Ending> {
         let state = Arc::clone(&self.state);
         let loaded = match tokio::time::timeout(LOAD_TIMEOUT, state.loader.load(self.user)).await {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(error)) => {
-                tracing::error!(error = %error, user.id = %self.user, "loading conversations failed");
+                tracing::error!(error = %Chain(&*error), user.id = %self.user, "loading conversations failed");
                 return Err(self.close(close::INTERNAL, "Internal error").await);
             }
             Err(_) => {
@@ -245,14 +248,14 @@ impl Handler {
     }
 
     /// Writes `first` and whatever else is already queued (up to [`BATCH`] events or
-    /// [`BATCH_BYTES`]) with one `write` to the socket, one text frame per event (websocket.md
-    /// §4: one event per WebSocket message), within the write timeout; a blocked write closes
-    /// with 1013.
+    /// [`BATCH_BYTES`]) with one `write` to the socket, one text frame per event
+    /// (`docs/websocket.md`, "Messages and the envelope": one event per WebSocket message), within
+    /// the write timeout; a blocked write closes with 1013.
     ///
     /// The frames are encoded here and written to the TCP stream directly, after tungstenite's
     /// own buffer (pongs, pings) is flushed, so frames never interleave. One `write` per event
     /// would cost a loopback `sendto` — and a wake-up of the reader — per delivery: under a
-    /// 10 × 1,000 fan-out that kernel path was ~80 % of the gateway's CPU. Going around
+    /// 10 × 1,000 fan-out that kernel path would take most of the gateway's CPU. Going around
     /// tungstenite also keeps its output buffer from growing to the largest frame ever sent
     /// and keeping that capacity for the socket's life (a `conversation.joined` with a
     /// thousand participants is over 100 KB).
@@ -298,7 +301,8 @@ impl Handler {
         }
     }
 
-    /// A client message: a typing frame to relay, or ignored (websocket.md §6).
+    /// A client message: a typing frame to relay, or ignored (`docs/websocket.md`, "Sending typing
+    /// frames").
     async fn on_client_message(&mut self, message: &[u8]) {
         let metrics = &self.state.metrics;
         let frame = match protocol::parse_typing_frame(message, self.user) {

@@ -1,7 +1,8 @@
-//! The HTTP front, on the raw `TcpStream` (no HTTP server library): one request head parsed
-//! with `httparse`, then `/health`, `/ready`, `/metrics`, the `/ws` handshake checks of
-//! websocket.md §2 in their documented order, or 404. Every plain response closes the
-//! connection; a successful handshake hands the stream to [`crate::connection`].
+//! The HTTP front, on the raw `TcpStream` (no HTTP server library): one request head parsed with
+//! `httparse`, then `/health`, `/ready`, `/metrics`, the `/ws` handshake checks of
+//! `docs/websocket.md` ("Connecting", "Handshake failures") in their documented order, or 404.
+//! Every plain response closes the connection; a successful handshake hands the stream to
+//! [`crate::connection`].
 //!
 //! Nothing here logs a header value or the query string (tokens, cookies).
 
@@ -14,7 +15,7 @@ use tokio::{
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use uuid::Uuid;
 
-use crate::{config::AuthMode, connection::Upgraded, server::AppState};
+use crate::{config::AuthMode, connection::Upgraded, state::AppState};
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
@@ -280,7 +281,8 @@ const BAD_UPGRADE: Rejection = Rejection {
     headers: &[("Sec-WebSocket-Version", "13")],
 };
 
-/// The checks of websocket.md §2, in order; the user on success.
+/// The checks of `docs/websocket.md` ("Connecting", "Handshake failures"), in order; the user on
+/// success.
 async fn handshake(head: &RequestHead, state: &AppState) -> Result<Uuid, Rejection> {
     let metrics = &state.metrics;
     let outcome = |label: &str| metrics.handshakes.with_label_values(&[label]).inc();
@@ -484,33 +486,12 @@ fn is_websocket_key(key: &str) -> bool {
         && value(bytes[21]).is_some_and(|v| v & 0x0f == 0)
 }
 
-/// `%XX` decoding (invalid sequences are kept as they are).
+/// `%XX` decoding of a query-string key or value: an invalid sequence is kept as it is, `+` stays
+/// a plus sign (it is not form encoding), and bytes that are not UTF-8 become U+FFFD.
 fn percent_decode(input: &str) -> String {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| Some(hex(bytes[i + 1])? << 4 | hex(bytes[i + 2])?))
-            .flatten();
-        if let Some(byte) = escaped {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    percent_encoding::percent_decode_str(input)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -538,5 +519,7 @@ mod tests {
         assert_eq!(head.query_param("x").as_deref(), Some(""));
         assert_eq!(head.query_param("nope"), None);
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("a+b%2Bc"), "a+b+c");
+        assert_eq!(percent_decode("%41%4a%ff"), "AJ\u{fffd}");
     }
 }

@@ -4,15 +4,13 @@
 //! events to workers on the main runtime, because a `conversation.joined` of a large group is
 //! large to decode ([`crate::fanout`]).
 //!
-//! On the main runtime they shared the workers with every socket's task. Under fan-out load
+//! On the main runtime they would share the workers with every socket's task. Under fan-out load
 //! those tasks are many and each of their writes is a `sendto` that wakes a reader, so an event
-//! waiting in the NATS socket waited for the workers to get through the sockets' writes first:
-//! at 2,000 messages/s into groups of 10 the gateway took its events off NATS with a p99 of
-//! 10–25 ms, while another subscriber of the same subjects had them within 2 ms. On this thread,
-//! 98 % arrive within 2.5 ms, and the end-to-end p99 of a full-speed 100 × 10 fan-out went from
-//! 42–49 to 33 ms (BENCHMARKS.md, fifth round). The thread does little per event (decode, render
-//! once, push to the sockets' queues, whose tasks it wakes on the main runtime) and is woken by
-//! the NATS socket alone.
+//! waiting in the NATS socket would wait for the workers to get through the sockets' writes
+//! first, and the gateway would take its events off NATS many milliseconds after another
+//! subscriber of the same subjects (BENCHMARKS.md has the measurements, with and without this
+//! thread). The thread does little per event (decode, render once, push to the sockets' queues,
+//! whose tasks it wakes on the main runtime) and is woken by the NATS socket alone.
 
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -1,10 +1,12 @@
-//! The one query of the gateway: a user's conversations at connect (websocket.md §3 step 1).
+//! The SQL of the gateway: a user's conversations at connect (`docs/websocket.md`, "After the
+//! upgrade", step 1), and a conversation's members once it may have become small enough to
+//! propagate presence ([`members_if_small`]).
 //!
 //! It runs for every new socket, so a reconnect storm of thousands of sockets per second must
 //! stay cheap. Concurrent connects are coalesced ([`Loader`]): whoever arrives while earlier
 //! batches hold the pool's connections waits for the next batch, and one query serves a whole
 //! batch of users. A storm of 15,000 sockets thus costs on the order of a hundred queries instead
-//! of 15,000 round trips queued on a pool of 10 connections (which made sockets wait over 2 s
+//! of 15,000 round trips queued on a pool of 10 connections (where sockets would wait seconds
 //! for a connection); a lone connect is still one query, sent at once. Each query is driven by
 //! `idx_participants_user_conversations (user_id, conversation_id) where left_at is null`; the
 //! per-conversation member lists come from `idx_participants_conversation_active

@@ -1,8 +1,8 @@
-//! Presence for users who become presence peers while connected (websocket.md §9): a DM or a
-//! small group is created, participants are added, someone joins a channel, or a conversation
-//! shrinks to `PRESENCE_MAX_MEMBERS`. Each side's sockets get `presence.online` for the other if
-//! the other is online, right after the `conversation.joined` that made them peers; nothing for
-//! a pair that already shared a small conversation.
+//! Presence for users who become presence peers while connected (`docs/websocket.md`, "Presence"):
+//! a DM or a small group is created, participants are added, someone joins a channel, or a
+//! conversation shrinks to `PRESENCE_MAX_MEMBERS`. Each side's sockets get `presence.online` for
+//! the other if the other is online, right after the `conversation.joined` that made them peers;
+//! nothing for a pair that already shared a small conversation.
 //!
 //! Every gateway handles its own local users only, from events it receives anyway, so the pair
 //! is covered fleet-wide without a message of its own:
@@ -33,23 +33,12 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{fanout::Fanout, membership, presence::PresenceStore};
-
-/// A local user and members of one conversation who just became their presence peers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewPeers {
-    pub user: Uuid,
-    pub peers: Vec<Uuid>,
-}
-
-/// What the fan-out hands the peers task.
-#[derive(Debug)]
-pub enum PeerWork {
-    /// Pairs that became presence peers.
-    Met(Vec<NewPeers>),
-    /// A conversation that did not propagate presence lost a member: count it again.
-    Recount(Uuid),
-}
+use crate::{
+    error_chain::Chain,
+    fanout::{Fanout, NewPeers, PeerWork},
+    membership,
+    presence::PresenceStore,
+};
 
 /// The peers task: runs until `stop` fires or the fan-out (holding the sender) is gone.
 pub async fn run(
@@ -74,7 +63,7 @@ pub async fn run(
                     Ok(None) => continue,
                     Err(error) => {
                         tracing::warn!(
-                            error = %error,
+                            error = %Chain(&error),
                             conversation.id = %conversation,
                             "counting a conversation's members failed"
                         );

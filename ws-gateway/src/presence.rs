@@ -1,5 +1,6 @@
-//! Fleet-wide presence in Redis (websocket.md §9): who is online, the 0→1 / 1→0 transitions
-//! that emit `presence.online` / `presence.offline`, and the expiry of a dead gateway's users.
+//! Fleet-wide presence in Redis (`docs/websocket.md`, "Presence"): who is online, the 0→1 / 1→0
+//! transitions that emit `presence.online` / `presence.offline`, and the expiry of a dead gateway's
+//! users.
 //!
 //! # Redis keys (`<p>` = `REDIS_KEY_PREFIX`; all listed in [`shared_redis::layout`])
 //!
@@ -37,9 +38,9 @@
 //! Redis hiccup cannot leave a user online forever; start-up does the same before accepting, for
 //! a previous process that ran with the same `GATEWAY_ID` (e.g. a pod name) and was killed.
 //!
-//! Worst case after a SIGKILL: expiry + one heartbeat period (30 s + 10 s with the defaults),
-//! below the 60 s of websocket.md §9. Every script gets all its keys in `KEYS`, in one slot, so
-//! the same code runs on one Redis and on a Redis Cluster.
+//! Worst case after a SIGKILL: expiry + one heartbeat period (30 s + 10 s with the defaults), below
+//! the 60 s `docs/websocket.md` promises ("Presence"). Every script gets all its keys in `KEYS`, in
+//! one slot, so the same code runs on one Redis and on a Redis Cluster.
 //!
 //! # Who receives presence events
 //!
@@ -228,7 +229,7 @@ impl PresenceStore {
             kind: kind as i32,
             conversation_id: String::new(),
             actor_id: user.to_string(),
-            occurred_at_us: crate::fanout::now_us(),
+            occurred_at_us: crate::publish::now_us(),
             target_user_id: None,
             target_user_ids: vec![],
             body: Some(Body::Presence(Presence {
@@ -236,7 +237,7 @@ impl PresenceStore {
             })),
         };
         let subject = shared_proto::subjects::presence(&self.subject_prefix, &user);
-        crate::fanout::publish(&self.nats, subject, &event).await;
+        crate::publish::publish(&self.nats, subject, &event).await;
     }
 
     /// One heartbeat, then the reaping of any dead gateway. Returns when both are done.

@@ -1,5 +1,6 @@
-//! The WebSocket wire rules that are not about routing (websocket.md §4, §6, §7): socket buffer
-//! sizes, close codes, and the validation of client typing frames.
+//! The WebSocket wire rules that are not about routing (`docs/websocket.md`: "Messages and the
+//! envelope", "Sending typing frames", "Keep-alive, limits and close codes"): socket buffer sizes,
+//! close codes, and the validation of client typing frames.
 //!
 //! Server → client events are rendered by `shared_proto::json` (once per event); this module
 //! writes the events queued for one socket as one text frame each, back to back in one buffer
@@ -15,18 +16,20 @@ use tokio_tungstenite::tungstenite::{
 };
 use uuid::Uuid;
 
-/// Largest client message (websocket.md §6 rule 1); larger ones close the socket with 1009.
+/// Largest client message (`docs/websocket.md`, "Sending typing frames", rule 1); larger ones
+/// close the socket with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4096;
 
 /// Per-socket read buffer (see [`websocket_config`]).
 pub const READ_BUFFER: usize = 512;
 
-/// Socket buffers sized for ~100K sockets per process (architecture.md "Scale targets").
+/// Socket buffers sized for ~100K sockets per process (`docs/capacity.md`, "100,000 sockets on one
+/// gateway").
 ///
 /// - `read_buffer_size` 512 bytes instead of tungstenite's eager 128 KiB: it is allocated and
 ///   zero-filled for every socket at the upgrade and kept for the socket's life, so it is a
-///   large share of an idle socket's memory (4 KiB here was ~4 KiB of the ~18 KiB an idle socket
-///   cost). Clients send little — pongs and typing frames of a few hundred bytes, which fit; a
+///   large share of an idle socket's memory (an idle socket costs a few KiB in all,
+///   `docs/capacity.md`). Clients send little — pongs and typing frames of a few hundred bytes, which fit; a
 ///   larger frame (up to 4096 bytes) still works: tungstenite reserves the frame's length from
 ///   its header and reads it in 512-byte steps.
 /// - `write_buffer_size` 0: what tungstenite itself writes (pings, pongs, close frames) goes to
@@ -44,11 +47,11 @@ pub fn websocket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_CLIENT_MESSAGE))
 }
 
-/// The events queued for one socket, written back to back as unmasked server text frames
-/// (RFC 6455 §5.2), **one event per frame** (websocket.md §4): clients call `JSON.parse` once per
-/// WebSocket message, so a frame holding two events would lose both. They still leave in one
-/// buffer and one `write`, which is where batching pays (one `sendto` and one wake-up of the
-/// reader per batch instead of per event); a frame header costs 2 to 10 bytes.
+/// The events queued for one socket, written back to back as unmasked server text frames (RFC 6455
+/// §5.2), **one event per frame** (`docs/websocket.md`, "Messages and the envelope"): clients call
+/// `JSON.parse` once per WebSocket message, so a frame holding two events would lose both. They
+/// still leave in one buffer and one `write`, which is where batching pays (one `sendto` and one
+/// wake-up of the reader per batch instead of per event); a frame header costs 2 to 10 bytes.
 pub fn text_frames(events: &[Utf8Bytes]) -> Vec<u8> {
     let payload = events.iter().map(|e| e.len()).sum::<usize>();
     let mut out = Vec::with_capacity(payload + 10 * events.len());
@@ -76,7 +79,7 @@ fn push_text_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// The close codes the gateway sends (websocket.md §7).
+/// The close codes the gateway sends (`docs/websocket.md`, "Keep-alive, limits and close codes").
 pub mod close {
     use super::CloseCode;
 
@@ -98,7 +101,7 @@ pub mod close {
     pub const PROTOCOL: CloseCode = CloseCode::Protocol;
 }
 
-/// A valid typing frame, ready to relay (websocket.md §6).
+/// A valid typing frame, ready to relay (`docs/websocket.md`, "Sending typing frames").
 #[derive(Debug, Clone, PartialEq)]
 pub struct TypingFrame {
     /// [`EventKind::TypingStart`] or [`EventKind::TypingStop`].
@@ -117,9 +120,9 @@ pub enum Ignored {
     Type,
     /// `conversation_id` is not a UUID (rule 4).
     ConversationId,
-    /// The sender is not an active participant (rule 5).
+    /// The sender is not an active participant (rule 6).
     NotMember,
-    /// `payload` is neither an object, absent nor null (rule 6).
+    /// `payload` is neither an object, absent nor null (rule 5).
     Payload,
     /// Over the per-(user, conversation) rate (rule 7).
     RateLimited,
@@ -138,9 +141,9 @@ impl Ignored {
     }
 }
 
-/// Applies rules 2–4 and 6 of websocket.md §6 to one client message (rule 1 — size — is the
-/// socket's `max_message_size`; rule 5 — membership — and rule 7 — rate — need the gateway's
-/// state and are checked by the caller between these steps' outcome and the relay).
+/// Applies rules 2–5 of `docs/websocket.md`, "Sending typing frames", to one client message (rule 1
+/// — size — is the socket's `max_message_size`; rule 6 — membership — and rule 7 — rate — need the
+/// gateway's state and are checked by the caller between these steps' outcome and the relay).
 ///
 /// `user` is stamped into the payload as `user_id`, overwriting any client value; other payload
 /// keys are kept as sent, other top-level keys dropped.

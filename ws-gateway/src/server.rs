@@ -3,7 +3,8 @@
 //! [`Application::build`] connects everything (PostgreSQL must answer; NATS and Redis may come
 //! later: NATS connects in the background and `/ready` says 503 until it does), binds the port
 //! (0 in tests, then [`Application::port`] tells the real one) and raises the open-files limit.
-//! [`Application::run_until`] accepts until its future resolves, then drains (websocket.md §7):
+//! [`Application::run_until`] accepts until its future resolves, then drains (`docs/websocket.md`,
+//! "Keep-alive, limits and close codes": 1012; `docs/deployment.md`, "Scaling the gateways"):
 //!
 //! 1. `draining` is set: `/ready` and new upgrades answer 503 (the accept loop keeps running so
 //!    they can be answered);
@@ -20,15 +21,12 @@
 
 use std::{
     future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
 
 use anyhow::Context;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use tokio::{
     net::{TcpListener, TcpSocket, TcpStream},
     sync::Semaphore,
@@ -39,11 +37,13 @@ use shared_redis::RedisConn;
 
 use crate::{
     config::{AuthMode, Settings},
+    error_chain::Chain,
     fanout::Fanout,
     membership,
     metrics::Metrics,
     presence::PresenceStore,
     protocol::close,
+    state::AppState,
     typing::TypingStore,
 };
 
@@ -56,38 +56,12 @@ const FINAL_WAIT: Duration = Duration::from_secs(10);
 /// current kernels).
 ///
 /// `TcpListener::bind` asks for 128. In a reconnect storm thousands of SYNs arrive within
-/// milliseconds, far more than the accept loop takes in that time: with 128, most of them
-/// overflowed the accept queue and were dropped, and the clients' SYN retransmissions (after 1,
-/// 3, 7 s) — not the gateway's work — set how long the storm took.
+/// milliseconds, far more than the accept loop takes in that time: with 128, most of them would
+/// overflow the accept queue and be dropped, and the clients' SYN retransmissions (after 1, 3,
+/// 7 s) — not the gateway's work — would set how long the storm takes.
 const LISTEN_BACKLOG: u32 = 65_535;
 /// Longest a Redis command (presence, typing) may take before the gateway goes on without it.
 const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// What every connection and background task shares.
-pub struct AppState {
-    pub settings: Settings,
-    pub metrics: Arc<Metrics>,
-    pub fanout: Arc<Fanout>,
-    pub presence: Arc<PresenceStore>,
-    pub typing: Arc<TypingStore>,
-    pub db: PgPool,
-    /// Loads users' conversations at connect, batching concurrent connects.
-    pub loader: membership::Loader,
-    pub verifier: shared_auth::Verifier,
-    pub nats: async_nats::Client,
-    pub redis: Arc<RedisConn>,
-    /// Set once the drain starts: `/ready` and new upgrades answer 503.
-    draining: AtomicBool,
-    /// Cancelled at the end of the drain window; a socket whose setup ends after that closes
-    /// with 1012 (open sockets are asked through their outboxes).
-    pub shutdown: CancellationToken,
-}
-
-impl AppState {
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-}
 
 /// A built gateway, bound but not yet accepting.
 pub struct Application {
@@ -122,7 +96,7 @@ impl Application {
         // The NATS client lives on the intake thread (crate::intake): its connection task is
         // spawned where it connects.
         let intake = crate::intake::Intake::start().context("cannot start the intake thread")?;
-        // Connection events for `resync` after an interruption (crate::resync).
+        // Connection events for `resync` after an interruption (crate::fanout::resync).
         let (nats_events, nats_event_receiver) = tokio::sync::mpsc::unbounded_channel();
         // Every server of NATS_URL, plus those the cluster announces (discovery is on): when the
         // connected node dies the client moves to another at its first reconnection attempts.
@@ -255,7 +229,7 @@ impl Application {
         let metrics_task = tokio::spawn(
             Arc::clone(&state.metrics).run_upkeep(crate::metrics::UPKEEP_EVERY, background.clone()),
         );
-        let connection_task = tokio::spawn(crate::resync::watch_connection(
+        let connection_task = tokio::spawn(crate::fanout::resync::watch_connection(
             Arc::clone(&state.fanout),
             self.nats_events,
             background.clone(),
@@ -319,7 +293,7 @@ impl Application {
 
 /// Steps 1–3 of the drain (module docs).
 async fn drain(state: &AppState) {
-    state.draining.store(true, Ordering::Release);
+    state.start_draining();
     let outboxes = state.fanout.outboxes();
     let window = state.settings.drain_window;
     tracing::info!(
@@ -381,7 +355,7 @@ impl Listener {
             match self.listener.accept().await {
                 Ok((stream, _)) => return stream,
                 Err(error) => {
-                    tracing::warn!(error = %error, "accept failed; backing off");
+                    tracing::warn!(error = %Chain(&error), "accept failed; backing off");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -421,13 +395,13 @@ async fn listen(address: &str) -> anyhow::Result<TcpListener> {
     Ok(socket.listen(LISTEN_BACKLOG)?)
 }
 
-/// Raises the open-files soft limit to the hard limit (issue 4 point 7); returns the limit in
-/// force.
+/// Raises the open-files soft limit to the hard limit, so the gateway can hold as many sockets as
+/// the container allows (`docs/capacity.md`); returns the limit in force.
 fn raise_open_files_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(error) => {
-            tracing::warn!(error = %error, "cannot raise the open-files limit");
+            tracing::warn!(error = %Chain(&error), "cannot raise the open-files limit");
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
         }
     }

@@ -1,11 +1,12 @@
-//! Typing state in Redis and the automatic `typing.stop` (websocket.md §6).
+//! Typing state in Redis and the automatic `typing.stop` (`docs/websocket.md`, "Sending typing
+//! frames").
 //!
 //! # Redis keys (`<p>` = `REDIS_KEY_PREFIX`; all listed in [`shared_redis::layout`]) — read by api-service
 //!
 //! | key | type | content |
 //! |---|---|---|
 //! | `<p>:{c:<conversation_id>}:typing` | ZSET | member = user id (lowercase canonical UUID), score = when the entry expires, unix **milliseconds** of the Redis clock (`typing.start` time + 6000). The key itself has a 6 s `PEXPIRE`, refreshed by every start. |
-//! | `<p>:{c:<conversation_id>}:typing:rate:<user_id>` | HASH | the fleet-wide relay limit of §6 rule 7: `tokens` (float) and `ts` (ms, Redis clock); expires once it would be full again |
+//! | `<p>:{c:<conversation_id>}:typing:rate:<user_id>` | HASH | the fleet-wide relay limit (rule 7 of "Sending typing frames"): `tokens` (float) and `ts` (ms, Redis clock); expires once it would be full again |
 //! | `<p>:{typing}:deadlines` | ZSET | member = `<conversation_id>:<user_id>`, score = when the automatic `typing.stop` is due (start + 5000 ms) |
 //!
 //! `GET /conversations/{id}/typing` lists the live typists with one command:
@@ -36,7 +37,7 @@ use shared_redis::{self as redis_conn, Keys, RedisConn};
 
 use crate::{metrics::Metrics, protocol::TypingFrame};
 
-/// Lifetime of a typing entry (websocket.md §6: "about 6 s").
+/// Lifetime of a typing entry (`docs/websocket.md`, "Sending typing frames": "about 6 s").
 pub const ENTRY_TTL: Duration = Duration::from_secs(6);
 /// Silence after which the gateway emits `typing.stop` itself ("5–6 s").
 pub const STOP_AFTER: Duration = Duration::from_secs(5);
@@ -88,8 +89,9 @@ impl TypingStore {
     }
 
     /// Takes a token of the fleet-wide (user, conversation) bucket and records a validated typing
-    /// frame in Redis (one script on the conversation's slot, then the deadline). `Some(true)`: recorded, relay it; `Some(false)`: over the
-    /// limit, drop it; `None`: Redis did not answer (the caller falls back to its local bucket).
+    /// frame in Redis (one script on the conversation's slot, then the deadline). `Some(true)`:
+    /// recorded, relay it; `Some(false)`: over the limit, drop it; `None`: Redis did not answer
+    /// (the caller falls back to its local bucket).
     pub async fn record(&self, user: Uuid, frame: &TypingFrame) -> Option<bool> {
         let start = frame.kind == EventKind::TypingStart;
         let recorded = redis_conn::run(&self.redis, "typing", |c| async move {
@@ -144,7 +146,7 @@ impl TypingStore {
             conversation_id: conversation.to_string(),
             // Empty for the automatic stop: the system emits it (event.proto).
             actor_id: actor.map(|a| a.to_string()).unwrap_or_default(),
-            occurred_at_us: crate::fanout::now_us(),
+            occurred_at_us: crate::publish::now_us(),
             target_user_id: None,
             target_user_ids: vec![],
             body: Some(Body::Typing(Typing {
@@ -153,7 +155,7 @@ impl TypingStore {
             })),
         };
         let subject = shared_proto::subjects::conversation(&self.subject_prefix, &conversation);
-        crate::fanout::publish(&self.nats, subject, &event).await;
+        crate::publish::publish(&self.nats, subject, &event).await;
     }
 
     /// Claims the due deadlines once and emits their `typing.stop`. Returns how many.

@@ -1,5 +1,6 @@
-//! Telling sockets that events addressed to them may have been lost (websocket.md §10): the
-//! `resync` frame, after which the client catches up through `after_seq` as after a reconnect.
+//! Telling sockets that events addressed to them may have been lost (`docs/websocket.md`,
+//! "Staying consistent: seq and catch-up"; `docs/delivery.md`): the `resync` frame, after which
+//! the client catches up through `after_seq` as after a reconnect.
 //!
 //! Two causes:
 //! - **this gateway's NATS connection dropped and came back** ([`watch_connection`]): whatever
@@ -18,16 +19,22 @@
 //! its closes: a fleet-wide NATS hiccup would otherwise send every client of every gateway to the
 //! API at the same instant. Each round covers the sockets open when it starts, once each; sockets
 //! opened later have not missed anything their own connect-time catch-up does not recover.
+//!
+//! The notices arrive on one of the fan-out's own subscriptions, and a round's frames go through
+//! the same queues as events, so this lives in the fan-out; the server wires
+//! [`watch_connection`] to the NATS client's connection events.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use shared_proto::events::ResyncNotice;
+use bytes::Bytes;
+use shared_proto::{events::ResyncNotice, prost::Message as _};
 use tokio::{runtime::Handle, sync::mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::fanout::{Fanout, Outbox};
+use super::{Fanout, outbox::Outbox, subscriptions::SETTLE_TIMEOUT};
+use crate::error_chain::Chain;
 
 /// Who a round of `resync` frames is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +106,77 @@ impl Spreader {
                 fanout.push_resync(outbox, &frame, &reason);
             }
         });
+    }
+}
+
+impl Fanout {
+    /// After the NATS connection came back: once a round trip has confirmed that the server has
+    /// the client's subscriptions again, every socket open now gets `resync`, spread over the
+    /// window.
+    pub async fn resync_after_reconnect(self: &Arc<Self>) {
+        if !matches!(
+            tokio::time::timeout(SETTLE_TIMEOUT, self.round_trip()).await,
+            Ok(true)
+        ) {
+            tracing::warn!("NATS round trip after reconnecting failed; sending resync anyway");
+        }
+        let outboxes = self.outboxes_of(&Audience::Everyone);
+        self.resync.start_round(
+            self,
+            outboxes,
+            shared_proto::json::RESYNC_STREAM_INTERRUPTED,
+        );
+    }
+
+    /// The outboxes of the sockets `audience` names, each once.
+    fn outboxes_of(&self, audience: &Audience) -> Vec<Arc<Outbox>> {
+        let state = self.lock();
+        let mut users: HashSet<Uuid> = HashSet::new();
+        match audience {
+            Audience::Everyone => users.extend(state.users.keys().copied()),
+            Audience::Some {
+                conversations,
+                users: listed,
+            } => {
+                for conversation in conversations {
+                    if let Some(entry) = state.conversations.get(conversation) {
+                        users.extend(entry.local_members.iter().copied());
+                    }
+                }
+                users.extend(listed.iter().filter(|u| state.users.contains_key(u)));
+            }
+        }
+        users
+            .iter()
+            .filter_map(|user| state.users.get(user))
+            .flat_map(|local| local.sockets.iter().map(|s| Arc::clone(&s.outbox)))
+            .collect()
+    }
+
+    /// Queues one `resync` frame for a socket (a full queue closes it with 1013, as for any
+    /// event).
+    fn push_resync(&self, outbox: &Outbox, frame: &Utf8Bytes, reason: &str) {
+        self.metrics.resyncs.with_label_values(&[reason]).inc();
+        self.push_or_close(outbox, frame);
+    }
+
+    /// A notice of the api-service on `<prefix>.resync`: a round for the sockets it concerns.
+    pub(super) fn on_resync_notice(self: &Arc<Self>, payload: Bytes) {
+        let notice = match ResyncNotice::decode(payload) {
+            Ok(notice) => notice,
+            Err(error) => {
+                self.metrics.events_invalid.inc();
+                tracing::warn!(error = %Chain(&error), "undecodable resync notice dropped");
+                return;
+            }
+        };
+        let reason = if notice.reason.is_empty() {
+            shared_proto::json::RESYNC_NOT_PUBLISHED
+        } else {
+            notice.reason.as_str()
+        };
+        let outboxes = self.outboxes_of(&Audience::of_notice(&notice));
+        self.resync.start_round(self, outboxes, reason);
     }
 }
 
