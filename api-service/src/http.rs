@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::{
     config::AuthMode,
     error::{self, ApiError},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Largest JSON body accepted (§2.4).
@@ -507,17 +507,7 @@ fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     }
 }
 
-/// A value shown in the OpenAPI document as the example of a success body's `data`: what the
-/// route would send, serialised exactly as on the wire.
-pub trait BodyExample {
-    fn body_example() -> Value;
-}
-
-impl<T: BodyExample> BodyExample for Vec<T> {
-    fn body_example() -> Value {
-        Value::Array(vec![T::body_example()])
-    }
-}
+pub use crate::resources::BodyExample;
 
 fn object_schema(properties: Vec<(&'static str, MetaSchemaRef)>, example: Value) -> MetaSchemaRef {
     let required = properties.iter().map(|(k, _)| *k).collect();

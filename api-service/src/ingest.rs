@@ -499,9 +499,6 @@ fn verdict(
     }
 }
 
-/// Batch sizes seen, for the `send_batch_size` histogram's buckets.
-pub const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,6 +592,14 @@ mod tests {
         for (req, (c, m, r, u), expected) in cases {
             assert_eq!(name(&verdict(req, c, m, r, u)), expected, "{c} {m} {r} {u}");
         }
+    }
+
+    #[test]
+    fn the_batch_size_histogram_reaches_the_largest_batch() {
+        assert_eq!(
+            crate::metrics::BATCH_BUCKETS.last().copied(),
+            Some(MAX_BATCH as f64)
+        );
     }
 
     #[test]

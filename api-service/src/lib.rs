@@ -27,6 +27,7 @@ pub mod resources;
 pub mod routes;
 pub mod sniff;
 pub mod startup;
+pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod user_service;

@@ -39,6 +39,10 @@ const SEND_STAGE_BUCKETS: [f64; 13] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 1.0,
 ];
 
+/// Buckets of `api_service_message_send_batch_size`: powers of two up to the largest batch the
+/// send pipeline takes (`ingest::MAX_BATCH`).
+pub const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// How often [`Metrics::run_upkeep`] folds histogram samples into buckets.
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -91,7 +95,7 @@ impl Metrics {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full("api_service_message_send_batch_size".into()),
-                        &crate::ingest::BATCH_BUCKETS,
+                        &BATCH_BUCKETS,
                     )
                 })
                 .and_then(|b| {

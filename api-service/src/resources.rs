@@ -16,7 +16,6 @@ use serde_json::value::RawValue;
 use shared_proto::events as pb;
 use uuid::{Uuid, uuid};
 
-use crate::http::BodyExample;
 
 /// An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
 /// (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`. Held as unix microseconds and formatted
@@ -446,6 +445,20 @@ impl Example for TypingState {
         Self {
             user_ids: vec![BOB],
         }
+    }
+}
+
+/// A value shown in the OpenAPI document as the example of a success body's `data`: what the
+/// route would send, serialised exactly as on the wire. The envelopes of [`crate::http`] put it
+/// in their response descriptions.
+pub trait BodyExample {
+    /// The example `data`.
+    fn body_example() -> serde_json::Value;
+}
+
+impl<T: BodyExample> BodyExample for Vec<T> {
+    fn body_example() -> serde_json::Value {
+        serde_json::Value::Array(vec![T::body_example()])
     }
 }
 

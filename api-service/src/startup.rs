@@ -28,6 +28,7 @@ use crate::{
     migrate, partitions,
     rate_limit::RateLimiter,
     routes,
+    state::AppState,
     storage::Storage,
     user_service::UserService,
 };
@@ -60,24 +61,6 @@ fn nats_reconnect_delay(attempts: usize) -> Duration {
     // Any random bits do; uuid's generator is already here.
     let jitter = Duration::from_millis((uuid::Uuid::new_v4().as_u128() % 51) as u64);
     step + jitter
-}
-
-/// Everything a request handler may need. Cloned per request (all fields are handles).
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub pool: PgPool,
-    pub nats: async_nats::Client,
-    pub redis: Arc<RedisConn>,
-    pub metrics: Metrics,
-    pub verifier: shared_auth::Verifier,
-    pub events: Publisher,
-    pub users: UserService,
-    pub storage: Storage,
-    /// Thumbnails and durations of uploads, off the async runtime.
-    pub media: crate::media::Inspector,
-    /// The send pipeline (checks, rate limit and write of message sends, batched).
-    pub ingest: Ingest,
 }
 
 /// A built application: bound to its port, connected, not yet serving.

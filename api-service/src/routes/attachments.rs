@@ -34,7 +34,7 @@ use crate::{
     resources::Attachment,
     routes::{ApiTags, messages::live_message, require_member},
     sniff::{self, FileKind, TEXT_WINDOW},
-    startup::AppState,
+    state::AppState,
     storage::{ByteRange, ObjectName},
 };
 

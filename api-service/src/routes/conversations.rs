@@ -12,7 +12,7 @@ use crate::{
     http::{Caller, Data, JsonBody, Page, PathId, conv_id, has_nul, pagination},
     resources::{ChannelSummary, Conversation, ConversationDetail},
     routes::{ApiTags, require_member},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Body of `POST /conversations`.

@@ -26,7 +26,7 @@ use crate::{
     ingest::{Outcome, SendRequest},
     resources::{Message, TypingState},
     routes::{ApiTags, require_member},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Longest `content`, in UTF-8 bytes.

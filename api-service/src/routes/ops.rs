@@ -12,7 +12,7 @@ use poem_openapi::{
 };
 use serde_json::json;
 
-use crate::{http::with_example, resources::Timestamp, routes::ApiTags, startup::AppState};
+use crate::{http::with_example, resources::Timestamp, routes::ApiTags, state::AppState};
 
 /// The liveness body: no dependency is touched.
 fn health_response() -> Response {

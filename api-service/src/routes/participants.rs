@@ -20,7 +20,7 @@ use crate::{
     http::{Caller, Data, JsonBody, NoContent, PathId, conv_id, user_id},
     resources::{ConversationDetail, Participant},
     routes::{ApiTags, require_member},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Most users one `POST /conversations/{id}/participants` may name (§6.1).

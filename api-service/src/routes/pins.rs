@@ -14,7 +14,7 @@ use crate::{
     http::{Caller, Data, JsonBody, NoContent, PathId, conv_id, msg_id},
     resources::PinnedMessage,
     routes::{ApiTags, require_member},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Body of `POST /conversations/{id}/pins`.

@@ -12,7 +12,7 @@ use crate::{
     http::{Caller, Data, JsonBody, NoContent, PathId, has_nul, msg_id},
     resources::Reaction,
     routes::{ApiTags, require_member},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Longest emoji, in UTF-8 bytes.

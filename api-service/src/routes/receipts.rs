@@ -13,7 +13,7 @@ use crate::{
     http::{Caller, Data, JsonBody, PathId, conv_id},
     resources::ReadReceipt,
     routes::{ApiTags, require_member},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Body of `POST /conversations/{id}/read`.
