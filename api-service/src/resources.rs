@@ -16,7 +16,6 @@ use serde_json::value::RawValue;
 use shared_proto::events as pb;
 use uuid::{Uuid, uuid};
 
-
 /// An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
 /// (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`. Held as unix microseconds and formatted
 /// only when written, so the protobuf events (which carry microseconds) take the value as is.

@@ -12,7 +12,12 @@ use poem_openapi::{
 };
 use serde_json::json;
 
-use crate::{http::with_example, resources::Timestamp, routes::ApiTags, state::AppState};
+use crate::{
+    http::{json_response, with_example},
+    resources::Timestamp,
+    routes::ApiTags,
+    state::AppState,
+};
 
 /// The liveness body: no dependency is touched.
 fn health_response() -> Response {
@@ -64,14 +69,6 @@ pub fn metrics(state: Data<&AppState>) -> Response {
     Response::builder()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
-}
-
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(serde_json::to_vec(body).expect("json"))
-        .into_response()
 }
 
 // ----- the OpenAPI operations ---------------------------------------------------------------------
