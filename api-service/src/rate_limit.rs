@@ -24,7 +24,16 @@ use shared_redis::{
 };
 use uuid::Uuid;
 
-use crate::{config::Settings, error::ApiError, metrics::Metrics};
+use crate::{config::Settings, metrics::Metrics};
+
+/// A send refused for want of a token: answered 429 `RATE_LIMITED` with `Retry-After`
+/// (docs/api.md, "Rate limits and Retry-After").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited for {retry_after_secs} s")]
+pub struct RateLimited {
+    /// Whole seconds until a token is available (at least 1).
+    pub retry_after_secs: u64,
+}
 
 /// One entry's answer from [`RateLimiter::take_tokens`].
 #[derive(Debug)]
@@ -33,8 +42,8 @@ pub enum Token {
     Taken,
     /// Redis could not answer: allowed, nothing taken ("fails open").
     Open,
-    /// No token: 429 `RATE_LIMITED` with the whole seconds until one is available.
-    Refused(ApiError),
+    /// No token, with the whole seconds until one is available.
+    Refused(RateLimited),
 }
 
 impl Token {
@@ -68,9 +77,9 @@ impl RateLimiter {
     }
 
     /// Takes one send token per entry of `users`, in order (a user may appear more than once):
-    /// `Ok` when allowed (or when Redis cannot answer), else 429 `RATE_LIMITED` with the whole
+    /// `Ok` when allowed (or when Redis cannot answer), else [`RateLimited`] with the whole
     /// seconds until a token is available (at least 1).
-    pub async fn take(&self, users: &[Uuid]) -> Vec<Result<(), ApiError>> {
+    pub async fn take(&self, users: &[Uuid]) -> Vec<Result<(), RateLimited>> {
         self.take_tokens(users)
             .await
             .into_iter()
@@ -107,7 +116,7 @@ impl RateLimiter {
                     Verdict::Taken => Token::Taken,
                     Verdict::Refused { wait_ms } => {
                         let secs = (wait_ms.max(0) as u64).div_ceil(1000).max(1);
-                        Token::Refused(ApiError::RateLimited {
+                        Token::Refused(RateLimited {
                             retry_after_secs: secs,
                         })
                     }
