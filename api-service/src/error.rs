@@ -1,5 +1,5 @@
-//! The one error type at the HTTP edge (http-api.md §2.2): each variant maps to a status, a code
-//! and a message in the documented envelope. Internal errors are logged once, here, with their
+//! The one error type at the HTTP edge (docs/api.md, "Errors"): each variant maps to a status, a
+//! code and a message in the documented envelope. Internal errors are logged once, here, with their
 //! cause chain, and leave the service as an opaque 500.
 
 use poem::{IntoResponse, Response, http::StatusCode};
@@ -96,7 +96,7 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("conflict: {0}")]
     Conflict(&'static str),
-    /// The DM conflict of http-api.md §5.1: the existing conversation travels as `data`.
+    /// The DM conflict (docs/api.md, "Errors"): the existing conversation travels as `data`.
     #[error("direct conversation already exists")]
     DmConflict(Box<ConversationDetail>),
     #[error("request body too large")]
@@ -285,7 +285,7 @@ pub const E403: u32 = 1 << 2;
 pub const E404: u32 = 1 << 3;
 /// 409 `CONFLICT` without `data`.
 pub const E409: u32 = 1 << 4;
-/// 409 `CONFLICT` carrying the existing direct conversation as `data` (http-api.md §5.1).
+/// 409 `CONFLICT` carrying the existing direct conversation as `data` (docs/api.md, "Errors").
 pub const E409_DM: u32 = 1 << 5;
 /// 413 `PAYLOAD_TOO_LARGE`: a JSON body over 1 MiB.
 pub const E413: u32 = 1 << 6;

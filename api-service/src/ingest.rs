@@ -1,5 +1,11 @@
 //! The message ingest pipeline: the checks and the write of `POST /conversations/{id}/messages`
-//! (http-api.md §7.1 steps 3–8), batched across concurrent requests.
+//! (docs/api.md, "Sending messages"), batched across concurrent requests.
+//!
+//! The steps of a send, in the order whose first failure decides the answer: 1–2 the field
+//! rules (checked by the route), 3 the conversation exists, 4 the sender is an active
+//! participant and the message is not `system`, 5 `reply_to_id` names a message of the
+//! conversation, 6 `client_msg_id` is not used yet (else a replay), 7 a rate-limit token,
+//! 8 the insert.
 //!
 //! One send on its own costs several PostgreSQL round trips (conversation, membership, reply
 //! target, idempotency key, then a transaction with the insert and the key), one Redis round
@@ -122,8 +128,8 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Starts `writers` workers (`SEND_WRITERS`). They stop once every clone of the returned handle is dropped and
-    /// their queues are empty.
+    /// Starts `writers` workers (`SEND_WRITERS`). They stop once every clone of the returned handle
+    /// is dropped and their queues are empty.
     pub fn start(
         writers: usize,
         pool: PgPool,
@@ -189,7 +195,7 @@ struct Stages {
 /// A write stage's connection, kept between writes. Taking a connection from the pool and giving
 /// it back costs two round trips besides the statement's own: sqlx checks a connection when it
 /// is given back and again when it is taken (`test_before_acquire`), and at one write at a time
-/// those checks sat on the stage's critical path (BENCHMARKS.md). Dropped — and so given back,
+/// those checks would sit on the stage's critical path. Dropped — and so given back,
 /// where the pool checks it — after any error but one PostgreSQL answered, and taken again for
 /// the next write. One left idle for [`Held::IDLE_CHECK`] is checked before its next write, as
 /// the pool would have, so a connection the server closed meanwhile (a restart, an idle
@@ -490,7 +496,7 @@ pub(crate) enum Verdict {
     Refuse(SendError),
 }
 
-/// Steps 3–6 in the order of §7.1, from what the check statement found.
+/// Steps 3–6 in their order, from what the check statement found.
 pub(crate) fn verdict(
     request: &SendRequest,
     conversation_exists: bool,

@@ -1,4 +1,4 @@
-//! Prometheus metrics of api-service, served on `/metrics` (architecture.md, "Operations").
+//! Prometheus metrics of api-service, served on `/metrics` (docs/deployment.md, "Monitoring").
 //!
 //! Every name starts with `api_service_`, except the `process_*` metrics of the process itself
 //! (resident memory, CPU seconds, open file descriptors, threads, …), read from `/proc` by

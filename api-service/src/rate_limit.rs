@@ -1,5 +1,5 @@
-//! Fleet-wide send rate limiting (http-api.md §7.1 step 7): one token bucket per user in Redis,
-//! shared by every api-service replica.
+//! Fleet-wide send rate limiting (docs/api.md, "Rate limits and Retry-After"): one token bucket per
+//! user in Redis, shared by every api-service replica.
 //!
 //! The bucket lives at `<REDIS_KEY_PREFIX>:{u:<user_id>}:ratelimit:send` (the user's slot of a
 //! Redis Cluster, [`shared_redis::layout`]) as a hash `{tokens, ts}` and is read, refilled and
@@ -8,8 +8,9 @@
 //! clocks need not agree. A bucket holds at most `RATE_LIMIT_MESSAGES_BURST` tokens and refills
 //! at `RATE_LIMIT_MESSAGES_PER_SEC`; an idle bucket expires once it would be full again.
 //!
-//! Redis is not essential (http-api.md §4): when it is down, slow or answers with an error the
-//! request is allowed ("fails open") and `api_service_rate_limiter_errors_total` counts it.
+//! Redis is not essential (docs/delivery.md, "During a Redis outage"): when it is down, slow or
+//! answers with an error the request is allowed ("fails open") and
+//! `api_service_rate_limiter_errors_total` counts it.
 //!
 //! Requests are decided in batches (see `ingest`): one script call for the whole batch on a
 //! single Redis, one per hash slot (in practice per distinct user) on a Redis Cluster, all sent

@@ -1,7 +1,7 @@
-//! The resource shapes of http-api.md §3, exactly as they go on the wire, and their protobuf
-//! counterparts for events (so a REST `data` and the matching WebSocket payload are built from the
-//! same value). Keys are exact; "omitted when null" keys are skipped; timestamps are formatted by
-//! [`Timestamp`] (RFC 3339 UTC, microseconds, trailing zeros removed).
+//! The resource shapes of the API (the OpenAPI document's schemas), exactly as they go on the wire,
+//! and their protobuf counterparts for events (so a REST `data` and the matching WebSocket payload
+//! are built from the same value). Keys are exact; "omitted when null" keys are skipped; timestamps
+//! are formatted by [`Timestamp`] (RFC 3339 UTC, microseconds, trailing zeros removed).
 
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
@@ -17,8 +17,9 @@ use shared_proto::events as pb;
 use uuid::{Uuid, uuid};
 
 /// An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-/// (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`. Held as unix microseconds and formatted
-/// only when written, so the protobuf events (which carry microseconds) take the value as is.
+/// (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`. Held as unix microseconds and
+/// formatted only when written, so the protobuf events (which carry microseconds) take the value as
+/// is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp(pub i64);
 

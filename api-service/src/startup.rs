@@ -88,7 +88,7 @@ pub const SEND_WRITER_APPLICATION: &str = "api-service send writer";
 /// The message writers' own connections (`SEND_WRITERS`, one each): their send statement is the
 /// same every time and finds its rows by key whatever the batch holds, so they keep one generic
 /// plan (`plan_cache_mode = force_generic_plan`) instead of planning it again for every small
-/// batch — at one message per batch, planning took longer than running it (BENCHMARKS.md).
+/// batch — at one message per batch, planning takes longer than running it.
 /// Connected lazily: the main pool has already shown the server is there. They show in
 /// `pg_stat_activity` as [`SEND_WRITER_APPLICATION`].
 pub fn ingest_database(settings: &Settings) -> anyhow::Result<PgPool> {
@@ -286,7 +286,8 @@ impl Application {
 }
 
 /// The whole route tree with its middleware. Unknown paths answer 404 `404 page not found`
-/// (text/plain) and known paths with another method 405 with an empty body (http-api.md §2.3).
+/// (text/plain) and known paths with another method 405 with an empty body (docs/api.md,
+/// "Requests").
 pub fn build_routes(state: AppState) -> impl poem::Endpoint {
     let metrics = state.metrics.clone();
     let api = routes::api_service();

@@ -1,5 +1,5 @@
 //! The optional user service (`USER_SERVICE_URL`): `GET {url}/users/{id}` per participant on
-//! create / add participants (http-api.md §5.1). 200 = exists, 404 = unknown (a validation
+//! create / add participants. 200 = exists, 404 = unknown (a validation
 //! error), anything else or a transport error = 500. Checks run concurrently, 5 s timeout each.
 
 use std::time::Duration;
