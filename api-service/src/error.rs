@@ -1,5 +1,5 @@
-//! The one error type at the HTTP edge (http-api.md §2.2): each variant maps to a status, a code
-//! and a message in the documented envelope. Internal errors are logged once, here, with their
+//! The one error type at the HTTP edge (docs/api.md, "Errors"): each variant maps to a status, a
+//! code and a message in the documented envelope. Internal errors are logged once, here, with their
 //! cause chain, and leave the service as an opaque 500.
 
 use poem::{IntoResponse, Response, http::StatusCode};
@@ -12,7 +12,10 @@ use poem_openapi::{
 };
 use serde::Serialize;
 
-use crate::resources::ConversationDetail;
+use crate::{
+    ingest::SendError, rate_limit::RateLimited, resources::ConversationDetail,
+    user_service::UserCheckError,
+};
 
 pub const CONVERSATION_NOT_FOUND: &str = "Conversation not found";
 pub const MESSAGE_NOT_FOUND: &str = "Message not found";
@@ -93,7 +96,7 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("conflict: {0}")]
     Conflict(&'static str),
-    /// The DM conflict of http-api.md §5.1: the existing conversation travels as `data`.
+    /// The DM conflict (docs/api.md, "Errors"): the existing conversation travels as `data`.
     #[error("direct conversation already exists")]
     DmConflict(Box<ConversationDetail>),
     #[error("request body too large")]
@@ -107,6 +110,47 @@ pub enum ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         Self::Internal(anyhow::Error::new(e).context("database"))
+    }
+}
+
+/// The answers of the send pipeline's checks (docs/api.md, "Sending messages").
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::ConversationNotFound => Self::NotFound(CONVERSATION_NOT_FOUND),
+            SendError::NotAParticipant => Self::Forbidden(NOT_A_PARTICIPANT),
+            SendError::SystemMessage => Self::Forbidden("System messages cannot be sent by users"),
+            SendError::ReplyTargetNotFound => Details::one(
+                "reply_to_id",
+                "reply_to_id must reference a message in this conversation",
+            ),
+            SendError::RateLimited(limited) => limited.into(),
+            SendError::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+/// 429 `RATE_LIMITED` with `Retry-After` (docs/api.md, "Rate limits and Retry-After").
+impl From<RateLimited> for ApiError {
+    fn from(e: RateLimited) -> Self {
+        Self::RateLimited {
+            retry_after_secs: e.retry_after_secs,
+        }
+    }
+}
+
+/// An unknown user is a validation error of `participant_ids`; a user service that fails is a
+/// 500.
+impl From<UserCheckError> for ApiError {
+    fn from(e: UserCheckError) -> Self {
+        match e {
+            UserCheckError::Unknown => {
+                Details::one("participant_ids", "one or more user IDs do not exist")
+            }
+            e @ (UserCheckError::Status(_) | UserCheckError::Transport(_)) => {
+                Self::Internal(anyhow::Error::new(e))
+            }
+        }
     }
 }
 
@@ -241,7 +285,7 @@ pub const E403: u32 = 1 << 2;
 pub const E404: u32 = 1 << 3;
 /// 409 `CONFLICT` without `data`.
 pub const E409: u32 = 1 << 4;
-/// 409 `CONFLICT` carrying the existing direct conversation as `data` (http-api.md §5.1).
+/// 409 `CONFLICT` carrying the existing direct conversation as `data` (docs/api.md, "Errors").
 pub const E409_DM: u32 = 1 << 5;
 /// 413 `PAYLOAD_TOO_LARGE`: a JSON body over 1 MiB.
 pub const E413: u32 = 1 << 6;
@@ -414,6 +458,59 @@ impl<const S: u32> ApiResponse for Fail<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::{SendRequest, Verdict, verdict};
+    use uuid::Uuid;
+
+    fn request(kind: &str) -> SendRequest {
+        SendRequest {
+            conversation: Uuid::new_v4(),
+            sender: Uuid::new_v4(),
+            kind: kind.to_owned(),
+            content: Some("hi".to_owned()),
+            metadata: None,
+            reply_to_id: None,
+            client_msg_id: None,
+        }
+    }
+
+    fn name(v: Verdict) -> String {
+        match v {
+            Verdict::Pass => "pass".to_owned(),
+            Verdict::Replay => "replay".to_owned(),
+            // As the HTTP edge answers it.
+            Verdict::Refuse(e) => ApiError::from(e).to_string(),
+        }
+    }
+
+    #[test]
+    fn a_sends_checks_apply_in_the_spec_order_and_answer_as_documented() {
+        let text = request("text");
+        let system = request("system");
+        // conversation, member, reply ok, client id used
+        let cases = [
+            (
+                &text,
+                (false, false, false, true),
+                "not found: Conversation not found",
+            ),
+            (
+                &text,
+                (true, false, false, true),
+                "forbidden: You are not a participant of this conversation",
+            ),
+            (
+                &system,
+                (true, true, false, true),
+                "forbidden: System messages cannot be sent by users",
+            ),
+            (&text, (true, true, false, true), "validation failed"),
+            (&text, (true, true, true, true), "replay"),
+            (&text, (true, true, true, false), "pass"),
+        ];
+        for (req, (c, m, r, u), expected) in cases {
+            assert_eq!(name(verdict(req, c, m, r, u)), expected, "{c} {m} {r} {u}");
+        }
+    }
 
     #[test]
     fn details_keep_first_position_and_last_message() {

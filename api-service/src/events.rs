@@ -1,5 +1,5 @@
-//! Publishing protobuf events on NATS after a write commits (http-api.md §2.8), and keeping them
-//! while NATS is briefly unreachable (websocket.md §10).
+//! Publishing protobuf events on NATS after a write commits, and keeping them
+//! while NATS is briefly unreachable (docs/delivery.md, "During a NATS outage").
 //!
 //! # Subjects
 //!

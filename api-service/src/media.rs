@@ -1,6 +1,6 @@
-//! What an upload's content says beyond its magic bytes (http-api.md §11.1): a thumbnail of an
-//! image, the displayed size of a JPEG whose EXIF orientation turns it, and the duration (and for
-//! video the size) that an audio or video container announces.
+//! What an upload's content says beyond its magic bytes (docs/api.md, "Uploads and downloads"): a
+//! thumbnail of an image, the displayed size of a JPEG whose EXIF orientation turns it, and the
+//! duration (and for video the size) that an audio or video container announces.
 //!
 //! Everything here works on untrusted bytes already held in memory and never fails: a file that
 //! cannot be read simply yields nothing. Decoding is bounded: an image whose header announces

@@ -1,4 +1,4 @@
-//! Prometheus metrics of api-service, served on `/metrics` (architecture.md, "Operations").
+//! Prometheus metrics of api-service, served on `/metrics` (docs/deployment.md, "Monitoring").
 //!
 //! Every name starts with `api_service_`, except the `process_*` metrics of the process itself
 //! (resident memory, CPU seconds, open file descriptors, threads, …), read from `/proc` by
@@ -29,6 +29,10 @@ const HTTP_DURATION_BUCKETS: [f64; 14] = [
 const SEND_STAGE_BUCKETS: [f64; 13] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 1.0,
 ];
+
+/// Buckets of `api_service_message_send_batch_size`: powers of two up to the largest batch the
+/// send pipeline takes (`ingest::MAX_BATCH`).
+pub const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// The counters and histograms of one api-service instance. Clones share them.
 #[derive(Clone)]
@@ -65,7 +69,7 @@ impl Metrics {
                 ),
                 (
                     "api_service_message_send_batch_size",
-                    &crate::ingest::BATCH_BUCKETS,
+                    &BATCH_BUCKETS,
                 ),
                 (
                     "api_service_message_send_stage_seconds",

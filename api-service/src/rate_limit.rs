@@ -1,5 +1,5 @@
-//! Fleet-wide send rate limiting (http-api.md §7.1 step 7): one token bucket per user in Redis,
-//! shared by every api-service replica.
+//! Fleet-wide send rate limiting (docs/api.md, "Rate limits and Retry-After"): one token bucket per
+//! user in Redis, shared by every api-service replica.
 //!
 //! The bucket lives at `<REDIS_KEY_PREFIX>:{u:<user_id>}:ratelimit:send` (the user's slot of a
 //! Redis Cluster, [`shared_redis::layout`]) as a hash `{tokens, ts}` and is read, refilled and
@@ -8,8 +8,9 @@
 //! clocks need not agree. A bucket holds at most `RATE_LIMIT_MESSAGES_BURST` tokens and refills
 //! at `RATE_LIMIT_MESSAGES_PER_SEC`; an idle bucket expires once it would be full again.
 //!
-//! Redis is not essential (http-api.md §4): when it is down, slow or answers with an error the
-//! request is allowed ("fails open") and `api_service_rate_limiter_errors_total` counts it.
+//! Redis is not essential (docs/delivery.md, "During a Redis outage"): when it is down, slow or
+//! answers with an error the request is allowed ("fails open") and
+//! `api_service_rate_limiter_errors_total` counts it.
 //!
 //! Requests are decided in batches (see `ingest`): one script call for the whole batch on a
 //! single Redis, one per hash slot (in practice per distinct user) on a Redis Cluster, all sent
@@ -24,7 +25,16 @@ use shared_redis::{
 };
 use uuid::Uuid;
 
-use crate::{config::Settings, error::ApiError, metrics::Metrics};
+use crate::{config::Settings, metrics::Metrics};
+
+/// A send refused for want of a token: answered 429 `RATE_LIMITED` with `Retry-After`
+/// (docs/api.md, "Rate limits and Retry-After").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited for {retry_after_secs} s")]
+pub struct RateLimited {
+    /// Whole seconds until a token is available (at least 1).
+    pub retry_after_secs: u64,
+}
 
 /// One entry's answer from [`RateLimiter::take_tokens`].
 #[derive(Debug)]
@@ -33,8 +43,8 @@ pub enum Token {
     Taken,
     /// Redis could not answer: allowed, nothing taken ("fails open").
     Open,
-    /// No token: 429 `RATE_LIMITED` with the whole seconds until one is available.
-    Refused(ApiError),
+    /// No token, with the whole seconds until one is available.
+    Refused(RateLimited),
 }
 
 impl Token {
@@ -68,9 +78,9 @@ impl RateLimiter {
     }
 
     /// Takes one send token per entry of `users`, in order (a user may appear more than once):
-    /// `Ok` when allowed (or when Redis cannot answer), else 429 `RATE_LIMITED` with the whole
+    /// `Ok` when allowed (or when Redis cannot answer), else [`RateLimited`] with the whole
     /// seconds until a token is available (at least 1).
-    pub async fn take(&self, users: &[Uuid]) -> Vec<Result<(), ApiError>> {
+    pub async fn take(&self, users: &[Uuid]) -> Vec<Result<(), RateLimited>> {
         self.take_tokens(users)
             .await
             .into_iter()
@@ -107,7 +117,7 @@ impl RateLimiter {
                     Verdict::Taken => Token::Taken,
                     Verdict::Refused { wait_ms } => {
                         let secs = (wait_ms.max(0) as u64).div_ceil(1000).max(1);
-                        Token::Refused(ApiError::RateLimited {
+                        Token::Refused(RateLimited {
                             retry_after_secs: secs,
                         })
                     }

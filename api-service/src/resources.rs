@@ -1,7 +1,7 @@
-//! The resource shapes of http-api.md §3, exactly as they go on the wire, and their protobuf
-//! counterparts for events (so a REST `data` and the matching WebSocket payload are built from the
-//! same value). Keys are exact; "omitted when null" keys are skipped; timestamps are formatted by
-//! [`Timestamp`] (RFC 3339 UTC, microseconds, trailing zeros removed).
+//! The resource shapes of the API (the OpenAPI document's schemas), exactly as they go on the wire,
+//! and their protobuf counterparts for events (so a REST `data` and the matching WebSocket payload
+//! are built from the same value). Keys are exact; "omitted when null" keys are skipped; timestamps
+//! are formatted by [`Timestamp`] (RFC 3339 UTC, microseconds, trailing zeros removed).
 
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
@@ -16,11 +16,10 @@ use serde_json::value::RawValue;
 use shared_proto::events as pb;
 use uuid::{Uuid, uuid};
 
-use crate::http::BodyExample;
-
 /// An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-/// (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`. Held as unix microseconds and formatted
-/// only when written, so the protobuf events (which carry microseconds) take the value as is.
+/// (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`. Held as unix microseconds and
+/// formatted only when written, so the protobuf events (which carry microseconds) take the value as
+/// is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp(pub i64);
 
@@ -446,6 +445,20 @@ impl Example for TypingState {
         Self {
             user_ids: vec![BOB],
         }
+    }
+}
+
+/// A value shown in the OpenAPI document as the example of a success body's `data`: what the
+/// route would send, serialised exactly as on the wire. The envelopes of [`crate::http`] put it
+/// in their response descriptions.
+pub trait BodyExample {
+    /// The example `data`.
+    fn body_example() -> serde_json::Value;
+}
+
+impl<T: BodyExample> BodyExample for Vec<T> {
+    fn body_example() -> serde_json::Value {
+        serde_json::Value::Array(vec![T::body_example()])
     }
 }
 

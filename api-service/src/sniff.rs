@@ -1,6 +1,6 @@
-//! What an uploaded file is (http-api.md §11.1): the allowed MIME types with the extension each
-//! is stored under and the magic bytes its content must begin with, the type a part's
-//! `Content-Type` declares (or, when it declares none, its filename's extension), and image
+//! What an uploaded file is (docs/api.md, "Uploads and downloads"): the allowed MIME types with the
+//! extension each is stored under and the magic bytes its content must begin with, the type a
+//! part's `Content-Type` declares (or, when it declares none, its filename's extension), and image
 //! dimensions read from the file header.
 //!
 //! Everything here is pure and works on a prefix of the file: the upload route keeps the bytes in
@@ -10,7 +10,7 @@
 pub const TEXT_WINDOW: usize = 512;
 
 /// One allowed type: its MIME name, the extension its objects are stored under, and the content
-/// rule of the table in §11.1.
+/// rule of the table of allowed types.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FileKind {
     /// The canonical MIME type, lowercase and without parameters, as stored (`file_type`).
@@ -36,7 +36,7 @@ enum Magic {
     Text,
 }
 
-/// The allowed types, in the order of §11.1.
+/// The allowed types (docs/api.md, "Uploading a file").
 pub const ALLOWED: &[FileKind] = &[
     FileKind {
         mime: "image/jpeg",

@@ -29,6 +29,7 @@ use crate::{
     partitions,
     rate_limit::RateLimiter,
     routes,
+    state::AppState,
     storage::Storage,
     user_service::UserService,
 };
@@ -63,24 +64,6 @@ fn nats_reconnect_delay(attempts: usize) -> Duration {
     step + jitter
 }
 
-/// Everything a request handler may need. Cloned per request (all fields are handles).
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub pool: PgPool,
-    pub nats: async_nats::Client,
-    pub redis: Arc<RedisConn>,
-    pub metrics: Metrics,
-    pub verifier: shared_auth::Verifier,
-    pub events: Publisher,
-    pub users: UserService,
-    pub storage: Storage,
-    /// Thumbnails and durations of uploads, off the async runtime.
-    pub media: crate::media::Inspector,
-    /// The send pipeline (checks, rate limit and write of message sends, batched).
-    pub ingest: Ingest,
-}
-
 /// A built application: bound to its port, connected, not yet serving.
 pub struct Application {
     acceptor: TcpAcceptor,
@@ -106,7 +89,7 @@ pub const SEND_WRITER_APPLICATION: &str = "api-service send writer";
 /// The message writers' own connections (`SEND_WRITERS`, one each): their send statement is the
 /// same every time and finds its rows by key whatever the batch holds, so they keep one generic
 /// plan (`plan_cache_mode = force_generic_plan`) instead of planning it again for every small
-/// batch — at one message per batch, planning took longer than running it (BENCHMARKS.md).
+/// batch — at one message per batch, planning takes longer than running it.
 /// Connected lazily: the main pool has already shown the server is there. They show in
 /// `pg_stat_activity` as [`SEND_WRITER_APPLICATION`].
 pub fn ingest_database(settings: &Settings) -> anyhow::Result<PgPool> {
@@ -304,7 +287,8 @@ impl Application {
 }
 
 /// The whole route tree with its middleware. Unknown paths answer 404 `404 page not found`
-/// (text/plain) and known paths with another method 405 with an empty body (http-api.md §2.3).
+/// (text/plain) and known paths with another method 405 with an empty body (docs/api.md,
+/// "Requests").
 pub fn build_routes(state: AppState) -> impl poem::Endpoint {
     let metrics = state.metrics.clone();
     let api = routes::api_service();

@@ -1,6 +1,7 @@
-//! Object storage for attachments (http-api.md §11): a local directory by default, an S3 bucket
-//! or an Azure Blob container by configuration (`STORAGE_BACKEND`), all through the
-//! `object_store` crate so the upload and download routes never know which one is in use.
+//! Object storage for attachments (docs/api.md, "Uploads and downloads"): a local directory by
+//! default, an S3 bucket or an Azure Blob container by configuration (`STORAGE_BACKEND`), all
+//! through the `object_store` crate so the upload and download routes never know which one is in
+//! use.
 //!
 //! Objects are written once, whole, under a server-chosen [`ObjectName`] (`<uuid><ext>`), and
 //! never changed: that is what lets downloads be cached for a year and their `Content-Type` be

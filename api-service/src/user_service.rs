@@ -1,5 +1,5 @@
 //! The optional user service (`USER_SERVICE_URL`): `GET {url}/users/{id}` per participant on
-//! create / add participants (http-api.md §5.1). 200 = exists, 404 = unknown (a validation
+//! create / add participants. 200 = exists, 404 = unknown (a validation
 //! error), anything else or a transport error = 500. Checks run concurrently, 5 s timeout each.
 
 use std::time::Duration;
@@ -7,7 +7,20 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use uuid::Uuid;
 
-use crate::error::{ApiError, Details};
+/// Why [`UserService::check_exist`] did not confirm every user.
+#[derive(Debug, thiserror::Error)]
+pub enum UserCheckError {
+    /// At least one user is unknown to the user service (it answered 404): a validation error
+    /// of the request.
+    #[error("one or more users do not exist")]
+    Unknown,
+    /// The user service answered something other than 200 or 404.
+    #[error("user service answered {0}")]
+    Status(u16),
+    /// The user service could not be reached or did not answer in time.
+    #[error("user service")]
+    Transport(#[source] reqwest::Error),
+}
 
 /// A client for the user service, or nothing when it is not configured.
 #[derive(Clone)]
@@ -29,7 +42,11 @@ impl UserService {
     }
 
     /// Checks that every user exists; `token` (jwt mode) is forwarded as a bearer credential.
-    pub async fn check_exist(&self, users: &[Uuid], token: Option<&str>) -> Result<(), ApiError> {
+    pub async fn check_exist(
+        &self,
+        users: &[Uuid],
+        token: Option<&str>,
+    ) -> Result<(), UserCheckError> {
         let Some(base) = &self.base else {
             return Ok(());
         };
@@ -45,23 +62,12 @@ impl UserService {
             match result.map(|r| r.status().as_u16()) {
                 Ok(200) => {}
                 Ok(404) => unknown = true,
-                Ok(status) => {
-                    return Err(ApiError::Internal(anyhow::anyhow!(
-                        "user service answered {status}"
-                    )));
-                }
-                Err(e) => {
-                    return Err(ApiError::Internal(
-                        anyhow::Error::new(e).context("user service"),
-                    ));
-                }
+                Ok(status) => return Err(UserCheckError::Status(status)),
+                Err(e) => return Err(UserCheckError::Transport(e)),
             }
         }
         if unknown {
-            return Err(Details::one(
-                "participant_ids",
-                "one or more user IDs do not exist",
-            ));
+            return Err(UserCheckError::Unknown);
         }
         Ok(())
     }

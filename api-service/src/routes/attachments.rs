@@ -1,5 +1,5 @@
-//! Attachments (http-api.md §11): upload a file to a message, list a message's files, the
-//! conversation's media gallery, and the public download of stored objects.
+//! Attachments (docs/api.md, "Uploads and downloads"): upload a file to a message, list a message's
+//! files, the conversation's media gallery, and the public download of stored objects.
 //!
 //! Uploads are judged in the spec's order with nothing stored until every check has passed:
 //! identity, message and membership are checked before one byte of the body is read; the
@@ -34,13 +34,13 @@ use crate::{
     resources::Attachment,
     routes::{ApiTags, messages::live_message, require_member},
     sniff::{self, FileKind, TEXT_WINDOW},
-    startup::AppState,
+    state::AppState,
     storage::{ByteRange, ObjectName},
 };
 
-/// Step 5 of §11.1.
+/// Step 5 of an upload's check order.
 const INVALID_FORM: &str = "File too large or invalid multipart form";
-/// Step 6 of §11.1.
+/// Step 6 of an upload's check order.
 const MISSING_FILE: &str = "Missing 'file' field in multipart form";
 /// Parts other than the file are read and dropped, up to this many bytes in total.
 const MAX_DISCARDED: usize = 1024 * 1024;
@@ -56,7 +56,7 @@ pub struct AttachmentsApi;
 // ----- the upload body ----------------------------------------------------------------------------
 
 /// The multipart body of an upload, not yet read: extraction only takes hold of it, so the
-/// handler can check the message and membership first (§11.1 steps 3–4).
+/// handler can check the message and membership first (steps 3–4 of an upload).
 pub struct UploadForm {
     content_type: Option<String>,
     body: Option<Body>,
@@ -410,7 +410,7 @@ impl AttachmentsApi {
             match db::attachments::insert(&mut conn, &message, user, &new).await? {
                 Some(a) => Ok(a),
                 // The message was deleted, or the uploader left, while the file streamed in:
-                // the answer steps 3–4 would give now (§2.8).
+                // the answer steps 3–4 would give now.
                 None => Err(match live_message(&mut conn, id).await {
                     Ok(_) => ApiError::Forbidden(error::NOT_A_PARTICIPANT),
                     Err(e) => e,
@@ -434,7 +434,7 @@ impl AttachmentsApi {
         );
 
         let mut conn = state.pool.acquire().await?;
-        // A deleted message is never sent out, not even in an event (http-api.md §3).
+        // A deleted message is never sent out, not even in an event.
         if let Some(row) = db::messages::find(&mut conn, id)
             .await?
             .filter(|m| !m.is_deleted)

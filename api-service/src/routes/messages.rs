@@ -1,5 +1,6 @@
-//! Messages (http-api.md §7): send (idempotent with `client_msg_id`, rate limited), history by
-//! offset or by `seq`, French full-text search, get, edit, soft delete, and who is typing.
+//! Messages (docs/api.md, "Sending messages", "Paging"): send (idempotent with `client_msg_id`,
+//! rate limited), history by offset or by `seq`, French full-text search, get, edit, soft delete,
+//! and who is typing.
 
 use poem::{IntoResponse, Response, web::Data as State};
 use poem_openapi::{
@@ -26,7 +27,7 @@ use crate::{
     ingest::{Outcome, SendRequest},
     resources::{Message, TypingState},
     routes::{ApiTags, require_member},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Longest `content`, in UTF-8 bytes.
@@ -104,7 +105,7 @@ struct SendFields {
     client_msg_id: Option<String>,
 }
 
-/// A send that passed the field rules of §7.1.
+/// A send that passed the field rules (steps 1–2 of a send, see `ingest`).
 struct SendInput {
     kind: String,
     content: Option<String>,
@@ -218,8 +219,8 @@ fn seq_bound(raw: Option<&str>) -> Option<Option<i64>> {
     }
 }
 
-/// Who is typing in `conversation` (websocket.md §6), from the gateway's typing ZSET
-/// ([`shared_redis::typing::live`]); empty when Redis cannot answer.
+/// Who is typing in `conversation` (docs/websocket.md, "Sending typing frames"), from the gateway's
+/// typing ZSET ([`shared_redis::typing::live`]); empty when Redis cannot answer.
 async fn typists(state: &AppState, conversation: Uuid) -> Vec<Uuid> {
     let keys = shared_redis::Keys::new(state.settings.redis_key_prefix.as_str());
     shared_redis::run(&state.redis, "typing.live", |c| async move {

@@ -1,6 +1,6 @@
-//! Operational endpoints (http-api.md §4): public and not enveloped. `/health` and `/ready` are
-//! operations of the OpenAPI service ([`OpsApi`]) so that the document describes them; `/test`
-//! (an alias of `/health`) and `/metrics` are plain routes.
+//! Operational endpoints (docs/api.md, "Operational endpoints"): public and not enveloped.
+//! `/health` and `/ready` are operations of the OpenAPI service ([`OpsApi`]) so that the document
+//! describes them; `/test` (an alias of `/health`) and `/metrics` are plain routes.
 
 use std::time::Duration;
 
@@ -12,7 +12,12 @@ use poem_openapi::{
 };
 use serde_json::json;
 
-use crate::{http::with_example, resources::Timestamp, routes::ApiTags, startup::AppState};
+use crate::{
+    http::{json_response, with_example},
+    resources::Timestamp,
+    routes::ApiTags,
+    state::AppState,
+};
 
 /// The liveness body: no dependency is touched.
 fn health_response() -> Response {
@@ -64,14 +69,6 @@ pub fn metrics(state: Data<&AppState>) -> Response {
     Response::builder()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
-}
-
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(serde_json::to_vec(body).expect("json"))
-        .into_response()
 }
 
 // ----- the OpenAPI operations ---------------------------------------------------------------------

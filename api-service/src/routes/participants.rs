@@ -1,12 +1,13 @@
-//! Participants (http-api.md §6): add participants, change a role or transfer ownership, remove
+//! Participants: add participants, change a role or transfer ownership, remove
 //! someone or leave, join a channel.
 //!
 //! Every write here runs in a transaction that first takes the conversation's roster lock
 //! ([`db::participants::lock_roster`]) and then makes its checks, so concurrent membership changes
 //! of one conversation cannot interleave: a transfer cannot produce two owners, an owner leaving
 //! never hands ownership to someone leaving at the same moment, and concurrent joins give one 201
-//! and 409s. Events go out after the commit; removals are flushed to NATS before the answer so
-//! that nothing the conversation emits afterwards reaches the removed user (websocket.md §8).
+//! and 409s. Events go out after the commit; removals are flushed to NATS before the answer so that
+//! nothing the conversation emits afterwards reaches the removed user (docs/websocket.md, "Live
+//! membership").
 
 use poem::web::Data as State;
 use poem_openapi::{Object, OpenApi, param::Path};
@@ -20,10 +21,10 @@ use crate::{
     http::{Caller, Data, JsonBody, NoContent, PathId, conv_id, user_id},
     resources::{ConversationDetail, Participant},
     routes::{ApiTags, require_member},
-    startup::AppState,
+    state::AppState,
 };
 
-/// Most users one `POST /conversations/{id}/participants` may name (§6.1).
+/// Most users one `POST /conversations/{id}/participants` may name.
 const MAX_ADD: usize = 50;
 
 const NOT_A_PARTICIPANT: &str = "User is not a participant of this conversation";
@@ -43,7 +44,7 @@ pub struct ChangeRole {
     pub role: String,
 }
 
-/// The participant operations of http-api.md §6.
+/// The participant operations.
 pub struct ParticipantsApi;
 
 /// Owners and admins manage a group or channel.
@@ -51,8 +52,8 @@ fn is_admin_plus(role: &str) -> bool {
     matches!(role, "owner" | "admin")
 }
 
-/// The `participant_ids` rules of §6.1, first failure only; the users de-duplicated (first
-/// occurrence kept).
+/// The `participant_ids` rules of adding participants, first failure only; the users de-duplicated
+/// (first occurrence kept).
 fn validate_add(ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
     const KEY: &str = "participant_ids";
     if ids.is_empty() {
@@ -75,9 +76,9 @@ fn validate_add(ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
     Ok(users)
 }
 
-/// Steps 3–6 of §6.1 (`CONV`, not direct, `MEMBER`, owner or admin). Run once before the user
-/// service is asked and again under the roster lock (`locked`), since the caller may have been
-/// removed or demoted while the user service answered.
+/// Steps 3–6 of adding participants (`CONV`, not direct, `MEMBER`, owner or admin). Run once before
+/// the user service is asked and again under the roster lock (`locked`), since the caller may have
+/// been removed or demoted while the user service answered.
 async fn check_may_add(
     conn: &mut sqlx::PgConnection,
     conversation: Uuid,
@@ -111,9 +112,9 @@ fn participant_updated(p: &Participant) -> Body {
 }
 
 impl ParticipantsApi {
-    /// The events of users joining (§6.1, §6.4): `conversation.joined` to each of them (one
-    /// event addressed to all of them, events.rs), then one `participant.added` listing them all
-    /// to the conversation.
+    /// The events of users joining (added, or joining a channel): `conversation.joined` to each of
+    /// them (one event addressed to all of them, events.rs), then one `participant.added` listing
+    /// them all to the conversation.
     async fn announce_joined(
         state: &AppState,
         actor: Uuid,
@@ -381,8 +382,8 @@ impl ParticipantsApi {
                 left,
             )
             .await;
-        // websocket.md §8: the removal is on the wire before the answer, so nothing the
-        // conversation emits after this response reaches the removed user.
+        // docs/websocket.md ("Live membership"): the removal is on the wire before the answer, so
+        // nothing the conversation emits after this response reaches the removed user.
         state.events.flush().await;
         Ok(NoContent)
     }

@@ -1,4 +1,4 @@
-//! Read receipts (http-api.md §9.1, §9.2): mark a conversation read up to a message, list who
+//! Read receipts: mark a conversation read up to a message, list who
 //! read how far. A receipt only ever moves forward, by `seq`.
 
 use poem::web::Data as State;
@@ -13,7 +13,7 @@ use crate::{
     http::{Caller, Data, JsonBody, PathId, conv_id},
     resources::ReadReceipt,
     routes::{ApiTags, require_member},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Body of `POST /conversations/{id}/read`.

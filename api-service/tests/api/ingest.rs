@@ -221,9 +221,10 @@ async fn one_limiter_call_takes_a_token_per_entry_in_order_even_for_one_user_twi
     let verdicts = limiter.take(&[alice, bob, alice, alice, bob]).await;
     let shape: Vec<Option<u64>> = verdicts
         .iter()
-        .map(|v| match v {
+        // As the HTTP edge answers a refusal.
+        .map(|v| match v.map_err(ApiError::from) {
             Ok(()) => None,
-            Err(ApiError::RateLimited { retry_after_secs }) => Some(*retry_after_secs),
+            Err(ApiError::RateLimited { retry_after_secs }) => Some(retry_after_secs),
             Err(e) => panic!("{e}"),
         })
         .collect();
