@@ -30,7 +30,10 @@ use crate::{
     db::{self, attachments::NewAttachment},
     error::{self, ApiError, Details, E400, E401, E403, E404, E500, Fail},
     events::Audience,
-    http::{Caller, Data, Page, PathId, conv_id, msg_id, pagination},
+    http::{
+        Caller, Data, Page,
+        params::{ConversationId, Limit, MessageId, Offset, Paging},
+    },
     resources::Attachment,
     routes::{ApiTags, messages::live_message, require_member},
     sniff::{self, FileKind, TEXT_WINDOW},
@@ -358,10 +361,10 @@ impl AttachmentsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<MessageId>,
         form: UploadForm,
     ) -> Result<Data<Attachment, 201>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = msg_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let message = {
             let mut conn = state.pool.acquire().await?;
@@ -464,9 +467,9 @@ impl AttachmentsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<MessageId>,
     ) -> Result<Data<Vec<Attachment>>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = msg_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         let message = db::messages::find(&mut conn, id)
@@ -487,15 +490,13 @@ impl AttachmentsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
-        limit: Query<Option<String>>,
-        offset: Query<Option<String>>,
+        id: Path<ConversationId>,
+        limit: Query<Limit>,
+        offset: Query<Offset>,
     ) -> Result<Page<Attachment>, Fail<{ E400 | E401 | E403 | E500 }>> {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
-        let mut d = Details::new();
-        let (limit, offset) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
-        d.into_result()?;
+        let Paging { limit, offset } = Paging::check(&limit, &offset)?;
         let mut conn = state.pool.acquire().await?;
         // A conversation that does not exist has no participants: 403, never 404.
         require_member(&mut conn, id, user).await?;

@@ -17,7 +17,10 @@ use crate::{
     db::{self, conversations::ConversationRow, participants::ParticipantRow},
     error::{self, ApiError, Details, E400, E401, E403, E404, E409, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, NoContent, PathId, conv_id, user_id},
+    http::{
+        Caller, Data, JsonBody, NoContent,
+        params::{ConversationId, UserId},
+    },
     resources::{ConversationDetail, Participant},
     routes::{ApiTags, require_member},
     startup::AppState,
@@ -165,11 +168,11 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
         body: JsonBody<AddParticipants>,
     ) -> Result<Data<Vec<Participant>, 201>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>>
     {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let body = body.parse()?;
         let ids = body.opt_str_array("participant_ids")?.unwrap_or_default();
         let users = validate_add(&ids)?;
@@ -212,12 +215,12 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
-        #[oai(name = "userId")] target: Path<PathId>,
+        id: Path<ConversationId>,
+        #[oai(name = "userId")] target: Path<UserId>,
         body: JsonBody<ChangeRole>,
     ) -> Result<Data<Participant>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>> {
-        let id = conv_id(&id)?;
-        let target = user_id(&target)?;
+        let id = id.get()?;
+        let target = target.get()?;
         let body = body.parse()?;
         let role = body.req_str("role")?;
         let user = caller.user()?;
@@ -296,11 +299,11 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
-        #[oai(name = "userId")] target: Path<PathId>,
+        id: Path<ConversationId>,
+        #[oai(name = "userId")] target: Path<UserId>,
     ) -> Result<NoContent, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = conv_id(&id)?;
-        let target = user_id(&target)?;
+        let id = id.get()?;
+        let target = target.get()?;
         let user = caller.user()?;
 
         let mut tx = state.pool.begin().await?;
@@ -397,9 +400,9 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
     ) -> Result<Data<Participant, 201>, Fail<{ E400 | E401 | E404 | E409 | E500 }>> {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
 
         let mut tx = state.pool.begin().await?;
