@@ -1,4 +1,4 @@
-//! Attachments (http-api.md §11): upload a file to a message, list a message's files, the
+//! Attachments: upload a file to a message, list a message's files, the
 //! conversation's media gallery, and the public download of stored objects.
 //!
 //! Uploads are judged in the spec's order with nothing stored until every check has passed:
@@ -41,9 +41,9 @@ use crate::{
     storage::{ByteRange, ObjectName},
 };
 
-/// Step 5 of §11.1.
+/// The answer to a body that is not a readable multipart form (or too large overall).
 const INVALID_FORM: &str = "File too large or invalid multipart form";
-/// Step 6 of §11.1.
+/// The answer when no `file` part has a filename.
 const MISSING_FILE: &str = "Missing 'file' field in multipart form";
 /// Parts other than the file are read and dropped, up to this many bytes in total.
 const MAX_DISCARDED: usize = 1024 * 1024;
@@ -59,7 +59,7 @@ pub struct AttachmentsApi;
 // ----- the upload body ----------------------------------------------------------------------------
 
 /// The multipart body of an upload, not yet read: extraction only takes hold of it, so the
-/// handler can check the message and membership first (§11.1 steps 3–4).
+/// handler can check the message and membership first (docs/api.md, "Uploading a file").
 pub struct UploadForm {
     content_type: Option<String>,
     body: Option<Body>,
@@ -106,7 +106,7 @@ impl<'a> ApiExtractor<'a> for UploadForm {
     }
 }
 
-/// A file that passed steps 5–9.
+/// A file that passed the form, type, content and size checks.
 struct UploadedFile {
     /// The client's filename without directory, at most 255 bytes.
     file_name: String,
@@ -413,7 +413,7 @@ impl AttachmentsApi {
             match db::attachments::insert(&mut conn, &message, user, &new).await? {
                 Some(a) => Ok(a),
                 // The message was deleted, or the uploader left, while the file streamed in:
-                // the answer steps 3–4 would give now (§2.8).
+                // the answer the message and membership checks would give now.
                 None => Err(match live_message(&mut conn, id).await {
                     Ok(_) => ApiError::Forbidden(error::NOT_A_PARTICIPANT),
                     Err(e) => e,
@@ -437,7 +437,7 @@ impl AttachmentsApi {
         );
 
         let mut conn = state.pool.acquire().await?;
-        // A deleted message is never sent out, not even in an event (http-api.md §3).
+        // A deleted message is never sent out, not even in an event.
         if let Some(row) = db::messages::find(&mut conn, id)
             .await?
             .filter(|m| !m.is_deleted)

@@ -1,4 +1,4 @@
-//! Conversations (http-api.md §5): create, list mine, discover channels, get, update, archive.
+//! Conversations: create, list mine, discover channels, get, update, archive.
 
 use poem::web::Data as State;
 use poem_openapi::{Object, OpenApi, param::Path, param::Query};
@@ -72,7 +72,8 @@ impl CreateFields {
     }
 }
 
-/// The field rules of §5.1 (all keys evaluated; later rows of one key overwrite earlier ones).
+/// The field rules of `POST /conversations` (all keys evaluated; later rows of one key overwrite
+/// earlier ones).
 fn validate_create(fields: CreateFields, caller: Uuid) -> Result<CreateInput, ApiError> {
     let CreateFields {
         kind,

@@ -1,4 +1,4 @@
-//! Messages (http-api.md §7): send (idempotent with `client_msg_id`, rate limited), history by
+//! Messages: send (idempotent with `client_msg_id`, rate limited), history by
 //! offset or by `seq`, French full-text search, get, edit, soft delete, and who is typing.
 
 use poem::{IntoResponse, Response, web::Data as State};
@@ -102,7 +102,7 @@ struct SendFields {
     client_msg_id: Option<String>,
 }
 
-/// A send that passed the field rules of §7.1.
+/// A send that passed the field rules (docs/api.md, "Sending messages").
 struct SendInput {
     kind: String,
     content: Option<String>,
@@ -205,8 +205,8 @@ async fn require_conversation(conn: &mut PgConnection, id: Uuid) -> Result<(), A
         .ok_or(ApiError::NotFound(error::CONVERSATION_NOT_FOUND))
 }
 
-/// Who is typing in `conversation` (websocket.md §6), from the gateway's typing ZSET
-/// ([`shared_redis::typing::live`]); empty when Redis cannot answer.
+/// Who is typing in `conversation` (docs/websocket.md, "Sending typing frames"), from the gateway's
+/// typing ZSET ([`shared_redis::typing::live`]); empty when Redis cannot answer.
 async fn typists(state: &AppState, conversation: Uuid) -> Vec<Uuid> {
     let keys = shared_redis::Keys::new(state.settings.redis_key_prefix.as_str());
     shared_redis::run(&state.redis, "typing.live", |c| async move {

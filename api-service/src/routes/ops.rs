@@ -1,6 +1,6 @@
-//! Operational endpoints (http-api.md §4): public and not enveloped. `/health` and `/ready` are
-//! operations of the OpenAPI service ([`OpsApi`]) so that the document describes them; `/test`
-//! (an alias of `/health`) and `/metrics` are plain routes.
+//! Operational endpoints (docs/api.md, "Operational endpoints"): public and not enveloped.
+//! `/health` and `/ready` are operations of the OpenAPI service ([`OpsApi`]) so that the document
+//! describes them; `/test` (an alias of `/health`) and `/metrics` are plain routes.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Participants (http-api.md §6): add participants, change a role or transfer ownership, remove
+//! Participants: add participants, change a role or transfer ownership, remove
 //! someone or leave, join a channel.
 //!
 //! Every write here runs in a transaction that first takes the conversation's roster lock
@@ -6,7 +6,8 @@
 //! of one conversation cannot interleave: a transfer cannot produce two owners, an owner leaving
 //! never hands ownership to someone leaving at the same moment, and concurrent joins give one 201
 //! and 409s. Events go out after the commit; removals are flushed to NATS before the answer so
-//! that nothing the conversation emits afterwards reaches the removed user (websocket.md §8).
+//! that nothing the conversation emits afterwards reaches the removed user (docs/websocket.md,
+//! "Live membership").
 
 use poem::web::Data as State;
 use poem_openapi::{Object, OpenApi, param::Path};
@@ -26,7 +27,7 @@ use crate::{
     startup::AppState,
 };
 
-/// Most users one `POST /conversations/{id}/participants` may name (§6.1).
+/// Most users one `POST /conversations/{id}/participants` may name.
 const MAX_ADD: usize = 50;
 
 const NOT_A_PARTICIPANT: &str = "User is not a participant of this conversation";
@@ -46,7 +47,7 @@ pub struct ChangeRole {
     pub role: String,
 }
 
-/// The participant operations of http-api.md §6.
+/// The participant operations.
 pub struct ParticipantsApi;
 
 /// Owners and admins manage a group or channel.
@@ -54,7 +55,7 @@ fn is_admin_plus(role: &str) -> bool {
     matches!(role, "owner" | "admin")
 }
 
-/// The `participant_ids` rules of §6.1, first failure only; the users de-duplicated (first
+/// The `participant_ids` rules of an add, first failure only; the users de-duplicated (first
 /// occurrence kept).
 fn validate_add(ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
     const KEY: &str = "participant_ids";
@@ -78,9 +79,9 @@ fn validate_add(ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
     Ok(users)
 }
 
-/// Steps 3–6 of §6.1 (`CONV`, not direct, `MEMBER`, owner or admin). Run once before the user
-/// service is asked and again under the roster lock (`locked`), since the caller may have been
-/// removed or demoted while the user service answered.
+/// The checks of an add after its body (`CONV`, not direct, `MEMBER`, owner or admin). Run once
+/// before the user service is asked and again under the roster lock (`locked`), since the caller
+/// may have been removed or demoted while the user service answered.
 async fn check_may_add(
     conn: &mut sqlx::PgConnection,
     conversation: Uuid,
@@ -114,9 +115,9 @@ fn participant_updated(p: &Participant) -> Body {
 }
 
 impl ParticipantsApi {
-    /// The events of users joining (§6.1, §6.4): `conversation.joined` to each of them (one
-    /// event addressed to all of them, events.rs), then one `participant.added` listing them all
-    /// to the conversation.
+    /// The events of users joining (added, or joining a channel): `conversation.joined` to each of
+    /// them (one event addressed to all of them, events.rs), then one `participant.added` listing
+    /// them all to the conversation.
     async fn announce_joined(
         state: &AppState,
         actor: Uuid,
@@ -384,8 +385,8 @@ impl ParticipantsApi {
                 left,
             )
             .await;
-        // websocket.md §8: the removal is on the wire before the answer, so nothing the
-        // conversation emits after this response reaches the removed user.
+        // docs/websocket.md, "Live membership": the removal is on the wire before the answer, so
+        // nothing the conversation emits after this response reaches the removed user.
         state.events.flush().await;
         Ok(NoContent)
     }

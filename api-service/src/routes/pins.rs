@@ -1,4 +1,4 @@
-//! Pinned messages (http-api.md §10): owners and admins pin and unpin messages of their
+//! Pinned messages: owners and admins pin and unpin messages of their
 //! conversation; every participant lists the pins. A message is pinned at most once per
 //! conversation (`unique_pin`).
 
@@ -68,7 +68,7 @@ impl PinsApi {
         }
         let pin = match db::pins::insert(&mut conn, &message, user).await {
             Ok(Some(row)) => PinnedMessage::from(row),
-            // Deleted since step 3 (§2.8: the answer that check would give now).
+            // Deleted since the message check: the answer that check would give now.
             Ok(None) => return Err(ApiError::NotFound(error::MESSAGE_NOT_FOUND).into()),
             Err(PinError::AlreadyPinned) => {
                 return Err(ApiError::Conflict("Message is already pinned").into());
@@ -110,7 +110,7 @@ impl PinsApi {
             return Err(ApiError::Forbidden("Only owners and admins can unpin messages").into());
         }
         db::pins::delete(&mut conn, id, message_id).await?;
-        // On every 204, whether or not a pin was removed (§10.2).
+        // On every 204, whether or not a pin was removed.
         let event = Body::MessageUnpinned(pb::MessageUnpinned {
             conversation_id: id.to_string(),
             message_id: message_id.to_string(),

@@ -1,4 +1,4 @@
-//! Reactions (http-api.md §8): add one of my reactions to a message, remove it, list a
+//! Reactions: add one of my reactions to a message, remove it, list a
 //! message's reactions. Reactions of deleted messages stay listed and removable.
 
 use poem::web::Data as State;

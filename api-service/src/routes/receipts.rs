@@ -1,4 +1,4 @@
-//! Read receipts (http-api.md §9.1, §9.2): mark a conversation read up to a message, list who
+//! Read receipts: mark a conversation read up to a message, list who
 //! read how far. A receipt only ever moves forward, by `seq`.
 
 use poem::web::Data as State;
