@@ -102,16 +102,6 @@ struct SendFields {
     client_msg_id: Option<String>,
 }
 
-/// A send that passed the field rules (docs/api.md, "Sending messages").
-struct SendInput {
-    kind: String,
-    content: Option<String>,
-    /// Compact JSON text, exactly as sent.
-    metadata: Option<String>,
-    reply_to_id: Option<Uuid>,
-    client_msg_id: Option<String>,
-}
-
 impl SendFields {
     fn read(body: &JsonObject) -> Result<Self, ApiError> {
         Ok(Self {
@@ -123,8 +113,9 @@ impl SendFields {
         })
     }
 
-    /// The field rules, every key evaluated, reported in one `VALIDATION_ERROR`.
-    fn validate(self) -> Result<SendInput, ApiError> {
+    /// The field rules (docs/api.md, "Sending messages"), every key evaluated, reported in one
+    /// `VALIDATION_ERROR`; what passes is the send of `sender` to `conversation`.
+    fn validate(self, conversation: Uuid, sender: Uuid) -> Result<SendRequest, ApiError> {
         let mut d = Details::new();
         let kind = self.kind.unwrap_or_else(|| "text".to_owned());
         if !MESSAGE_TYPES.contains(&kind.as_str()) {
@@ -167,7 +158,9 @@ impl SendFields {
             _ => {}
         }
         d.into_result()?;
-        Ok(SendInput {
+        Ok(SendRequest {
+            conversation,
+            sender,
             kind,
             content: self.content,
             metadata: self.metadata,
@@ -241,20 +234,9 @@ impl MessagesApi {
         let conversation = id.get()?;
         let fields = SendFields::read(&body.parse()?)?;
         let user = caller.user()?;
-        let input = fields.validate()?;
-        let client_msg_id = input.client_msg_id.clone();
-        let outcome = state
-            .ingest
-            .send(SendRequest {
-                conversation,
-                sender: user,
-                kind: input.kind,
-                content: input.content,
-                metadata: input.metadata,
-                reply_to_id: input.reply_to_id,
-                client_msg_id: input.client_msg_id,
-            })
-            .await;
+        let request = fields.validate(conversation, user)?;
+        let client_msg_id = request.client_msg_id.clone();
+        let outcome = state.ingest.send(request).await;
         match outcome {
             Outcome::Created(message) => Ok(Sent::Created(*message)),
             Outcome::Rejected(e) => Err(e.into()),
