@@ -4,13 +4,13 @@
 //! and its default), and parses the raw value during extraction.
 //!
 //! None of them fails extraction. poem-openapi extracts every parameter before the handler runs,
-//! and an extraction failure would be answered before the credential check and before every
-//! other step of the route. But each route checks its request in a fixed order (docs/api.md,
-//! "Errors"): a malformed path id is judged at the route's `PATH-*` step, which some routes take
-//! before the body and others after it, and bad paging values only after the caller's identity
-//! (`HDR`). So each type holds its parse outcome, valid or not, and the handler raises the
-//! error at its step: [`ConversationId::get`], [`Paging::read`], [`SeqBound::read`],
-//! [`SearchQuery::get`].
+//! and a failure there ends the request with a generic 400 (`ParseParamError`, answered in
+//! `startup.rs`) before any step of the route. But each route checks its request in a fixed
+//! order (docs/api.md, "Errors"), with its own messages: a malformed path id is judged at the
+//! route's `PATH-*` step, which comes before the body on some routes and after it on others, and
+//! bad paging values only after the caller's identity (`HDR`). So each type holds its parse
+//! outcome, valid or not, and the handler raises the error at its step:
+//! [`ConversationId::get`], [`Paging::read`], [`SeqBound::read`], [`SearchQuery::get`].
 
 use std::borrow::Cow;
 
@@ -181,7 +181,7 @@ macro_rules! decimal_parameter {
 const MAX_LIMIT: i128 = 100;
 /// `limit` when absent (or invalid, while its error is collected).
 const DEFAULT_LIMIT: i64 = 20;
-/// Largest `offset`: PostgreSQL's `offset` is taken as a 32-bit integer here.
+/// Largest `offset` (docs/api.md, "Paging").
 const MAX_OFFSET: i128 = i32::MAX as i128;
 
 /// `limit`: how many items a page holds, 1 to 100, default 20.
