@@ -30,7 +30,10 @@ use crate::{
     db::{self, attachments::NewAttachment},
     error::{self, ApiError, Details, E400, E401, E403, E404, E500, Fail},
     events::Audience,
-    http::{Caller, Data, Page, PathId, conv_id, msg_id, pagination},
+    http::{
+        Caller, Data, Page,
+        params::{ConversationId, Limit, MessageId, Offset, Paging},
+    },
     resources::Attachment,
     routes::{ApiTags, messages::live_message, require_member},
     sniff::{self, FileKind, TEXT_WINDOW},
@@ -38,9 +41,9 @@ use crate::{
     storage::{ByteRange, ObjectName},
 };
 
-/// Step 5 of an upload's check order.
+/// The answer to a body that is not a readable multipart form (or too large overall).
 const INVALID_FORM: &str = "File too large or invalid multipart form";
-/// Step 6 of an upload's check order.
+/// The answer when no `file` part has a filename.
 const MISSING_FILE: &str = "Missing 'file' field in multipart form";
 /// Parts other than the file are read and dropped, up to this many bytes in total.
 const MAX_DISCARDED: usize = 1024 * 1024;
@@ -56,7 +59,7 @@ pub struct AttachmentsApi;
 // ----- the upload body ----------------------------------------------------------------------------
 
 /// The multipart body of an upload, not yet read: extraction only takes hold of it, so the
-/// handler can check the message and membership first (steps 3–4 of an upload).
+/// handler can check the message and membership first (docs/api.md, "Uploading a file").
 pub struct UploadForm {
     content_type: Option<String>,
     body: Option<Body>,
@@ -103,7 +106,7 @@ impl<'a> ApiExtractor<'a> for UploadForm {
     }
 }
 
-/// A file that passed steps 5–9.
+/// A file that passed the form, type, content and size checks.
 struct UploadedFile {
     /// The client's filename without directory, at most 255 bytes.
     file_name: String,
@@ -358,10 +361,10 @@ impl AttachmentsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<MessageId>,
         form: UploadForm,
     ) -> Result<Data<Attachment, 201>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = msg_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let message = {
             let mut conn = state.pool.acquire().await?;
@@ -410,7 +413,7 @@ impl AttachmentsApi {
             match db::attachments::insert(&mut conn, &message, user, &new).await? {
                 Some(a) => Ok(a),
                 // The message was deleted, or the uploader left, while the file streamed in:
-                // the answer steps 3–4 would give now.
+                // the answer the message and membership checks would give now.
                 None => Err(match live_message(&mut conn, id).await {
                     Ok(_) => ApiError::Forbidden(error::NOT_A_PARTICIPANT),
                     Err(e) => e,
@@ -464,9 +467,9 @@ impl AttachmentsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<MessageId>,
     ) -> Result<Data<Vec<Attachment>>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = msg_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         let message = db::messages::find(&mut conn, id)
@@ -487,15 +490,13 @@ impl AttachmentsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
-        limit: Query<Option<String>>,
-        offset: Query<Option<String>>,
+        id: Path<ConversationId>,
+        limit: Query<Limit>,
+        offset: Query<Offset>,
     ) -> Result<Page<Attachment>, Fail<{ E400 | E401 | E403 | E500 }>> {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
-        let mut d = Details::new();
-        let (limit, offset) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
-        d.into_result()?;
+        let Paging { limit, offset } = Paging::check(&limit, &offset)?;
         let mut conn = state.pool.acquire().await?;
         // A conversation that does not exist has no participants: 403, never 404.
         require_member(&mut conn, id, user).await?;

@@ -9,7 +9,10 @@ use crate::{
     db::{self, conversations::NewConversation},
     error::{self, ApiError, Details, E400, E401, E403, E404, E409_DM, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, Page, PathId, conv_id, has_nul, pagination},
+    http::{
+        Caller, Data, JsonBody, Page, has_nul,
+        params::{ConversationId, Limit, Offset, Paging},
+    },
     resources::{ChannelSummary, Conversation, ConversationDetail},
     routes::{ApiTags, require_member},
     state::AppState,
@@ -162,13 +165,11 @@ enum Search {
 /// The shared steps of `GET /conversations` and `/conversations/discover` after `HDR`:
 /// `PAGE`, then `search` at most 100 bytes.
 fn list_params(
-    limit: &Query<Option<String>>,
-    offset: &Query<Option<String>>,
+    limit: &Limit,
+    offset: &Offset,
     search: Option<String>,
-) -> Result<(i64, i64, Search), ApiError> {
-    let mut d = Details::new();
-    let (limit, offset) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
-    d.into_result()?;
+) -> Result<(Paging, Search), ApiError> {
+    let paging = Paging::check(limit, offset)?;
     let search = match search.filter(|s| !s.is_empty()) {
         None => Search::All,
         Some(s) if s.len() > 100 => {
@@ -180,7 +181,7 @@ fn list_params(
         Some(s) if has_nul(&s) => Search::Nothing,
         Some(s) => Search::Like(like_pattern(&s)),
     };
-    Ok((limit, offset, search))
+    Ok((paging, search))
 }
 
 /// Search terms match literally inside `ILIKE '%…%'`.
@@ -304,12 +305,14 @@ impl ConversationsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        limit: Query<Option<String>>,
-        offset: Query<Option<String>>,
+        limit: Query<Limit>,
+        offset: Query<Offset>,
+        /// Only conversations whose name (or, for a direct one, the other user's nickname)
+        /// contains this text, ignoring case; at most 100 bytes. Empty means no filter.
         search: Query<Option<String>>,
     ) -> Result<Page<Conversation>, Fail<{ E400 | E401 | E500 }>> {
         let user = caller.user()?;
-        let (limit, offset, search) = list_params(&limit, &offset, search.0)?;
+        let (Paging { limit, offset }, search) = list_params(&limit, &offset, search.0)?;
         let pattern = match search {
             Search::Nothing => return Ok(Page::empty(limit, offset)),
             Search::All => None,
@@ -337,12 +340,14 @@ impl ConversationsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
+        /// Only channels whose name contains this text, ignoring case; at most 100 bytes.
+        /// Empty means no filter.
         search: Query<Option<String>>,
-        limit: Query<Option<String>>,
-        offset: Query<Option<String>>,
+        limit: Query<Limit>,
+        offset: Query<Offset>,
     ) -> Result<Page<ChannelSummary>, Fail<{ E400 | E401 | E500 }>> {
         let user = caller.user()?;
-        let (limit, offset, search) = list_params(&limit, &offset, search.0)?;
+        let (Paging { limit, offset }, search) = list_params(&limit, &offset, search.0)?;
         let pattern = match search {
             Search::Nothing => return Ok(Page::empty(limit, offset)),
             Search::All => None,
@@ -369,9 +374,9 @@ impl ConversationsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
     ) -> Result<Data<ConversationDetail>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         let row = db::conversations::find(&mut conn, id)
@@ -391,10 +396,10 @@ impl ConversationsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
         body: JsonBody<UpdateConversation>,
     ) -> Result<Data<ConversationDetail>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>> {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let body = body.parse()?;
         let name = body.opt_str("name")?;
         let description = body.opt_str("description")?;
@@ -465,9 +470,9 @@ impl ConversationsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
     ) -> Result<Data<Conversation>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         db::conversations::find(&mut conn, id)

@@ -21,8 +21,8 @@ use crate::{
     error::{self, ApiError, Details, E400, E401, E403, E404, E413, E429, E500, Fail},
     events::Audience,
     http::{
-        Caller, Data, JsonBody, JsonObject, NoContent, Page, PathId, conv_id, has_nul, msg_id,
-        pagination, parse_decimal,
+        Caller, Data, JsonBody, JsonObject, NoContent, Page, has_nul,
+        params::{ConversationId, Limit, MessageId, Offset, Paging, SearchQuery, SeqBound},
     },
     ingest::{Outcome, SendRequest},
     resources::{Message, TypingState},
@@ -36,8 +36,6 @@ const MAX_CONTENT: usize = 10_000;
 const MAX_METADATA: usize = 16_384;
 /// Longest `client_msg_id`, in UTF-8 bytes.
 const MAX_CLIENT_MSG_ID: usize = 64;
-/// Longest search query, in UTF-8 bytes.
-const MAX_QUERY: usize = 200;
 /// The `message_type` values.
 const MESSAGE_TYPES: [&str; 6] = ["text", "image", "file", "audio", "video", "system"];
 
@@ -105,16 +103,6 @@ struct SendFields {
     client_msg_id: Option<String>,
 }
 
-/// A send that passed the field rules (steps 1–2 of a send, see `ingest`).
-struct SendInput {
-    kind: String,
-    content: Option<String>,
-    /// Compact JSON text, exactly as sent.
-    metadata: Option<String>,
-    reply_to_id: Option<Uuid>,
-    client_msg_id: Option<String>,
-}
-
 impl SendFields {
     fn read(body: &JsonObject) -> Result<Self, ApiError> {
         Ok(Self {
@@ -126,8 +114,9 @@ impl SendFields {
         })
     }
 
-    /// The field rules, every key evaluated, reported in one `VALIDATION_ERROR`.
-    fn validate(self) -> Result<SendInput, ApiError> {
+    /// The field rules (docs/api.md, "Sending messages"), every key evaluated, reported in one
+    /// `VALIDATION_ERROR`; what passes is the send of `sender` to `conversation`.
+    fn validate(self, conversation: Uuid, sender: Uuid) -> Result<SendRequest, ApiError> {
         let mut d = Details::new();
         let kind = self.kind.unwrap_or_else(|| "text".to_owned());
         if !MESSAGE_TYPES.contains(&kind.as_str()) {
@@ -170,7 +159,9 @@ impl SendFields {
             _ => {}
         }
         d.into_result()?;
-        Ok(SendInput {
+        Ok(SendRequest {
+            conversation,
+            sender,
             kind,
             content: self.content,
             metadata: self.metadata,
@@ -208,17 +199,6 @@ async fn require_conversation(conn: &mut PgConnection, id: Uuid) -> Result<(), A
         .ok_or(ApiError::NotFound(error::CONVERSATION_NOT_FOUND))
 }
 
-/// A `seq` bound of history: `Some(None)` when absent or empty, `None` when invalid.
-fn seq_bound(raw: Option<&str>) -> Option<Option<i64>> {
-    match raw.filter(|s| !str::is_empty(s)) {
-        None => Some(None),
-        Some(s) => match parse_decimal(s) {
-            Some(n) if n >= 0 => Some(Some(n.min(i64::MAX as i128) as i64)),
-            _ => None,
-        },
-    }
-}
-
 /// Who is typing in `conversation` (docs/websocket.md, "Sending typing frames"), from the gateway's
 /// typing ZSET ([`shared_redis::typing::live`]); empty when Redis cannot answer.
 async fn typists(state: &AppState, conversation: Uuid) -> Vec<Uuid> {
@@ -249,26 +229,15 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
         body: JsonBody<SendMessage>,
     ) -> Result<Sent, Fail<{ E400 | E401 | E403 | E404 | E413 | E429 | E500 }>> {
-        let conversation = conv_id(&id)?;
+        let conversation = id.get()?;
         let fields = SendFields::read(&body.parse()?)?;
         let user = caller.user()?;
-        let input = fields.validate()?;
-        let client_msg_id = input.client_msg_id.clone();
-        let outcome = state
-            .ingest
-            .send(SendRequest {
-                conversation,
-                sender: user,
-                kind: input.kind,
-                content: input.content,
-                metadata: input.metadata,
-                reply_to_id: input.reply_to_id,
-                client_msg_id: input.client_msg_id,
-            })
-            .await;
+        let request = fields.validate(conversation, user)?;
+        let client_msg_id = request.client_msg_id.clone();
+        let outcome = state.ingest.send(request).await;
         match outcome {
             Outcome::Created(message) => Ok(Sent::Created(*message)),
             Outcome::Rejected(e) => Err(e.into()),
@@ -306,35 +275,32 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
-        limit: Query<Option<String>>,
-        offset: Query<Option<String>>,
-        after_seq: Query<Option<String>>,
-        before_seq: Query<Option<String>>,
+        id: Path<ConversationId>,
+        limit: Query<Limit>,
+        /// Not combinable with `after_seq` or `before_seq`.
+        offset: Query<Offset>,
+        /// Messages with a greater `seq`, oldest first.
+        after_seq: Query<SeqBound>,
+        /// Messages with a smaller `seq`, newest first (oldest first together with `after_seq`).
+        before_seq: Query<SeqBound>,
     ) -> Result<Page<Message>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let conversation = conv_id(&id)?;
+        let conversation = id.get()?;
         let user = caller.user()?;
         let mut d = Details::new();
-        let (limit, offset_value) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
-        let after = seq_bound(after_seq.0.as_deref());
-        if after.is_none() {
-            d.set("after_seq", "after_seq must be a non-negative integer");
-        }
-        let before = seq_bound(before_seq.0.as_deref());
-        if before.is_none() {
-            d.set("before_seq", "before_seq must be a non-negative integer");
-        }
-        let by_seq = [&after_seq.0, &before_seq.0]
-            .iter()
-            .any(|p| p.as_deref().is_some_and(|s| !str::is_empty(s)));
-        if by_seq && offset.0.as_deref().is_some_and(|s| !str::is_empty(s)) {
+        let Paging {
+            limit,
+            offset: offset_value,
+        } = Paging::read(&limit, &offset, &mut d);
+        let after = after_seq.read("after_seq", &mut d);
+        let before = before_seq.read("before_seq", &mut d);
+        let by_seq = after_seq.is_given() || before_seq.is_given();
+        if by_seq && offset.is_given() {
             d.set(
                 "offset",
                 "offset cannot be combined with after_seq or before_seq",
             );
         }
         d.into_result()?;
-        let (after, before) = (after.flatten(), before.flatten());
         let range = if after.is_none() && before.is_none() {
             HistoryRange::Latest {
                 offset: offset_value,
@@ -369,33 +335,25 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
-        q: Query<Option<String>>,
-        limit: Query<Option<String>>,
-        offset: Query<Option<String>>,
+        id: Path<ConversationId>,
+        /// The words to find (French full-text search), at most 200 bytes.
+        q: Query<SearchQuery>,
+        limit: Query<Limit>,
+        offset: Query<Offset>,
     ) -> Result<Page<Message>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let conversation = conv_id(&id)?;
+        let conversation = id.get()?;
         let user = caller.user()?;
-        let q = q.0.unwrap_or_default();
-        if q.is_empty() {
-            return Err(Details::one("q", "search query is required").into());
-        }
-        if q.len() > MAX_QUERY {
-            return Err(Details::one("q", "search query must not exceed 200 characters").into());
-        }
-        let mut d = Details::new();
-        let (limit, offset) = pagination(limit.0.as_deref(), offset.0.as_deref(), &mut d);
-        d.into_result()?;
+        let q = q.get()?;
+        let Paging { limit, offset } = Paging::check(&limit, &offset)?;
 
         let mut conn = state.pool.acquire().await?;
         require_conversation(&mut conn, conversation).await?;
         require_member(&mut conn, conversation, user).await?;
-        if has_nul(&q) {
+        if has_nul(q) {
             // No stored content holds U+0000 (nor can it be sent to PostgreSQL).
             return Ok(Page::empty(limit, offset));
         }
-        let (total, rows) =
-            db::messages::search(&mut conn, conversation, &q, limit, offset).await?;
+        let (total, rows) = db::messages::search(&mut conn, conversation, q, limit, offset).await?;
         let data = db::messages::embed(&mut conn, rows).await?;
         Ok(Page {
             data,
@@ -415,9 +373,9 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
     ) -> Result<Data<TypingState>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let conversation = conv_id(&id)?;
+        let conversation = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         require_conversation(&mut conn, conversation).await?;
@@ -434,9 +392,9 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<MessageId>,
     ) -> Result<Data<Message>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = msg_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         let row = live_message(&mut conn, id).await?;
@@ -450,10 +408,10 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<MessageId>,
         body: JsonBody<EditMessage>,
     ) -> Result<Data<Message>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>> {
-        let id = msg_id(&id)?;
+        let id = id.get()?;
         let content = body.parse()?.req_str("content")?;
         let user = caller.user()?;
         if content.is_empty() {
@@ -497,9 +455,9 @@ impl MessagesApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<MessageId>,
     ) -> Result<NoContent, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = msg_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         let row = live_message(&mut conn, id).await?;
@@ -533,21 +491,6 @@ impl MessagesApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seq_bounds_accept_non_negative_decimals_only() {
-        assert_eq!(seq_bound(None), Some(None));
-        assert_eq!(seq_bound(Some("")), Some(None));
-        assert_eq!(seq_bound(Some("007")), Some(Some(7)));
-        assert_eq!(seq_bound(Some("-0")), Some(Some(0)));
-        assert_eq!(
-            seq_bound(Some("99999999999999999999999")),
-            Some(Some(i64::MAX))
-        );
-        for bad in ["-1", "1.5", "x", " 1"] {
-            assert_eq!(seq_bound(Some(bad)), None, "{bad}");
-        }
-    }
 
     #[test]
     fn new_message_ids_are_v7_of_their_creation_instant() {

@@ -76,5 +76,5 @@ pub fn api_service() -> OpenApiService<Apis, ()> {
         ops::OpsApi,
     );
     OpenApiService::new(apis, "ReTiCh Messaging API", env!("CARGO_PKG_VERSION"))
-        .description("The REST contract of api-service (http-api.md). Errors use the envelope {\"error\": {code, message, details?}}. Each operation lists the error statuses it can answer. UUIDs (`format: uuid`) are also accepted as 32 hex digits, `{...}`-braced or `urn:uuid:`-prefixed, in any case; they are always sent in lowercase canonical form.")
+        .description("The REST contract of api-service (docs/api.md). Errors use the envelope {\"error\": {code, message, details?}}. Each operation lists the error statuses it can answer. UUIDs (`format: uuid`) are also accepted as 32 hex digits, `{...}`-braced or `urn:uuid:`-prefixed, in any case; they are always sent in lowercase canonical form.")
 }

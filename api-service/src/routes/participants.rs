@@ -5,9 +5,9 @@
 //! ([`db::participants::lock_roster`]) and then makes its checks, so concurrent membership changes
 //! of one conversation cannot interleave: a transfer cannot produce two owners, an owner leaving
 //! never hands ownership to someone leaving at the same moment, and concurrent joins give one 201
-//! and 409s. Events go out after the commit; removals are flushed to NATS before the answer so that
-//! nothing the conversation emits afterwards reaches the removed user (docs/websocket.md, "Live
-//! membership").
+//! and 409s. Events go out after the commit; removals are flushed to NATS before the answer so
+//! that nothing the conversation emits afterwards reaches the removed user (docs/websocket.md,
+//! "Live membership").
 
 use poem::web::Data as State;
 use poem_openapi::{Object, OpenApi, param::Path};
@@ -18,7 +18,10 @@ use crate::{
     db::{self, conversations::ConversationRow, participants::ParticipantRow},
     error::{self, ApiError, Details, E400, E401, E403, E404, E409, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, NoContent, PathId, conv_id, user_id},
+    http::{
+        Caller, Data, JsonBody, NoContent,
+        params::{ConversationId, UserId},
+    },
     resources::{ConversationDetail, Participant},
     routes::{ApiTags, require_member},
     state::AppState,
@@ -52,8 +55,8 @@ fn is_admin_plus(role: &str) -> bool {
     matches!(role, "owner" | "admin")
 }
 
-/// The `participant_ids` rules of adding participants, first failure only; the users de-duplicated
-/// (first occurrence kept).
+/// The `participant_ids` rules of an add, first failure only; the users de-duplicated (first
+/// occurrence kept).
 fn validate_add(ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
     const KEY: &str = "participant_ids";
     if ids.is_empty() {
@@ -76,9 +79,9 @@ fn validate_add(ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
     Ok(users)
 }
 
-/// Steps 3–6 of adding participants (`CONV`, not direct, `MEMBER`, owner or admin). Run once before
-/// the user service is asked and again under the roster lock (`locked`), since the caller may have
-/// been removed or demoted while the user service answered.
+/// The checks of an add after its body (`CONV`, not direct, `MEMBER`, owner or admin). Run once
+/// before the user service is asked and again under the roster lock (`locked`), since the caller
+/// may have been removed or demoted while the user service answered.
 async fn check_may_add(
     conn: &mut sqlx::PgConnection,
     conversation: Uuid,
@@ -166,11 +169,11 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
         body: JsonBody<AddParticipants>,
     ) -> Result<Data<Vec<Participant>, 201>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>>
     {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let body = body.parse()?;
         let ids = body.opt_str_array("participant_ids")?.unwrap_or_default();
         let users = validate_add(&ids)?;
@@ -213,12 +216,12 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
-        #[oai(name = "userId")] target: Path<PathId>,
+        id: Path<ConversationId>,
+        #[oai(name = "userId")] target: Path<UserId>,
         body: JsonBody<ChangeRole>,
     ) -> Result<Data<Participant>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>> {
-        let id = conv_id(&id)?;
-        let target = user_id(&target)?;
+        let id = id.get()?;
+        let target = target.get()?;
         let body = body.parse()?;
         let role = body.req_str("role")?;
         let user = caller.user()?;
@@ -297,11 +300,11 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
-        #[oai(name = "userId")] target: Path<PathId>,
+        id: Path<ConversationId>,
+        #[oai(name = "userId")] target: Path<UserId>,
     ) -> Result<NoContent, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = conv_id(&id)?;
-        let target = user_id(&target)?;
+        let id = id.get()?;
+        let target = target.get()?;
         let user = caller.user()?;
 
         let mut tx = state.pool.begin().await?;
@@ -382,7 +385,7 @@ impl ParticipantsApi {
                 left,
             )
             .await;
-        // docs/websocket.md ("Live membership"): the removal is on the wire before the answer, so
+        // docs/websocket.md, "Live membership": the removal is on the wire before the answer, so
         // nothing the conversation emits after this response reaches the removed user.
         state.events.flush().await;
         Ok(NoContent)
@@ -398,9 +401,9 @@ impl ParticipantsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
     ) -> Result<Data<Participant, 201>, Fail<{ E400 | E401 | E404 | E409 | E500 }>> {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
 
         let mut tx = state.pool.begin().await?;

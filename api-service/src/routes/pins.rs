@@ -11,7 +11,10 @@ use crate::{
     db::{self, pins::PinError},
     error::{self, ApiError, Details, E400, E401, E403, E404, E409, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, NoContent, PathId, conv_id, msg_id},
+    http::{
+        Caller, Data, JsonBody, NoContent,
+        params::{ConversationId, MessageId},
+    },
     resources::PinnedMessage,
     routes::{ApiTags, require_member},
     state::AppState,
@@ -42,11 +45,11 @@ impl PinsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
         body: JsonBody<PinMessage>,
     ) -> Result<Data<PinnedMessage, 201>, Fail<{ E400 | E401 | E403 | E404 | E409 | E413 | E500 }>>
     {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let raw = body.parse()?.req_str("message_id")?;
         let user = caller.user()?;
         if raw.is_empty() {
@@ -65,7 +68,7 @@ impl PinsApi {
         }
         let pin = match db::pins::insert(&mut conn, &message, user).await {
             Ok(Some(row)) => PinnedMessage::from(row),
-            // Deleted since step 3: the answer that check would give now.
+            // Deleted since the message check: the answer that check would give now.
             Ok(None) => return Err(ApiError::NotFound(error::MESSAGE_NOT_FOUND).into()),
             Err(PinError::AlreadyPinned) => {
                 return Err(ApiError::Conflict("Message is already pinned").into());
@@ -95,11 +98,11 @@ impl PinsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
-        #[oai(name = "messageId")] message_id: Path<PathId>,
+        id: Path<ConversationId>,
+        #[oai(name = "messageId")] message_id: Path<MessageId>,
     ) -> Result<NoContent, Fail<{ E400 | E401 | E403 | E500 }>> {
-        let id = conv_id(&id)?;
-        let message_id = msg_id(&message_id)?;
+        let id = id.get()?;
+        let message_id = message_id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         let me = require_member(&mut conn, id, user).await?;
@@ -130,9 +133,9 @@ impl PinsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
     ) -> Result<Data<Vec<PinnedMessage>>, Fail<{ E400 | E401 | E403 | E500 }>> {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         require_member(&mut conn, id, user).await?;

@@ -9,7 +9,7 @@ use crate::{
     db::{self, reactions::Added},
     error::{self, ApiError, Details, E400, E401, E403, E404, E409, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, NoContent, PathId, has_nul, msg_id},
+    http::{Caller, Data, JsonBody, NoContent, has_nul, params::MessageId},
     resources::Reaction,
     routes::{ApiTags, require_member},
     state::AppState,
@@ -39,10 +39,10 @@ impl ReactionsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<MessageId>,
         body: JsonBody<AddReaction>,
     ) -> Result<Data<Reaction, 201>, Fail<{ E400 | E401 | E403 | E404 | E409 | E413 | E500 }>> {
-        let id = msg_id(&id)?;
+        let id = id.get()?;
         let emoji = body.parse()?.req_str("emoji")?;
         let user = caller.user()?;
         if emoji.is_empty() {
@@ -89,10 +89,10 @@ impl ReactionsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<MessageId>,
         emoji: Path<String>,
     ) -> Result<NoContent, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = msg_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         let message = db::messages::find(&mut conn, id)
@@ -132,9 +132,9 @@ impl ReactionsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<MessageId>,
     ) -> Result<Data<Vec<Reaction>>, Fail<{ E400 | E401 | E403 | E404 | E500 }>> {
-        let id = msg_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         let message = db::messages::find(&mut conn, id)

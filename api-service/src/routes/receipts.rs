@@ -10,7 +10,7 @@ use crate::{
     db,
     error::{self, ApiError, Details, E400, E401, E403, E404, E413, E500, Fail},
     events::Audience,
-    http::{Caller, Data, JsonBody, PathId, conv_id},
+    http::{Caller, Data, JsonBody, params::ConversationId},
     resources::ReadReceipt,
     routes::{ApiTags, require_member},
     state::AppState,
@@ -39,10 +39,10 @@ impl ReceiptsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
         body: JsonBody<MarkRead>,
     ) -> Result<Data<ReadReceipt>, Fail<{ E400 | E401 | E403 | E404 | E413 | E500 }>> {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let raw = body.parse()?.req_str("last_read_message_id")?;
         let user = caller.user()?;
         if raw.is_empty() {
@@ -96,9 +96,9 @@ impl ReceiptsApi {
         &self,
         caller: Caller,
         state: State<&AppState>,
-        id: Path<PathId>,
+        id: Path<ConversationId>,
     ) -> Result<Data<Vec<ReadReceipt>>, Fail<{ E400 | E401 | E403 | E500 }>> {
-        let id = conv_id(&id)?;
+        let id = id.get()?;
         let user = caller.user()?;
         let mut conn = state.pool.acquire().await?;
         require_member(&mut conn, id, user).await?;

@@ -1060,8 +1060,12 @@ export interface operations {
     listConversations: {
         parameters: {
             query?: {
-                limit?: string;
-                offset?: string;
+                limit?: number;
+                offset?: number;
+                /**
+                 * @description Only conversations whose name (or, for a direct one, the other user's nickname)
+                 *     contains this text, ignoring case; at most 100 bytes. Empty means no filter.
+                 */
                 search?: string;
             };
             header?: never;
@@ -1189,9 +1193,13 @@ export interface operations {
     discoverChannels: {
         parameters: {
             query?: {
+                /**
+                 * @description Only channels whose name contains this text, ignoring case; at most 100 bytes.
+                 *     Empty means no filter.
+                 */
                 search?: string;
-                limit?: string;
-                offset?: string;
+                limit?: number;
+                offset?: number;
             };
             header?: never;
             path?: never;
@@ -1779,10 +1787,13 @@ export interface operations {
     listMessages: {
         parameters: {
             query?: {
-                limit?: string;
-                offset?: string;
-                after_seq?: string;
-                before_seq?: string;
+                limit?: number;
+                /** @description Not combinable with `after_seq` or `before_seq`. */
+                offset?: number;
+                /** @description Messages with a greater `seq`, oldest first. */
+                after_seq?: number;
+                /** @description Messages with a smaller `seq`, newest first (oldest first together with `after_seq`). */
+                before_seq?: number;
             };
             header?: never;
             path: {
@@ -1961,10 +1972,11 @@ export interface operations {
     };
     searchMessages: {
         parameters: {
-            query?: {
-                q?: string;
-                limit?: string;
-                offset?: string;
+            query: {
+                /** @description The words to find (French full-text search), at most 200 bytes. */
+                q: string;
+                limit?: number;
+                offset?: number;
             };
             header?: never;
             path: {
@@ -3073,8 +3085,8 @@ export interface operations {
     listMedia: {
         parameters: {
             query?: {
-                limit?: string;
-                offset?: string;
+                limit?: number;
+                offset?: number;
             };
             header?: never;
             path: {
