@@ -1,13 +1,33 @@
-//! Configuration from the environment (architecture.md, "Configuration"). Every variable has a
-//! default pointing at the standard local ports, so a developer runs with no configuration.
-//! Parsing fails with one readable line naming the variable; it never panics.
+//! Settings from the environment: every variable api-service reads, its default and its check
+//! (the operator's list with meanings: `docs/deployment.md`, "Environment variables").
+//!
+//! [`Variables`] declares each variable once, as a clap argument with its `env` name, default and
+//! value parser; [`Settings`] is what the rest of the service uses, built from it with the checks
+//! and values that involve several variables. Every variable has a default pointing at the
+//! standard local ports, so a developer runs with no configuration. Values are trimmed and an
+//! empty value counts as unset. A value that cannot be used is a [`ConfigError`] naming the
+//! variable, never echoing a URL (which may hold a password); `main` prints it on one line and
+//! exits with code 2. Reading never panics.
+//!
+//! The variables come from a lookup function, not from clap's own reading of the process
+//! environment: [`shared_ops::config::read_variables`] turns each declared variable the lookup finds into a
+//! `--<name>=<value>` argument for clap. The binary looks up the process environment, tests their
+//! own map, and both go through the same parsers; the process's command line plays no part.
+//!
+//! Credentials (`DATABASE_URL`, `NATS_URL`, `REDIS_URL`, `JWT_SECRET`) are [`SecretString`]s: the
+//! `Debug` of [`Settings`] shows them as `[REDACTED]` and they have no `Display`; the code that
+//! connects calls `expose_secret()`.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, str::FromStr, time::Duration};
 
-use shared_proto::nats::{NatsServers, NatsServersError};
+use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
+use shared_auth::JwtConfig;
+use shared_ops::config::{InvalidVariable, read_variables};
+use shared_proto::nats::NatsServers;
 use thiserror::Error;
 
-/// How callers are identified (http-api.md §2.1).
+/// How callers are identified (`docs/api.md`, "Identity").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     /// `Authorization: Bearer` / `?token=` JWT, verified on every request.
@@ -19,9 +39,9 @@ pub enum AuthMode {
 pub use shared_ops::LogFormat;
 
 /// Where attachment bytes are stored (`STORAGE_BACKEND`). Credentials for the cloud backends
-/// are never part of the settings (which are `Debug`): they are read by the object-store client
-/// from the standard variables of each provider (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-/// `AWS_SESSION_TOKEN`, web identity / instance metadata; `AZURE_STORAGE_ACCOUNT_KEY`,
+/// are never part of the settings: they are read by the object-store client from the standard
+/// variables of each provider (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// web identity / instance metadata; `AZURE_STORAGE_ACCOUNT_KEY`,
 /// `AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`/`AZURE_TENANT_ID`, managed identity).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageBackend {
@@ -38,54 +58,34 @@ pub enum StorageBackend {
     Azure { account: String, container: String },
 }
 
-impl StorageBackend {
-    /// Reads `STORAGE_BACKEND` and the variables of the chosen backend.
-    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
-        let required = |name: &'static str| {
-            env.get(name)
-                .ok_or_else(|| bad(name, "required by this STORAGE_BACKEND"))
-        };
-        match env
-            .string("STORAGE_BACKEND", "local")
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "local" => Ok(Self::Local),
-            "s3" => {
-                let endpoint = env.get("S3_ENDPOINT");
-                if let Some(url) = &endpoint {
-                    check_url("S3_ENDPOINT", url, &["http", "https"])?;
-                }
-                Ok(Self::S3 {
-                    bucket: required("S3_BUCKET")?,
-                    region: env.get("S3_REGION"),
-                    endpoint,
-                })
-            }
-            "azure" => Ok(Self::Azure {
-                account: required("AZURE_STORAGE_ACCOUNT")?,
-                container: required("AZURE_CONTAINER")?,
-            }),
-            other => Err(bad(
-                "STORAGE_BACKEND",
-                format!("expected local, s3 or azure, got {other:?}"),
-            )),
-        }
-    }
-}
-
 /// Identity settings shared by the REST and WebSocket sides.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
     pub mode: AuthMode,
-    /// HS256 secret; never logged.
-    pub jwt_secret: Option<String>,
+    /// HS256 secret.
+    pub jwt_secret: Option<SecretString>,
     pub jwks_url: Option<String>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
 }
 
-/// Everything api-service reads from its environment.
+impl AuthSettings {
+    /// The token verifier's (and minter's) configuration: where the JWT secret leaves its
+    /// wrapper.
+    pub fn jwt_config(&self) -> JwtConfig {
+        JwtConfig {
+            secret: self
+                .jwt_secret
+                .as_ref()
+                .map(|secret| secret.expose_secret().to_owned()),
+            jwks_url: self.jwks_url.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        }
+    }
+}
+
+/// Everything api-service reads from its environment. Its `Debug` shows no credential.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Listen port; 0 picks a free one (tests).
@@ -93,12 +93,13 @@ pub struct Settings {
     pub host: String,
     pub log_level: String,
     pub log_format: LogFormat,
-    pub database_url: String,
+    /// A `postgres://` URL; it may hold a password.
+    pub database_url: SecretString,
     pub database_max_connections: u32,
     /// Message-send batch writers (`ingest`): each holds at most one pool connection at a time.
     pub send_writers: usize,
     /// `NATS_URL` as written: one server or a comma-separated list (may hold credentials).
-    pub nats_url: String,
+    pub nats_url: SecretString,
     /// The servers of `NATS_URL`, checked, and the credentials written in them.
     pub nats_servers: NatsServers,
     /// First token of every NATS subject (`<prefix>.conv.<id>`); tests use their own.
@@ -106,7 +107,8 @@ pub struct Settings {
     /// Events kept while NATS is unreachable, published when it is back (events.rs); 0 keeps
     /// none.
     pub event_buffer_size: usize,
-    pub redis_url: String,
+    /// May hold a password.
+    pub redis_url: SecretString,
     /// Prefix of every Redis key; tests use their own.
     pub redis_key_prefix: String,
     pub auth: AuthSettings,
@@ -132,189 +134,327 @@ pub struct Settings {
 #[derive(Debug, Error)]
 #[error("invalid configuration: {name}: {reason}")]
 pub struct ConfigError {
-    pub name: &'static str,
+    /// The variable, e.g. `DATABASE_URL`.
+    pub name: String,
+    /// What is wrong, without the value when it may hold a credential.
     pub reason: String,
 }
 
-fn bad(name: &'static str, reason: impl Into<String>) -> ConfigError {
+fn bad(name: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
-        name,
+        name: name.to_owned(),
         reason: reason.into(),
-    }
-}
-
-/// Reads one variable, treating an empty value as unset.
-struct Env<'a>(&'a HashMap<String, String>);
-
-impl Env<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0
-            .get(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
-
-    fn string(&self, name: &str, default: &str) -> String {
-        self.get(name).unwrap_or_else(|| default.to_owned())
-    }
-
-    fn parse<T: std::str::FromStr>(
-        &self,
-        name: &'static str,
-        default: T,
-    ) -> Result<T, ConfigError> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| bad(name, format!("cannot parse {v:?}"))),
-        }
-    }
-
-    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(name).map(|v| v.to_ascii_lowercase()) {
-            None => Ok(default),
-            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
-            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
-            Some(v) => Err(bad(name, format!("expected true or false, got {v:?}"))),
-        }
-    }
-}
-
-/// Checks that `url` has one of the given schemes, without echoing credentials in errors.
-pub fn check_url(name: &'static str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
-    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    match scheme {
-        Some(s) if schemes.contains(&s.as_str()) => Ok(()),
-        _ => Err(bad(
-            name,
-            format!(
-                "expected a URL starting with {}",
-                schemes.join("://, ") + "://"
-            ),
-        )),
-    }
-}
-
-impl AuthSettings {
-    /// Reads `AUTH_MODE`, `JWT_*`, `JWKS_URL`.
-    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
-        let mode = match env.string("AUTH_MODE", "jwt").to_ascii_lowercase().as_str() {
-            "jwt" => AuthMode::Jwt,
-            "header" => AuthMode::Header,
-            other => {
-                return Err(bad(
-                    "AUTH_MODE",
-                    format!("expected jwt or header, got {other:?}"),
-                ));
-            }
-        };
-        let jwks_url = env.get("JWKS_URL");
-        if let Some(url) = &jwks_url {
-            check_url("JWKS_URL", url, &["http", "https"])?;
-        }
-        Ok(Self {
-            mode,
-            jwt_secret: env.get("JWT_SECRET"),
-            jwks_url,
-            jwt_issuer: env.get("JWT_ISSUER"),
-            jwt_audience: env.get("JWT_AUDIENCE"),
-        })
     }
 }
 
 impl Settings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_map(&std::env::vars().collect())
+        Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads settings from a map of variables (the environment, or a test's own map).
+    /// Reads settings from a map of variables (a test's own).
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let env = Env(vars);
-        let database_url = env.string(
-            "DATABASE_URL",
-            "postgres://postgres:postgres@127.0.0.1:5432/retich",
-        );
-        check_url("DATABASE_URL", &database_url, &["postgres", "postgresql"])?;
-        let nats_url = env.string("NATS_URL", "nats://127.0.0.1:4222");
-        let nats_servers: NatsServers = nats_url
-            .parse()
-            .map_err(|e: NatsServersError| bad("NATS_URL", e.to_string()))?;
-        let redis_url = env.string("REDIS_URL", "redis://127.0.0.1:6379");
-        shared_redis::check_url(&redis_url).map_err(|e| bad("REDIS_URL", e))?;
-        let nats_subject_prefix = env.string("NATS_SUBJECT_PREFIX", "retich");
-        shared_proto::subjects::validate_prefix(&nats_subject_prefix)
-            .map_err(|e| bad("NATS_SUBJECT_PREFIX", e.to_string()))?;
-        let user_service_url = env.get("USER_SERVICE_URL");
-        if let Some(url) = &user_service_url {
-            check_url("USER_SERVICE_URL", url, &["http", "https"])?;
-        }
-        let log_format = match env
-            .string("LOG_FORMAT", "json")
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "json" => LogFormat::Json,
-            "text" | "pretty" => LogFormat::Text,
-            other => {
-                return Err(bad(
-                    "LOG_FORMAT",
-                    format!("expected json or text, got {other:?}"),
-                ));
-            }
-        };
-        let rate_limit_per_sec: f64 = env.parse("RATE_LIMIT_MESSAGES_PER_SEC", 20.0)?;
-        if !(rate_limit_per_sec.is_finite() && rate_limit_per_sec > 0.0) {
-            return Err(bad(
-                "RATE_LIMIT_MESSAGES_PER_SEC",
-                "must be a positive number",
-            ));
-        }
-        let rate_limit_burst: u32 = env.parse("RATE_LIMIT_MESSAGES_BURST", 40)?;
-        if rate_limit_burst == 0 {
-            return Err(bad("RATE_LIMIT_MESSAGES_BURST", "must be at least 1"));
-        }
-        let event_buffer_size: usize = env.parse("EVENT_BUFFER_SIZE", 10_000)?;
-        if event_buffer_size > 1_000_000 {
-            return Err(bad("EVENT_BUFFER_SIZE", "must be between 0 and 1000000"));
-        }
-        let send_writers: usize = env.parse("SEND_WRITERS", 1)?;
-        if !(1..=64).contains(&send_writers) {
-            return Err(bad("SEND_WRITERS", "must be between 1 and 64"));
-        }
+        Self::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    /// Reads settings through `lookup`, which returns a variable's value if it is set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars: Variables = read_variables(lookup)
+            .map_err(|InvalidVariable { name, reason }| bad(&name, reason))?;
+        let storage_backend = vars.storage_backend()?;
         Ok(Self {
-            port: env.parse("PORT", 8082)?,
-            host: env.string("HOST", "0.0.0.0"),
-            log_level: env.string("LOG_LEVEL", "info"),
-            log_format,
-            database_url,
-            database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 32)?,
-            send_writers,
-            nats_url,
-            nats_servers,
-            nats_subject_prefix,
-            event_buffer_size,
-            redis_url,
-            redis_key_prefix: env.string("REDIS_KEY_PREFIX", "retich"),
-            auth: AuthSettings::from_env(&env)?,
-            auto_migrate: env.bool("AUTO_MIGRATE", false)?,
-            user_service_url,
-            storage_backend: StorageBackend::from_env(&env)?,
-            upload_dir: env.string("UPLOAD_DIR", "./uploads"),
-            demo_dir: env.get("DEMO_DIR"),
-            upload_base_url: env
-                .get("UPLOAD_BASE_URL")
-                .map(|u| u.trim_end_matches('/').to_owned()),
-            rate_limit_per_sec,
-            rate_limit_burst,
-            partition_months_ahead: env.parse("PARTITION_MONTHS_AHEAD", 3)?,
-            partition_check_interval: Duration::from_secs(
-                env.parse("PARTITION_CHECK_SECONDS", 3600)?,
-            ),
-            shutdown_timeout: Duration::from_secs(env.parse("SHUTDOWN_TIMEOUT_SECONDS", 25)?),
+            port: vars.port,
+            host: vars.host,
+            log_level: vars.log_level,
+            log_format: vars.log_format,
+            database_url: vars.database_url,
+            database_max_connections: vars.database_max_connections,
+            send_writers: vars.send_writers,
+            nats_url: vars.nats_url.written,
+            nats_servers: vars.nats_url.servers,
+            nats_subject_prefix: vars.nats_subject_prefix,
+            event_buffer_size: vars.event_buffer_size,
+            redis_url: vars.redis_url,
+            redis_key_prefix: vars.redis_key_prefix,
+            auth: AuthSettings {
+                mode: vars.auth_mode,
+                jwt_secret: vars.jwt_secret,
+                jwks_url: vars.jwks_url,
+                jwt_issuer: vars.jwt_issuer,
+                jwt_audience: vars.jwt_audience,
+            },
+            auto_migrate: vars.auto_migrate,
+            user_service_url: vars.user_service_url,
+            storage_backend,
+            upload_dir: vars.upload_dir,
+            upload_base_url: vars
+                .upload_base_url
+                .map(|url| url.trim_end_matches('/').to_owned()),
+            demo_dir: vars.demo_dir,
+            rate_limit_per_sec: vars.rate_limit_per_sec,
+            rate_limit_burst: vars.rate_limit_burst,
+            partition_months_ahead: vars.partition_months_ahead,
+            partition_check_interval: vars.partition_check_interval,
+            shutdown_timeout: vars.shutdown_timeout,
         })
     }
+}
+
+/// Every variable api-service reads: its name (`env`), default and value parser. A parser's
+/// error becomes the reason of a [`ConfigError`] naming the variable.
+#[derive(Parser)]
+#[command(name = "api-service", disable_help_flag = true)]
+struct Variables {
+    #[arg(long, env = "PORT", default_value = "8082", value_parser = number::<u16>)]
+    port: u16,
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    host: String,
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// `json`, or `text` (also spelled `pretty`).
+    #[arg(long, env = "LOG_FORMAT", default_value = "json", value_parser = log_format)]
+    log_format: LogFormat,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/retich",
+        value_parser = database_url
+    )]
+    database_url: SecretString,
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value = "32", value_parser = number::<u32>)]
+    database_max_connections: u32,
+    /// 1 to 64.
+    #[arg(long, env = "SEND_WRITERS", default_value = "1", value_parser = send_writers)]
+    send_writers: usize,
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = nats_url)]
+    nats_url: NatsUrl,
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "retich", value_parser = subject_prefix)]
+    nats_subject_prefix: String,
+    /// 0 to 1,000,000.
+    #[arg(long, env = "EVENT_BUFFER_SIZE", default_value = "10000", value_parser = event_buffer_size)]
+    event_buffer_size: usize,
+    /// One server, a Redis Cluster or Sentinel ([`shared_redis::check_url`]).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_parser = redis_url)]
+    redis_url: SecretString,
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "retich")]
+    redis_key_prefix: String,
+    #[arg(long, env = "AUTH_MODE", default_value = "jwt", value_parser = auth_mode)]
+    auth_mode: AuthMode,
+    #[arg(long, env = "JWT_SECRET", value_parser = secret)]
+    jwt_secret: Option<SecretString>,
+    #[arg(long, env = "JWKS_URL", value_parser = http_url)]
+    jwks_url: Option<String>,
+    #[arg(long, env = "JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    #[arg(long, env = "JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    #[arg(
+        long,
+        env = "AUTO_MIGRATE",
+        default_value = "false",
+        action = clap::ArgAction::Set,
+        value_parser = boolean
+    )]
+    auto_migrate: bool,
+    #[arg(long, env = "USER_SERVICE_URL", value_parser = http_url)]
+    user_service_url: Option<String>,
+    /// `local`, `s3` or `azure`; the variables each needs are checked by
+    /// [`Variables::storage_backend`].
+    #[arg(long, env = "STORAGE_BACKEND", default_value = "local", value_parser = storage_kind)]
+    storage_backend: StorageKind,
+    #[arg(long, env = "S3_BUCKET")]
+    s3_bucket: Option<String>,
+    #[arg(long, env = "S3_REGION")]
+    s3_region: Option<String>,
+    /// Checked only when `STORAGE_BACKEND=s3`.
+    #[arg(long, env = "S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    #[arg(long, env = "AZURE_STORAGE_ACCOUNT")]
+    azure_storage_account: Option<String>,
+    #[arg(long, env = "AZURE_CONTAINER")]
+    azure_container: Option<String>,
+    #[arg(long, env = "UPLOAD_DIR", default_value = "./uploads")]
+    upload_dir: String,
+    #[arg(long, env = "UPLOAD_BASE_URL")]
+    upload_base_url: Option<String>,
+    #[arg(long, env = "DEMO_DIR")]
+    demo_dir: Option<String>,
+    #[arg(
+        long,
+        env = "RATE_LIMIT_MESSAGES_PER_SEC",
+        default_value = "20",
+        value_parser = positive_rate
+    )]
+    rate_limit_per_sec: f64,
+    #[arg(long, env = "RATE_LIMIT_MESSAGES_BURST", default_value = "40", value_parser = at_least_one)]
+    rate_limit_burst: u32,
+    #[arg(long, env = "PARTITION_MONTHS_AHEAD", default_value = "3", value_parser = number::<u32>)]
+    partition_months_ahead: u32,
+    #[arg(long, env = "PARTITION_CHECK_SECONDS", default_value = "3600", value_parser = seconds)]
+    partition_check_interval: Duration,
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value = "25", value_parser = seconds)]
+    shutdown_timeout: Duration,
+}
+
+/// `STORAGE_BACKEND` alone; [`StorageBackend`] once its variables are checked.
+#[derive(Debug, Clone, Copy)]
+enum StorageKind {
+    Local,
+    S3,
+    Azure,
+}
+
+/// `NATS_URL` as written (it may hold credentials) and its checked servers.
+#[derive(Clone)]
+struct NatsUrl {
+    written: SecretString,
+    servers: NatsServers,
+}
+
+impl Variables {
+    /// The backend `STORAGE_BACKEND` names, with the variables it requires.
+    fn storage_backend(&self) -> Result<StorageBackend, ConfigError> {
+        let required = |name: &str, value: &Option<String>| {
+            value
+                .clone()
+                .ok_or_else(|| bad(name, "required by this STORAGE_BACKEND"))
+        };
+        match self.storage_backend {
+            StorageKind::Local => Ok(StorageBackend::Local),
+            StorageKind::S3 => {
+                if let Some(url) = &self.s3_endpoint {
+                    check_url(url, &["http", "https"]).map_err(|e| bad("S3_ENDPOINT", e))?;
+                }
+                Ok(StorageBackend::S3 {
+                    bucket: required("S3_BUCKET", &self.s3_bucket)?,
+                    region: self.s3_region.clone(),
+                    endpoint: self.s3_endpoint.clone(),
+                })
+            }
+            StorageKind::Azure => Ok(StorageBackend::Azure {
+                account: required("AZURE_STORAGE_ACCOUNT", &self.azure_storage_account)?,
+                container: required("AZURE_CONTAINER", &self.azure_container)?,
+            }),
+        }
+    }
+}
+
+fn number<T: FromStr>(value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("cannot parse {value:?}"))
+}
+
+fn seconds(value: &str) -> Result<Duration, String> {
+    number(value).map(Duration::from_secs)
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(value.into())
+}
+
+/// Checks that `url` has one of the given schemes; the message never echoes the URL.
+fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme {
+        Some(s) if schemes.contains(&s.as_str()) => Ok(()),
+        _ => Err(format!(
+            "expected a URL starting with {}",
+            schemes.join("://, ") + "://"
+        )),
+    }
+}
+
+fn http_url(value: &str) -> Result<String, String> {
+    check_url(value, &["http", "https"])?;
+    Ok(value.to_owned())
+}
+
+fn database_url(value: &str) -> Result<SecretString, String> {
+    check_url(value, &["postgres", "postgresql"])?;
+    Ok(value.into())
+}
+
+fn redis_url(value: &str) -> Result<SecretString, String> {
+    shared_redis::check_url(value)?;
+    Ok(value.into())
+}
+
+fn nats_url(value: &str) -> Result<NatsUrl, String> {
+    let servers = value.parse::<NatsServers>().map_err(|e| e.to_string())?;
+    Ok(NatsUrl {
+        written: value.into(),
+        servers,
+    })
+}
+
+fn subject_prefix(value: &str) -> Result<String, String> {
+    shared_proto::subjects::validate_prefix(value).map_err(|e| e.to_string())?;
+    Ok(value.to_owned())
+}
+
+fn log_format(value: &str) -> Result<LogFormat, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "json" => Ok(LogFormat::Json),
+        "text" | "pretty" => Ok(LogFormat::Text),
+        other => Err(format!("expected json or text, got {other:?}")),
+    }
+}
+
+fn auth_mode(value: &str) -> Result<AuthMode, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "jwt" => Ok(AuthMode::Jwt),
+        "header" => Ok(AuthMode::Header),
+        other => Err(format!("expected jwt or header, got {other:?}")),
+    }
+}
+
+fn storage_kind(value: &str) -> Result<StorageKind, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "local" => Ok(StorageKind::Local),
+        "s3" => Ok(StorageKind::S3),
+        "azure" => Ok(StorageKind::Azure),
+        other => Err(format!("expected local, s3 or azure, got {other:?}")),
+    }
+}
+
+fn positive_rate(value: &str) -> Result<f64, String> {
+    let rate: f64 = number(value)?;
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err("must be a positive number".into());
+    }
+    Ok(rate)
+}
+
+fn at_least_one(value: &str) -> Result<u32, String> {
+    let n: u32 = number(value)?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+fn event_buffer_size(value: &str) -> Result<usize, String> {
+    let n: usize = number(value)?;
+    if n > 1_000_000 {
+        return Err("must be between 0 and 1000000".into());
+    }
+    Ok(n)
+}
+
+fn send_writers(value: &str) -> Result<usize, String> {
+    let n: usize = number(value)?;
+    if !(1..=64).contains(&n) {
+        return Err("must be between 1 and 64".into());
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -333,9 +473,9 @@ mod tests {
         let s = Settings::from_map(&HashMap::new()).unwrap();
         assert_eq!(s.port, 8082);
         assert_eq!(s.auth.mode, AuthMode::Jwt);
-        assert!(s.database_url.contains("127.0.0.1:5432"));
-        assert_eq!(s.nats_url, "nats://127.0.0.1:4222");
-        assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
+        assert!(s.database_url.expose_secret().contains("127.0.0.1:5432"));
+        assert_eq!(s.nats_url.expose_secret(), "nats://127.0.0.1:4222");
+        assert_eq!(s.redis_url.expose_secret(), "redis://127.0.0.1:6379");
         assert!(!s.auto_migrate);
     }
 
@@ -357,7 +497,7 @@ mod tests {
             "redis+unix:///run/redis.sock",
         ] {
             let s = Settings::from_map(&vars(&[("REDIS_URL", url)])).unwrap();
-            assert_eq!(s.redis_url, url);
+            assert_eq!(s.redis_url.expose_secret(), url);
         }
         for bad in [
             "unix:///run/redis.sock",
@@ -456,5 +596,46 @@ mod tests {
         let s = Settings::from_map(&vars(&[("PORT", ""), ("JWT_SECRET", "  ")])).unwrap();
         assert_eq!(s.port, 8082);
         assert!(s.auth.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn the_debug_output_shows_no_credential() {
+        let s = Settings::from_map(&vars(&[
+            (
+                "DATABASE_URL",
+                "postgres://app:db-pass-1@db.internal:5432/retich",
+            ),
+            ("NATS_URL", "nats://events:nats-pass-2@nats.internal:4222"),
+            (
+                "REDIS_URL",
+                "redis://cache:redis-pass-3@redis.internal:6379",
+            ),
+            ("JWT_SECRET", "jwt-secret-4"),
+        ]))
+        .unwrap();
+        let debug = format!("{s:?}");
+        for secret in ["db-pass-1", "nats-pass-2", "redis-pass-3", "jwt-secret-4"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("REDACTED"), "{debug}");
+    }
+
+    #[test]
+    fn an_error_is_one_line_with_the_variable_and_the_parsers_reason() {
+        let err = Settings::from_map(&vars(&[("PORT", " abc ")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"invalid configuration: PORT: cannot parse "abc""#
+        );
+        let err = Settings::from_map(&vars(&[("RATE_LIMIT_MESSAGES_BURST", "-1")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"invalid configuration: RATE_LIMIT_MESSAGES_BURST: cannot parse "-1""#
+        );
+        let err = Settings::from_map(&vars(&[("AUTO_MIGRATE", "Maybe")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"invalid configuration: AUTO_MIGRATE: expected true or false, got "maybe""#
+        );
     }
 }

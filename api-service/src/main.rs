@@ -6,6 +6,7 @@ use anyhow::Context;
 use api_service::{config::Settings, startup};
 use clap::{Parser, Subcommand};
 use retich_migrations as migrate;
+use secrecy::ExposeSecret;
 use sqlx::Connection;
 
 /// mimalloc instead of glibc's allocator (BENCHMARKS.md, fifth round): a request allocates and
@@ -94,10 +95,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             app.run_until(shared_ops::shutdown_signal()).await
         }
         Command::Migrate { action } => {
-            migrate::create_database_if_missing(&settings.database_url)
+            migrate::create_database_if_missing(settings.database_url.expose_secret())
                 .await
                 .context("cannot reach PostgreSQL")?;
-            let mut conn = sqlx::PgConnection::connect(&settings.database_url)
+            let mut conn = sqlx::PgConnection::connect(settings.database_url.expose_secret())
                 .await
                 .context("cannot connect to PostgreSQL")?;
             match action {
@@ -132,10 +133,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Token { user, hours } => {
             let config = shared_auth::JwtConfig {
-                secret: settings.auth.jwt_secret.clone(),
-                issuer: settings.auth.jwt_issuer.clone(),
-                audience: settings.auth.jwt_audience.clone(),
                 jwks_url: None,
+                ..settings.auth.jwt_config()
             };
             let user = user.unwrap_or_else(uuid::Uuid::new_v4);
             let token = shared_auth::mint_token(&config, user, Duration::from_secs(hours * 3600))

@@ -67,10 +67,7 @@ impl Metrics {
                     "api_service_http_request_duration_seconds",
                     &HTTP_DURATION_BUCKETS,
                 ),
-                (
-                    "api_service_message_send_batch_size",
-                    &BATCH_BUCKETS,
-                ),
+                ("api_service_message_send_batch_size", &BATCH_BUCKETS),
                 (
                     "api_service_message_send_stage_seconds",
                     &SEND_STAGE_BUCKETS,

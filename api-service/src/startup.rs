@@ -13,6 +13,7 @@ use poem::{
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
 use retich_migrations as migrate;
+use secrecy::ExposeSecret;
 use shared_redis::RedisConn;
 use sqlx::{
     PgPool,
@@ -78,7 +79,7 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&settings.database_url)
+        .connect(settings.database_url.expose_secret())
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")
 }
@@ -93,7 +94,11 @@ pub const SEND_WRITER_APPLICATION: &str = "api-service send writer";
 /// Connected lazily: the main pool has already shown the server is there. They show in
 /// `pg_stat_activity` as [`SEND_WRITER_APPLICATION`].
 pub fn ingest_database(settings: &Settings) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = settings.database_url.parse().context("DATABASE_URL")?;
+    let options: PgConnectOptions = settings
+        .database_url
+        .expose_secret()
+        .parse()
+        .context("DATABASE_URL")?;
     Ok(PgPoolOptions::new()
         .max_connections(settings.send_writers.max(1) as u32)
         .acquire_timeout(Duration::from_secs(5))
@@ -114,7 +119,7 @@ impl Application {
             );
         }
         if settings.auto_migrate
-            && migrate::create_database_if_missing(&settings.database_url)
+            && migrate::create_database_if_missing(settings.database_url.expose_secret())
                 .await
                 .context("cannot reach PostgreSQL (DATABASE_URL)")?
         {
@@ -170,15 +175,10 @@ impl Application {
             .await
             .context("invalid NATS_URL")?;
         let redis = Arc::new(
-            RedisConn::new(&settings.redis_url, REDIS_COMMAND_TIMEOUT)
+            RedisConn::new(settings.redis_url.expose_secret(), REDIS_COMMAND_TIMEOUT)
                 .context("invalid REDIS_URL")?,
         );
-        let verifier = shared_auth::Verifier::new(shared_auth::JwtConfig {
-            secret: settings.auth.jwt_secret.clone(),
-            jwks_url: settings.auth.jwks_url.clone(),
-            issuer: settings.auth.jwt_issuer.clone(),
-            audience: settings.auth.jwt_audience.clone(),
-        });
+        let verifier = shared_auth::Verifier::new(settings.auth.jwt_config());
         if settings.auth.mode == AuthMode::Jwt && !verifier.has_keys() {
             tracing::warn!(
                 "AUTH_MODE=jwt with neither JWT_SECRET nor JWKS_URL: every authenticated request will get 401"

@@ -1,11 +1,13 @@
 //! What operators see and do, written once for both ReTiCh services.
 //!
+//! - [`config`]: settings from environment variables declared with clap ([`config::read_variables`]).
 //! - [`telemetry`]: structured logs ([`LogFormat`], the `LOG_LEVEL` filter).
 //! - [`metrics`]: a per-instance Prometheus registry ([`metrics::Registry`]) with the
 //!   `process_*` metrics and a build-info gauge, and the typed handles both services register on
 //!   it (counters, gauges, histograms and their labelled families).
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C, the start of a graceful shutdown.
 
+pub mod config;
 pub mod metrics;
 pub mod telemetry;
 

@@ -26,6 +26,7 @@ use std::{
 };
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use sqlx::postgres::PgPoolOptions;
 use tokio::{
     net::{TcpListener, TcpSocket, TcpStream},
@@ -88,7 +89,7 @@ impl Application {
             PgPoolOptions::new()
                 .max_connections(settings.database_max_connections)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect(&settings.database_url),
+                .connect(settings.database_url.expose_secret()),
         )
         .await
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
@@ -119,7 +120,8 @@ impl Application {
             .context("the intake thread stopped")?
             .context("cannot start the NATS client (NATS_URL)")?;
         let redis = Arc::new(
-            RedisConn::new(&settings.redis_url, REDIS_COMMAND_TIMEOUT).context("REDIS_URL")?,
+            RedisConn::new(settings.redis_url.expose_secret(), REDIS_COMMAND_TIMEOUT)
+                .context("REDIS_URL")?,
         );
 
         let metrics = Arc::new(Metrics::new());
@@ -152,7 +154,7 @@ impl Application {
             settings.typing_rate_per_sec,
             settings.typing_burst,
         ));
-        let verifier = shared_auth::Verifier::new(settings.jwt.clone());
+        let verifier = shared_auth::Verifier::new(settings.jwt_config());
         match settings.auth_mode {
             AuthMode::Header => tracing::warn!(
                 "AUTH_MODE=header: X-User-ID is trusted as is. Only run this way behind the API \

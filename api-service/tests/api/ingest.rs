@@ -15,6 +15,7 @@ use api_service::{
     rate_limit::RateLimiter,
 };
 use futures_util::future::join_all;
+use secrecy::ExposeSecret;
 use serde_json::json;
 use shared_redis::RedisConn;
 use uuid::Uuid;
@@ -203,7 +204,11 @@ async fn concurrent_batches_over_the_same_conversations_neither_deadlock_nor_ski
 fn limiter(app: &TestApp, extra: &[(&str, &str)]) -> RateLimiter {
     let mut settings: Settings = test_settings(&app.db.url, extra);
     settings.redis_key_prefix = app.redis_prefix.clone();
-    let redis = RedisConn::new(&settings.redis_url, std::time::Duration::from_secs(1)).unwrap();
+    let redis = RedisConn::new(
+        settings.redis_url.expose_secret(),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
     RateLimiter::new(Arc::new(redis), Arc::new(settings), Metrics::new())
 }
 
