@@ -127,11 +127,14 @@ async fn load_many(
     .await?;
     let mut loaded: HashMap<Uuid, Vec<LoadedConversation>> = HashMap::new();
     for row in rows {
-        loaded.entry(row.user_id).or_default().push(LoadedConversation {
-            id: row.conversation_id,
-            direct: row.direct,
-            presence_members: row.presence_members,
-        });
+        loaded
+            .entry(row.user_id)
+            .or_default()
+            .push(LoadedConversation {
+                id: row.conversation_id,
+                direct: row.direct,
+                presence_members: row.presence_members,
+            });
     }
     Ok(loaded)
 }

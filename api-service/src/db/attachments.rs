@@ -1,5 +1,6 @@
-//! `attachments`: files uploaded to messages (docs/api.md, "Uploads and downloads"). Reading a message's attachments
-//! is in [`super::messages::attachments_of`], next to the other parts of a Message.
+//! `attachments`: files uploaded to messages (docs/api.md, "Uploads and downloads"). Reading a
+//! message's attachments is in [`super::messages::attachments_of`], next to the other parts of a
+//! Message.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -63,8 +64,9 @@ pub async fn insert(
     Ok(row.map(Into::into))
 }
 
-/// The media gallery of a conversation (`GET /conversations/{id}/media`): attachments of its non-deleted messages, newest
-/// first (ties by id), one page of them, with the size of the whole set.
+/// The media gallery of a conversation (`GET /conversations/{id}/media`): attachments of its
+/// non-deleted messages, newest first (ties by id), one page of them, with the size of the whole
+/// set.
 ///
 /// Attachments carry no conversation id, so the query walks the conversation's messages
 /// (`idx_messages_conversation_seq`, by its `conversation_id` prefix) and joins their

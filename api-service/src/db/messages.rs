@@ -52,8 +52,8 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Mess
     if let Some((from, to)) = v7_window(id) {
         let row = sqlx::query_as!(
             MessageRow,
-            r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!", m.content,
-                      m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
+            r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!",
+                      m.content, m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
                       coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
                       coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
                from messages m
@@ -70,8 +70,8 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Mess
     }
     sqlx::query_as!(
         MessageRow,
-        r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!", m.content,
-                  m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
+        r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!",
+                  m.content, m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
                   coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
                   coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
            from messages m
@@ -296,7 +296,8 @@ macro_rules! send_statement {
                           c.found is not null as conversation_found,
                           p.found is not null as member,
                           j.reply is null or coalesce(
-                              r.conversation_id = j.conv and not coalesce(r.is_deleted, false), false)
+                              r.conversation_id = j.conv
+                              and not coalesce(r.is_deleted, false), false)
                               as reply_ok,
                           k.found is not null as key_used
                    from j
@@ -305,7 +306,8 @@ macro_rules! send_statement {
                    ) c on true
                    left join lateral (
                        select true as found from conversation_participants p
-                       where p.conversation_id = j.conv and p.user_id = j.sender and p.left_at is null
+                       where p.conversation_id = j.conv and p.user_id = j.sender
+                         and p.left_at is null
                        limit 1
                    ) p on true
                    left join lateral (
@@ -398,8 +400,9 @@ macro_rules! send_statement {
 /// anything is written for them, which serialises concurrent writers of a conversation until
 /// the statement commits: numbers are unique and gap-free, a failed statement gives its numbers
 /// back, two such statements cannot deadlock on each other, and a conversation deleted
-/// meanwhile gets no key written (its delete trigger removes keys only of committed sends). `last_message_at` never moves backwards (a
-/// writer that waited for the lock may carry an earlier `created_at`).
+/// meanwhile gets no key written (its delete trigger removes keys only of committed sends).
+/// `last_message_at` never moves backwards (a writer that waited for the lock may carry an
+/// earlier `created_at`).
 pub async fn send_batch(
     conn: &mut PgConnection,
     news: &[NewMessage<'_>],
@@ -528,7 +531,6 @@ impl SentRow {
     }
 }
 
-
 /// [`send_batch`] with every message admitted: the rows stored, in slice order.
 pub async fn insert_batch(
     conn: &mut PgConnection,
@@ -551,8 +553,8 @@ pub async fn find_by_client_id(
 ) -> sqlx::Result<Option<MessageRow>> {
     sqlx::query_as!(
         MessageRow,
-        r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!", m.content,
-                  m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
+        r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!",
+                  m.content, m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
                   coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
                   coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
            from message_client_ids k
@@ -613,10 +615,10 @@ pub async fn history(
     let rows = if oldest_first {
         sqlx::query_as!(
             MessageRow,
-            r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!", m.content,
-                  m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
-                  coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
-                  coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
+            r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!",
+                      m.content, m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
+                      coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
+                      coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
                from messages m
                where m.conversation_id = $1
                  and m.is_deleted is not true
@@ -635,10 +637,10 @@ pub async fn history(
     } else {
         sqlx::query_as!(
             MessageRow,
-            r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!", m.content,
-                  m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
-                  coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
-                  coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
+            r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!",
+                      m.content, m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
+                      coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
+                      coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
                from messages m
                where m.conversation_id = $1
                  and m.is_deleted is not true
@@ -686,8 +688,8 @@ pub async fn search(
     .await?;
     let rows = sqlx::query_as!(
         MessageRow,
-        r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!", m.content,
-                  m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
+        r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!",
+                  m.content, m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
                   coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
                   coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
            from messages m
@@ -765,6 +767,11 @@ mod tests {
         let start = source.find("pub async fn search(").expect("search");
         let end = start + source[start..].find("\n}\n").expect("end of search");
         let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert_eq!(words(&source[start..end]).matches(&words(SEARCH_MATCH)).count(), 2);
+        assert_eq!(
+            words(&source[start..end])
+                .matches(&words(SEARCH_MATCH))
+                .count(),
+            2
+        );
     }
 }

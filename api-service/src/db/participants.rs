@@ -148,7 +148,8 @@ pub async fn add_or_reactivate(
               set left_at = null,
                   role = 'member',
                   joined_at = now(),
-                  join_seq = nextval(pg_get_serial_sequence('conversation_participants', 'join_seq'))
+                  join_seq = nextval(
+                      pg_get_serial_sequence('conversation_participants', 'join_seq'))
               where p.left_at is not null
            returning p.id, p.conversation_id, p.user_id, coalesce(p.role, 'member') as "role!",
                      p.nickname, coalesce(p.joined_at, now()) as "joined_at!""#,

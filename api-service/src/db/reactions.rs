@@ -57,7 +57,8 @@ pub async fn add(
            select m.id, m.created_at, $3, $4
            from messages m
            where m.id = $1 and m.created_at = $2 and m.is_deleted is not true
-           returning r.id, r.message_id, r.user_id, r.emoji, coalesce(r.created_at, now()) as "created_at!""#,
+           returning r.id, r.message_id, r.user_id, r.emoji,
+                     coalesce(r.created_at, now()) as "created_at!""#,
         message.id,
         message.created_at,
         user,
@@ -95,7 +96,8 @@ pub async fn remove(
 pub async fn list(conn: &mut PgConnection, message: Uuid) -> sqlx::Result<Vec<Reaction>> {
     let rows = sqlx::query_as!(
         ReactionRow,
-        r#"select r.id, r.message_id, r.user_id, r.emoji, coalesce(r.created_at, now()) as "created_at!"
+        r#"select r.id, r.message_id, r.user_id, r.emoji,
+                  coalesce(r.created_at, now()) as "created_at!"
            from message_reactions r
            where r.message_id = $1
            order by r.created_at, r.id"#,
