@@ -29,6 +29,10 @@ ENV CARGO_TERM_COLOR=never \
 # Only what the build reads, so editing docs, manifests or scripts does not invalidate this
 # layer. Every workspace member must be listed (scripts/validate-deploy.sh checks it).
 COPY Cargo.toml Cargo.lock ./
+# sqlx's query macros compile from the offline data in .sqlx/ (SQLX_OFFLINE in .cargo/config.toml):
+# there is no database during the build.
+COPY .cargo ./.cargo
+COPY .sqlx ./.sqlx
 COPY migrations ./migrations
 COPY shared-proto ./shared-proto
 COPY shared-auth ./shared-auth

@@ -1,5 +1,5 @@
 # ReTiCh Messaging. `make dev` runs the whole stack from nothing; `make test` runs every test.
-.PHONY: dev dev-stop dev-cluster dev-cluster-stop test-cluster services test test-rust test-clients validate-asyncapi lint fmt build migrate token validate-deploy bench
+.PHONY: dev dev-stop dev-cluster dev-cluster-stop test-cluster services test test-rust test-clients validate-asyncapi lint fmt build migrate token validate-deploy bench sqlx-prepare sqlx-check
 
 CARGO ?= cargo
 
@@ -35,9 +35,16 @@ test-cluster: services ## the cluster suite on the `make dev-cluster` topology (
 	$(CARGO) build --locked -p api-service -p ws-gateway
 	scripts/test-cluster.sh
 
-lint: ## formatting and clippy, warnings are errors
+lint: ## formatting, clippy (warnings are errors), and the SQL offline data up to date
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(MAKE) sqlx-check
+
+sqlx-prepare: services ## after changing a query or a migration: rewrite .sqlx/ (then commit it)
+	scripts/sqlx-data.sh prepare
+
+sqlx-check: services ## fail when .sqlx/ does not match the queries and migrations/ (scratch database)
+	scripts/sqlx-data.sh check
 
 fmt:
 	$(CARGO) fmt --all

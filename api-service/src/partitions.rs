@@ -29,36 +29,45 @@ pub async fn ensure(
 ) -> Result<Option<i32>, sqlx::Error> {
     // Session-level lock: held on one pooled connection for the duration of the call.
     let mut conn = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(PARTITION_LOCK_KEY)
-        .fetch_one(&mut *conn)
-        .await?;
+    let locked = sqlx::query_scalar!(
+        r#"select pg_try_advisory_lock($1) as "locked!""#,
+        PARTITION_LOCK_KEY
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     if !locked {
         return Ok(None);
     }
     let created = async {
         // Months that already have rows in the default partition (an upgraded database, or a
         // period when maintenance did not run) get their partition too, rows moved into it.
-        let stray: Vec<NaiveDate> = sqlx::query_scalar(
-            "select distinct (date_trunc('month', created_at at time zone 'utc'))::date from messages_default",
+        let stray: Vec<NaiveDate> = sqlx::query_scalar!(
+            r#"select distinct (date_trunc('month', created_at at time zone 'utc'))::date as "month!"
+               from messages_default"#
         )
         .fetch_all(&mut *conn)
         .await?;
         for month in &stray {
-            sqlx::query("select create_messages_partition($1)").bind(month).execute(&mut *conn).await?;
+            sqlx::query!("select create_messages_partition($1)", month)
+                .execute(&mut *conn)
+                .await?;
         }
-        let ahead: i32 = sqlx::query_scalar("select ensure_messages_partitions($1, $2)")
-            .bind(from)
-            .bind(months_ahead as i32)
-            .fetch_one(&mut *conn)
-            .await?;
+        let ahead = sqlx::query_scalar!(
+            r#"select ensure_messages_partitions($1, $2) as "created!""#,
+            from,
+            months_ahead as i32
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         Ok::<_, sqlx::Error>(ahead + stray.len() as i32)
     }
     .await;
-    let unlocked = sqlx::query("select pg_advisory_unlock($1)")
-        .bind(PARTITION_LOCK_KEY)
-        .execute(&mut *conn)
-        .await;
+    let unlocked = sqlx::query_scalar!(
+        r#"select pg_advisory_unlock($1) as "unlocked!""#,
+        PARTITION_LOCK_KEY
+    )
+    .fetch_one(&mut *conn)
+    .await;
     let created = created?;
     unlocked?;
     Ok(Some(created))

@@ -104,36 +104,39 @@ async fn load_many(
     users: &[Uuid],
     presence_max_members: usize,
 ) -> Result<HashMap<Uuid, Vec<LoadedConversation>>, sqlx::Error> {
-    let rows: Vec<(Uuid, Uuid, bool, Option<Vec<Uuid>>)> = sqlx::query_as(
-        "select p.user_id,
-                p.conversation_id,
-                c.type = 'direct' as direct,
-                case when c.type = 'direct'
-                       or (select count(*)
-                             from (select 1 from conversation_participants m
-                                    where m.conversation_id = p.conversation_id
-                                      and m.left_at is null
-                                    limit $2 + 1) as bounded) <= $2
-                     then array(select m.user_id from conversation_participants m
-                                 where m.conversation_id = p.conversation_id
-                                   and m.left_at is null)
-                end as presence_members
-           from conversation_participants p
-           join conversations c on c.id = p.conversation_id
-          where p.user_id = any($1)
-            and p.left_at is null",
+    let rows = sqlx::query!(
+        r#"select p.user_id,
+                  p.conversation_id,
+                  c.type = 'direct' as "direct!",
+                  case when c.type = 'direct'
+                         or (select count(*)
+                               from (select 1 from conversation_participants m
+                                      where m.conversation_id = p.conversation_id
+                                        and m.left_at is null
+                                      limit $2 + 1) as bounded) <= $2
+                       then array(select m.user_id from conversation_participants m
+                                   where m.conversation_id = p.conversation_id
+                                     and m.left_at is null)
+                  end as "presence_members?"
+             from conversation_participants p
+             join conversations c on c.id = p.conversation_id
+            where p.user_id = any($1)
+              and p.left_at is null"#,
+        users,
+        presence_max_members as i64,
     )
-    .bind(users)
-    .bind(presence_max_members as i64)
     .fetch_all(db)
     .await?;
     let mut loaded: HashMap<Uuid, Vec<LoadedConversation>> = HashMap::new();
-    for (user, id, direct, presence_members) in rows {
-        loaded.entry(user).or_default().push(LoadedConversation {
-            id,
-            direct,
-            presence_members,
-        });
+    for row in rows {
+        loaded
+            .entry(row.user_id)
+            .or_default()
+            .push(LoadedConversation {
+                id: row.conversation_id,
+                direct: row.direct,
+                presence_members: row.presence_members,
+            });
     }
     Ok(loaded)
 }
@@ -161,20 +164,20 @@ pub async fn members_if_small(
     conversation: Uuid,
     presence_max_members: usize,
 ) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
-    let row: Option<(bool, Vec<Uuid>)> = sqlx::query_as(
-        "select c.type = 'direct',
-                array(select m.user_id from conversation_participants m
-                       where m.conversation_id = c.id
-                         and m.left_at is null
-                       limit $2 + 1)
-           from conversations c
-          where c.id = $1",
+    let row = sqlx::query!(
+        r#"select c.type = 'direct' as "direct!",
+                  array(select m.user_id from conversation_participants m
+                         where m.conversation_id = c.id
+                           and m.left_at is null
+                         limit $2 + 1) as "members!"
+             from conversations c
+            where c.id = $1"#,
+        conversation,
+        presence_max_members as i64,
     )
-    .bind(conversation)
-    .bind(presence_max_members as i64)
     .fetch_optional(db)
     .await?;
-    Ok(row.and_then(|(direct, members)| {
-        (direct || members.len() <= presence_max_members).then_some(members)
+    Ok(row.and_then(|row| {
+        (row.direct || row.members.len() <= presence_max_members).then_some(row.members)
     }))
 }

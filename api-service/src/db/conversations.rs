@@ -1,70 +1,47 @@
 //! `conversations`: reading a conversation with the caller's unread count, creating one.
+//!
+//! Every statement selects the columns of [`ConversationRow`] (its doc lists them). The caller's
+//! unread count is written out in each statement that returns it, always the same way: messages
+//! not deleted, not sent by the caller, created after the caller joined, with a `seq` above the
+//! read receipt's message (0 without a receipt, or when that message is not found in the
+//! conversation), capped at 1000.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::resources::{Conversation, ConversationDetail, Timestamp};
+pub use super::conversation_row::ConversationRow;
+use crate::resources::{ChannelSummary, Conversation, ConversationDetail};
 
-/// A `conversations` row.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ConversationRow {
-    pub id: Uuid,
-    pub kind: String,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub avatar_url: Option<String>,
-    pub creator_id: Option<Uuid>,
-    pub is_archived: bool,
-    pub last_message_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// Columns of [`ConversationRow`] for a `conversations` alias `c`.
-pub const COLUMNS: &str = "c.id, c.type::text as kind, c.name, c.description, c.avatar_url, c.creator_id, \
-     coalesce(c.is_archived, false) as is_archived, c.last_message_at, \
-     coalesce(c.created_at, now()) as created_at, coalesce(c.updated_at, c.created_at, now()) as updated_at";
-
-/// The caller's unread count (http-api.md §9.3) for conversation alias `c` and participant alias
-/// `p`: messages not deleted, not sent by the caller, created after the caller joined, with a
-/// `seq` above the receipt's message (0 without one), capped at 1000.
-pub const UNREAD_COUNT: &str = "(select count(*) from (
-        select 1 from messages m
-        where m.conversation_id = c.id
-          and m.is_deleted is not true
-          and m.sender_id <> p.user_id
-          and m.created_at > p.joined_at
-          and m.seq > coalesce((
-                select rm.seq from read_receipts r
-                join messages rm on rm.id = r.last_read_message_id and rm.conversation_id = r.conversation_id
-                where r.conversation_id = c.id and r.user_id = p.user_id), 0)
-        limit 1000) unread)";
-
-impl ConversationRow {
-    pub fn into_resource(self, unread_count: i64) -> Conversation {
-        Conversation {
-            id: self.id,
-            kind: self.kind,
-            name: self.name,
-            description: self.description,
-            avatar_url: self.avatar_url,
-            creator_id: self.creator_id,
-            is_archived: self.is_archived,
-            last_message_at: self.last_message_at.map(Timestamp::from),
-            created_at: self.created_at.into(),
-            updated_at: self.updated_at.into(),
-            unread_count,
+/// Builds a [`ConversationRow`] from a `query!` record that carries its columns.
+macro_rules! conversation_row {
+    ($r:ident) => {
+        ConversationRow {
+            id: $r.id,
+            kind: $r.kind,
+            name: $r.name,
+            description: $r.description,
+            avatar_url: $r.avatar_url,
+            creator_id: $r.creator_id,
+            is_archived: $r.is_archived,
+            last_message_at: $r.last_message_at,
+            created_at: $r.created_at,
+            updated_at: $r.updated_at,
         }
-    }
+    };
 }
 
 /// The conversation, if it exists.
 pub async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<ConversationRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from conversations c where c.id = $1"
-    )))
-    .bind(id)
+    sqlx::query_as!(
+        ConversationRow,
+        r#"select c.id, c.type::text as "kind!", c.name, c.description, c.avatar_url, c.creator_id,
+                  coalesce(c.is_archived, false) as "is_archived!", c.last_message_at,
+                  coalesce(c.created_at, now()) as "created_at!",
+                  coalesce(c.updated_at, c.created_at, now()) as "updated_at!"
+           from conversations c
+           where c.id = $1"#,
+        id,
+    )
     .fetch_optional(conn)
     .await
 }
@@ -75,13 +52,26 @@ pub async fn unread_count(
     conversation: Uuid,
     user: Uuid,
 ) -> sqlx::Result<i64> {
-    let n: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "select {UNREAD_COUNT} from conversations c
-         join conversation_participants p on p.conversation_id = c.id and p.user_id = $2 and p.left_at is null
-         where c.id = $1"
-    )))
-    .bind(conversation)
-    .bind(user)
+    let n = sqlx::query_scalar!(
+        r#"select (select count(*) from (
+                       select 1 from messages m
+                       where m.conversation_id = c.id
+                         and m.is_deleted is not true
+                         and m.sender_id <> p.user_id
+                         and m.created_at > p.joined_at
+                         and m.seq > coalesce((
+                               select rm.seq from read_receipts r
+                               join messages rm on rm.id = r.last_read_message_id
+                                               and rm.conversation_id = r.conversation_id
+                               where r.conversation_id = c.id and r.user_id = p.user_id), 0)
+                       limit 1000) unread) as "unread_count!"
+           from conversations c
+           join conversation_participants p
+             on p.conversation_id = c.id and p.user_id = $2 and p.left_at is null
+           where c.id = $1"#,
+        conversation,
+        user,
+    )
     .fetch_optional(conn)
     .await?;
     Ok(n.unwrap_or(0))
@@ -130,18 +120,23 @@ pub async fn insert(
     conn: &mut PgConnection,
     new: &NewConversation<'_>,
 ) -> sqlx::Result<ConversationRow> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "insert into conversations as c (type, name, description, avatar_url, creator_id, direct_user_low, direct_user_high)
-         values ($1::conversation_type, $2, $3, $4, $5, $6, $7)
-         returning {COLUMNS}"
-    )))
-    .bind(new.kind)
-    .bind(new.name)
-    .bind(new.description)
-    .bind(new.avatar_url)
-    .bind(new.creator_id)
-    .bind(new.direct_pair.map(|p| p.0))
-    .bind(new.direct_pair.map(|p| p.1))
+    sqlx::query_as!(
+        ConversationRow,
+        r#"insert into conversations as c
+               (type, name, description, avatar_url, creator_id, direct_user_low, direct_user_high)
+           values ($1::text::conversation_type, $2, $3, $4, $5, $6, $7)
+           returning c.id, c.type::text as "kind!", c.name, c.description, c.avatar_url,
+                     c.creator_id, coalesce(c.is_archived, false) as "is_archived!",
+                     c.last_message_at, coalesce(c.created_at, now()) as "created_at!",
+                     coalesce(c.updated_at, c.created_at, now()) as "updated_at!""#,
+        new.kind,
+        new.name,
+        new.description,
+        new.avatar_url,
+        new.creator_id,
+        new.direct_pair.map(|p| p.0),
+        new.direct_pair.map(|p| p.1),
+    )
     .fetch_one(conn)
     .await
 }
@@ -151,34 +146,26 @@ pub async fn find_active_direct(
     conn: &mut PgConnection,
     pair: (Uuid, Uuid),
 ) -> sqlx::Result<Option<ConversationRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from conversations c where c.direct_user_low = $1 and c.direct_user_high = $2"
-    )))
-    .bind(pair.0)
-    .bind(pair.1)
+    sqlx::query_as!(
+        ConversationRow,
+        r#"select c.id, c.type::text as "kind!", c.name, c.description, c.avatar_url, c.creator_id,
+                  coalesce(c.is_archived, false) as "is_archived!", c.last_message_at,
+                  coalesce(c.created_at, now()) as "created_at!",
+                  coalesce(c.updated_at, c.created_at, now()) as "updated_at!"
+           from conversations c
+           where c.direct_user_low = $1 and c.direct_user_high = $2"#,
+        pair.0,
+        pair.1,
+    )
     .fetch_optional(conn)
     .await
 }
 
-/// A conversation row with the caller's unread count.
-#[derive(sqlx::FromRow)]
-struct ListedRow {
-    #[sqlx(flatten)]
-    row: ConversationRow,
-    unread_count: i64,
-}
-
-/// Filter of `GET /conversations?search=`: group/channel names, or the other participant's
-/// nickname of a DM (`$2` is an escaped `ILIKE` pattern or null).
-const MINE_FILTER: &str = "from conversations c
-     join conversation_participants p on p.conversation_id = c.id and p.user_id = $1 and p.left_at is null
-     where $2::text is null
-        or (c.type <> 'direct' and c.name ilike $2)
-        or (c.type = 'direct' and exists (
-              select 1 from conversation_participants o
-              where o.conversation_id = c.id and o.user_id <> $1 and o.left_at is null and o.nickname ilike $2))";
-
 /// The caller's conversations (archived included), newest activity first, and their total.
+///
+/// Both statements share one filter, that of `GET /conversations?search=`: group and channel
+/// names, or the other participant's nickname in a direct conversation (`$2` is an escaped
+/// `ilike` pattern, or null for no search).
 pub async fn list_for_user(
     conn: &mut PgConnection,
     user: Uuid,
@@ -186,81 +173,132 @@ pub async fn list_for_user(
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<(i64, Vec<Conversation>)> {
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "select count(*) {MINE_FILTER}"
-    )))
-    .bind(user)
-    .bind(pattern)
+    let total = sqlx::query_scalar!(
+        r#"select count(*) as "total!"
+           from conversations c
+           join conversation_participants p
+             on p.conversation_id = c.id and p.user_id = $1 and p.left_at is null
+           where $2::text is null
+              or (c.type <> 'direct' and c.name ilike $2)
+              or (c.type = 'direct' and exists (
+                    select 1 from conversation_participants o
+                    where o.conversation_id = c.id and o.user_id <> $1 and o.left_at is null
+                      and o.nickname ilike $2))"#,
+        user,
+        pattern,
+    )
     .fetch_one(&mut *conn)
     .await?;
-    let rows: Vec<ListedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS}, {UNREAD_COUNT} as unread_count {MINE_FILTER}
-         order by c.last_message_at desc nulls last, c.created_at desc, c.id
-         limit $3 offset $4"
-    )))
-    .bind(user)
-    .bind(pattern)
-    .bind(limit)
-    .bind(offset)
+    let rows = sqlx::query!(
+        r#"select c.id, c.type::text as "kind!", c.name, c.description, c.avatar_url, c.creator_id,
+                  coalesce(c.is_archived, false) as "is_archived!", c.last_message_at,
+                  coalesce(c.created_at, now()) as "created_at!",
+                  coalesce(c.updated_at, c.created_at, now()) as "updated_at!",
+                  (select count(*) from (
+                       select 1 from messages m
+                       where m.conversation_id = c.id
+                         and m.is_deleted is not true
+                         and m.sender_id <> p.user_id
+                         and m.created_at > p.joined_at
+                         and m.seq > coalesce((
+                               select rm.seq from read_receipts r
+                               join messages rm on rm.id = r.last_read_message_id
+                                               and rm.conversation_id = r.conversation_id
+                               where r.conversation_id = c.id and r.user_id = p.user_id), 0)
+                       limit 1000) unread) as "unread_count!"
+           from conversations c
+           join conversation_participants p
+             on p.conversation_id = c.id and p.user_id = $1 and p.left_at is null
+           where $2::text is null
+              or (c.type <> 'direct' and c.name ilike $2)
+              or (c.type = 'direct' and exists (
+                    select 1 from conversation_participants o
+                    where o.conversation_id = c.id and o.user_id <> $1 and o.left_at is null
+                      and o.nickname ilike $2))
+           order by c.last_message_at desc nulls last, c.created_at desc, c.id
+           limit $3 offset $4"#,
+        user,
+        pattern,
+        limit,
+        offset,
+    )
     .fetch_all(conn)
     .await?;
     Ok((
         total,
         rows.into_iter()
-            .map(|r| r.row.into_resource(r.unread_count))
+            .map(|r| {
+                let unread = r.unread_count;
+                conversation_row!(r).into_resource(unread)
+            })
             .collect(),
     ))
 }
 
-#[derive(sqlx::FromRow)]
-struct ChannelRow {
-    #[sqlx(flatten)]
-    row: ConversationRow,
-    unread_count: i64,
-    member_count: i64,
-}
-
-const CHANNEL_FILTER: &str = "from conversations c
-     left join conversation_participants p on p.conversation_id = c.id and p.user_id = $1 and p.left_at is null
-     where c.type = 'channel' and c.is_archived is not true and ($2::text is null or c.name ilike $2)";
-
 /// Channels that are not archived, largest first, with the caller's unread count where the
-/// caller is a member.
+/// caller is a member (0 elsewhere), and their total. `$2` is an escaped `ilike` pattern on the
+/// name, or null.
 pub async fn discover(
     conn: &mut PgConnection,
     user: Uuid,
     pattern: Option<&str>,
     limit: i64,
     offset: i64,
-) -> sqlx::Result<(i64, Vec<crate::resources::ChannelSummary>)> {
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "select count(*) {CHANNEL_FILTER}"
-    )))
-    .bind(user)
-    .bind(pattern)
+) -> sqlx::Result<(i64, Vec<ChannelSummary>)> {
+    let total = sqlx::query_scalar!(
+        r#"select count(*) as "total!"
+           from conversations c
+           left join conversation_participants p
+             on p.conversation_id = c.id and p.user_id = $1 and p.left_at is null
+           where c.type = 'channel' and c.is_archived is not true
+             and ($2::text is null or c.name ilike $2)"#,
+        user,
+        pattern,
+    )
     .fetch_one(&mut *conn)
     .await?;
-    let rows: Vec<ChannelRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS},
-                case when p.id is null then 0 else {UNREAD_COUNT} end as unread_count,
-                (select count(*) from conversation_participants m
-                  where m.conversation_id = c.id and m.left_at is null) as member_count
-         {CHANNEL_FILTER}
-         order by member_count desc, c.name, c.id
-         limit $3 offset $4"
-    )))
-    .bind(user)
-    .bind(pattern)
-    .bind(limit)
-    .bind(offset)
+    let rows = sqlx::query!(
+        r#"select c.id, c.type::text as "kind!", c.name, c.description, c.avatar_url, c.creator_id,
+                  coalesce(c.is_archived, false) as "is_archived!", c.last_message_at,
+                  coalesce(c.created_at, now()) as "created_at!",
+                  coalesce(c.updated_at, c.created_at, now()) as "updated_at!",
+                  case when p.id is null then 0 else (select count(*) from (
+                       select 1 from messages m
+                       where m.conversation_id = c.id
+                         and m.is_deleted is not true
+                         and m.sender_id <> p.user_id
+                         and m.created_at > p.joined_at
+                         and m.seq > coalesce((
+                               select rm.seq from read_receipts r
+                               join messages rm on rm.id = r.last_read_message_id
+                                               and rm.conversation_id = r.conversation_id
+                               where r.conversation_id = c.id and r.user_id = p.user_id), 0)
+                       limit 1000) unread) end as "unread_count!",
+                  (select count(*) from conversation_participants m
+                    where m.conversation_id = c.id and m.left_at is null) as "member_count!"
+           from conversations c
+           left join conversation_participants p
+             on p.conversation_id = c.id and p.user_id = $1 and p.left_at is null
+           where c.type = 'channel' and c.is_archived is not true
+             and ($2::text is null or c.name ilike $2)
+           order by "member_count!" desc, c.name, c.id
+           limit $3 offset $4"#,
+        user,
+        pattern,
+        limit,
+        offset,
+    )
     .fetch_all(conn)
     .await?;
     Ok((
         total,
         rows.into_iter()
-            .map(|r| crate::resources::ChannelSummary {
-                conversation: r.row.into_resource(r.unread_count),
-                member_count: r.member_count,
+            .map(|r| {
+                let (unread, member_count) = (r.unread_count, r.member_count);
+                ChannelSummary {
+                    conversation: conversation_row!(r).into_resource(unread),
+                    member_count,
+                }
             })
             .collect(),
     ))
@@ -274,28 +312,38 @@ pub async fn update(
     description: Option<&str>,
     avatar_url: Option<&str>,
 ) -> sqlx::Result<Option<ConversationRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "update conversations c set
-            name = coalesce($2, c.name),
-            description = coalesce($3, c.description),
-            avatar_url = coalesce($4, c.avatar_url)
-         where c.id = $1
-         returning {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(name)
-    .bind(description)
-    .bind(avatar_url)
+    sqlx::query_as!(
+        ConversationRow,
+        r#"update conversations c set
+               name = coalesce($2, c.name),
+               description = coalesce($3, c.description),
+               avatar_url = coalesce($4, c.avatar_url)
+           where c.id = $1
+           returning c.id, c.type::text as "kind!", c.name, c.description, c.avatar_url,
+                     c.creator_id, coalesce(c.is_archived, false) as "is_archived!",
+                     c.last_message_at, coalesce(c.created_at, now()) as "created_at!",
+                     coalesce(c.updated_at, c.created_at, now()) as "updated_at!""#,
+        id,
+        name,
+        description,
+        avatar_url,
+    )
     .fetch_optional(conn)
     .await
 }
 
 /// Marks the conversation archived (idempotent). `None` when the row is gone.
 pub async fn archive(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<ConversationRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "update conversations c set is_archived = true where c.id = $1 returning {COLUMNS}"
-    )))
-    .bind(id)
+    sqlx::query_as!(
+        ConversationRow,
+        r#"update conversations c set is_archived = true
+           where c.id = $1
+           returning c.id, c.type::text as "kind!", c.name, c.description, c.avatar_url,
+                     c.creator_id, coalesce(c.is_archived, false) as "is_archived!",
+                     c.last_message_at, coalesce(c.created_at, now()) as "created_at!",
+                     coalesce(c.updated_at, c.created_at, now()) as "updated_at!""#,
+        id,
+    )
     .fetch_optional(conn)
     .await
 }

@@ -1,15 +1,21 @@
 //! `conversation_participants`: active participants (`left_at` null), inserts, membership, and
-//! the writes of http-api.md §6 (add or re-activate, role changes, leaving, ownership succession).
+//! the membership writes of the participants routes (add or re-activate, role changes, leaving,
+//! ownership succession).
+//!
+//! Every statement returns the columns of [`ParticipantRow`] for alias `p`:
+//! `p.id, p.conversation_id, p.user_id, coalesce(p.role, 'member') as "role!", p.nickname,
+//! coalesce(p.joined_at, now()) as "joined_at!"` (`role` and `joined_at` are nullable in the
+//! version-1 schema, migration 000001; a null reads as the column's default).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::conversations::{self, ConversationRow};
+use super::conversation_row::ConversationRow;
 use crate::resources::Participant;
 
 /// A participant row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ParticipantRow {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -18,9 +24,6 @@ pub struct ParticipantRow {
     pub nickname: Option<String>,
     pub joined_at: DateTime<Utc>,
 }
-
-pub const COLUMNS: &str = "p.id, p.conversation_id, p.user_id, coalesce(p.role, 'member') as role, p.nickname, \
-     coalesce(p.joined_at, now()) as joined_at";
 
 impl From<ParticipantRow> for Participant {
     fn from(r: ParticipantRow) -> Self {
@@ -37,12 +40,15 @@ impl From<ParticipantRow> for Participant {
 
 /// Active participants, `joined_at` ascending, ties in the order they were (re)added.
 pub async fn active(conn: &mut PgConnection, conversation: Uuid) -> sqlx::Result<Vec<Participant>> {
-    let rows: Vec<ParticipantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from conversation_participants p
-         where p.conversation_id = $1 and p.left_at is null
-         order by p.joined_at, p.join_seq"
-    )))
-    .bind(conversation)
+    let rows = sqlx::query_as!(
+        ParticipantRow,
+        r#"select p.id, p.conversation_id, p.user_id, coalesce(p.role, 'member') as "role!",
+                  p.nickname, coalesce(p.joined_at, now()) as "joined_at!"
+           from conversation_participants p
+           where p.conversation_id = $1 and p.left_at is null
+           order by p.joined_at, p.join_seq"#,
+        conversation,
+    )
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())
@@ -54,12 +60,15 @@ pub async fn membership(
     conversation: Uuid,
     user: Uuid,
 ) -> sqlx::Result<Option<ParticipantRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from conversation_participants p
-         where p.conversation_id = $1 and p.user_id = $2 and p.left_at is null"
-    )))
-    .bind(conversation)
-    .bind(user)
+    sqlx::query_as!(
+        ParticipantRow,
+        r#"select p.id, p.conversation_id, p.user_id, coalesce(p.role, 'member') as "role!",
+                  p.nickname, coalesce(p.joined_at, now()) as "joined_at!"
+           from conversation_participants p
+           where p.conversation_id = $1 and p.user_id = $2 and p.left_at is null"#,
+        conversation,
+        user,
+    )
     .fetch_optional(conn)
     .await
 }
@@ -72,15 +81,18 @@ pub async fn insert_many(
 ) -> sqlx::Result<Vec<ParticipantRow>> {
     let users: Vec<Uuid> = members.iter().map(|m| m.0).collect();
     let roles: Vec<&str> = members.iter().map(|m| m.1).collect();
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "insert into conversation_participants as p (conversation_id, user_id, role)
-         select $1, u.user_id, u.role from unnest($2::uuid[], $3::text[]) with ordinality as u(user_id, role, n)
-         order by u.n
-         returning {COLUMNS}"
-    )))
-    .bind(conversation)
-    .bind(&users)
-    .bind(&roles)
+    sqlx::query_as!(
+        ParticipantRow,
+        r#"insert into conversation_participants as p (conversation_id, user_id, role)
+           select $1, u.user_id, u.role
+           from unnest($2::uuid[], $3::text[]) with ordinality as u(user_id, role, n)
+           order by u.n
+           returning p.id, p.conversation_id, p.user_id, coalesce(p.role, 'member') as "role!",
+                     p.nickname, coalesce(p.joined_at, now()) as "joined_at!""#,
+        conversation,
+        &users,
+        &roles as &[&str],
+    )
     .fetch_all(conn)
     .await
 }
@@ -99,11 +111,17 @@ pub async fn lock_roster(
     conn: &mut PgConnection,
     conversation: Uuid,
 ) -> sqlx::Result<Option<ConversationRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {} from conversations c where c.id = $1 for no key update",
-        conversations::COLUMNS
-    )))
-    .bind(conversation)
+    sqlx::query_as!(
+        ConversationRow,
+        r#"select c.id, c.type::text as "kind!", c.name, c.description, c.avatar_url, c.creator_id,
+                  coalesce(c.is_archived, false) as "is_archived!", c.last_message_at,
+                  coalesce(c.created_at, now()) as "created_at!",
+                  coalesce(c.updated_at, c.created_at, now()) as "updated_at!"
+           from conversations c
+           where c.id = $1
+           for no key update"#,
+        conversation,
+    )
     .fetch_optional(conn)
     .await
 }
@@ -121,20 +139,23 @@ pub async fn add_or_reactivate(
     conversation: Uuid,
     users: &[Uuid],
 ) -> sqlx::Result<Vec<ParticipantRow>> {
-    let mut rows: Vec<ParticipantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "insert into conversation_participants as p (conversation_id, user_id, role)
-         select $1, u.user_id, 'member' from unnest($2::uuid[]) with ordinality as u(user_id, n)
-         order by u.n
-         on conflict on constraint unique_participant do update
-            set left_at = null,
-                role = 'member',
-                joined_at = now(),
-                join_seq = nextval(pg_get_serial_sequence('conversation_participants', 'join_seq'))
-            where p.left_at is not null
-         returning {COLUMNS}"
-    )))
-    .bind(conversation)
-    .bind(users)
+    let mut rows = sqlx::query_as!(
+        ParticipantRow,
+        r#"insert into conversation_participants as p (conversation_id, user_id, role)
+           select $1, u.user_id, 'member' from unnest($2::uuid[]) with ordinality as u(user_id, n)
+           order by u.n
+           on conflict on constraint unique_participant do update
+              set left_at = null,
+                  role = 'member',
+                  joined_at = now(),
+                  join_seq = nextval(
+                      pg_get_serial_sequence('conversation_participants', 'join_seq'))
+              where p.left_at is not null
+           returning p.id, p.conversation_id, p.user_id, coalesce(p.role, 'member') as "role!",
+                     p.nickname, coalesce(p.joined_at, now()) as "joined_at!""#,
+        conversation,
+        users,
+    )
     .fetch_all(conn)
     .await?;
     // `returning` promises no order; the response lists rows in request order.
@@ -149,14 +170,16 @@ pub async fn set_role(
     user: Uuid,
     role: &str,
 ) -> sqlx::Result<Option<ParticipantRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "update conversation_participants p set role = $3
-         where p.conversation_id = $1 and p.user_id = $2 and p.left_at is null
-         returning {COLUMNS}"
-    )))
-    .bind(conversation)
-    .bind(user)
-    .bind(role)
+    sqlx::query_as!(
+        ParticipantRow,
+        r#"update conversation_participants p set role = $3
+           where p.conversation_id = $1 and p.user_id = $2 and p.left_at is null
+           returning p.id, p.conversation_id, p.user_id, coalesce(p.role, 'member') as "role!",
+                     p.nickname, coalesce(p.joined_at, now()) as "joined_at!""#,
+        conversation,
+        user,
+        role,
+    )
     .fetch_optional(conn)
     .await
 }
@@ -168,46 +191,50 @@ pub async fn leave(
     conversation: Uuid,
     user: Uuid,
 ) -> sqlx::Result<Option<ParticipantRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "update conversation_participants p set left_at = now()
-         where p.conversation_id = $1 and p.user_id = $2 and p.left_at is null
-         returning {COLUMNS}"
-    )))
-    .bind(conversation)
-    .bind(user)
+    sqlx::query_as!(
+        ParticipantRow,
+        r#"update conversation_participants p set left_at = now()
+           where p.conversation_id = $1 and p.user_id = $2 and p.left_at is null
+           returning p.id, p.conversation_id, p.user_id, coalesce(p.role, 'member') as "role!",
+                     p.nickname, coalesce(p.joined_at, now()) as "joined_at!""#,
+        conversation,
+        user,
+    )
     .fetch_optional(conn)
     .await
 }
 
-/// Hands ownership to the successor of an owner who left (http-api.md §6.3): the active admin
-/// who joined first, else the active member who joined first (ties in join order). Returns the
-/// new owner, or `None` when nobody is left.
+/// Hands ownership to the successor of an owner who left: the active admin who joined first,
+/// else the active member who joined first (ties in join order). Returns the new owner, or
+/// `None` when nobody is left.
 pub async fn promote_successor(
     conn: &mut PgConnection,
     conversation: Uuid,
 ) -> sqlx::Result<Option<ParticipantRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "update conversation_participants p set role = 'owner'
-         where p.id = (
-            select s.id from conversation_participants s
-            where s.conversation_id = $1 and s.left_at is null
-            order by coalesce(s.role, 'member') = 'admin' desc, s.joined_at, s.join_seq
-            limit 1)
-         returning {COLUMNS}"
-    )))
-    .bind(conversation)
+    sqlx::query_as!(
+        ParticipantRow,
+        r#"update conversation_participants p set role = 'owner'
+           where p.id = (
+              select s.id from conversation_participants s
+              where s.conversation_id = $1 and s.left_at is null
+              order by coalesce(s.role, 'member') = 'admin' desc, s.joined_at, s.join_seq
+              limit 1)
+           returning p.id, p.conversation_id, p.user_id, coalesce(p.role, 'member') as "role!",
+                     p.nickname, coalesce(p.joined_at, now()) as "joined_at!""#,
+        conversation,
+    )
     .fetch_optional(conn)
     .await
 }
 
 /// Frees a direct conversation's user pair (`unique_active_direct_pair`) once one of its two
-/// users has left, so the pair may start a new direct conversation (migration 7).
+/// users has left, so the pair may start a new direct conversation (migration 000007).
 pub async fn release_direct_pair(conn: &mut PgConnection, conversation: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update conversations set direct_user_low = null, direct_user_high = null
          where id = $1 and direct_user_low is not null",
+        conversation,
     )
-    .bind(conversation)
     .execute(conn)
     .await?;
     Ok(())

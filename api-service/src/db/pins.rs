@@ -1,5 +1,8 @@
-//! `pinned_messages`: at most one pin per (conversation, message) — `unique_pin` (http-api.md
-//! §10).
+//! `pinned_messages`: at most one pin per (conversation, message) — `unique_pin`.
+//!
+//! Statements return the columns of [`PinRow`] for alias `p`: `p.id, p.conversation_id,
+//! p.message_id, p.pinned_by, coalesce(p.pinned_at, now()) as "pinned_at!"` (`pinned_at` is
+//! nullable in the version-1 schema, migration 000001).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -8,7 +11,7 @@ use uuid::Uuid;
 use crate::{db::messages::MessageRow, resources::PinnedMessage};
 
 /// A `pinned_messages` row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct PinRow {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -16,10 +19,6 @@ pub struct PinRow {
     pub pinned_by: Uuid,
     pub pinned_at: DateTime<Utc>,
 }
-
-/// Columns of [`PinRow`] for a `pinned_messages` alias `p`.
-const COLUMNS: &str = "p.id, p.conversation_id, p.message_id, p.pinned_by, \
-     coalesce(p.pinned_at, now()) as pinned_at";
 
 impl From<PinRow> for PinnedMessage {
     fn from(p: PinRow) -> Self {
@@ -50,18 +49,21 @@ pub async fn insert(
     message: &MessageRow,
     pinned_by: Uuid,
 ) -> Result<Option<PinRow>, PinError> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "insert into pinned_messages as p (conversation_id, message_id, message_created_at, pinned_by)
-         select m.conversation_id, m.id, m.created_at, $4
-         from messages m
-         where m.conversation_id = $1 and m.id = $2 and m.created_at = $3
-           and m.is_deleted is not true
-         returning {COLUMNS}"
-    )))
-    .bind(message.conversation_id)
-    .bind(message.id)
-    .bind(message.created_at)
-    .bind(pinned_by)
+    sqlx::query_as!(
+        PinRow,
+        r#"insert into pinned_messages as p
+               (conversation_id, message_id, message_created_at, pinned_by)
+           select m.conversation_id, m.id, m.created_at, $4
+           from messages m
+           where m.conversation_id = $1 and m.id = $2 and m.created_at = $3
+             and m.is_deleted is not true
+           returning p.id, p.conversation_id, p.message_id, p.pinned_by,
+                     coalesce(p.pinned_at, now()) as "pinned_at!""#,
+        message.conversation_id,
+        message.id,
+        message.created_at,
+        pinned_by,
+    )
     .fetch_optional(conn)
     .await
     .map_err(|e| {
@@ -79,23 +81,27 @@ pub async fn delete(
     conversation: Uuid,
     message: Uuid,
 ) -> sqlx::Result<bool> {
-    let done =
-        sqlx::query("delete from pinned_messages where conversation_id = $1 and message_id = $2")
-            .bind(conversation)
-            .bind(message)
-            .execute(conn)
-            .await?;
+    let done = sqlx::query!(
+        "delete from pinned_messages where conversation_id = $1 and message_id = $2",
+        conversation,
+        message,
+    )
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// The conversation's pins (deleted messages included), most recent first.
 pub async fn list(conn: &mut PgConnection, conversation: Uuid) -> sqlx::Result<Vec<PinnedMessage>> {
-    let rows: Vec<PinRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from pinned_messages p
-         where p.conversation_id = $1
-         order by p.pinned_at desc nulls last, p.id"
-    )))
-    .bind(conversation)
+    let rows = sqlx::query_as!(
+        PinRow,
+        r#"select p.id, p.conversation_id, p.message_id, p.pinned_by,
+                  coalesce(p.pinned_at, now()) as "pinned_at!"
+           from pinned_messages p
+           where p.conversation_id = $1
+           order by p.pinned_at desc nulls last, p.id"#,
+        conversation,
+    )
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())

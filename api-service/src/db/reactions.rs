@@ -1,5 +1,9 @@
 //! `message_reactions`: one row per (message, user, emoji), unique in the database
 //! (`unique_reaction`), so "at most one" holds under concurrent adds.
+//!
+//! Statements return the columns of [`ReactionRow`] for alias `r`: `r.id, r.message_id,
+//! r.user_id, r.emoji, coalesce(r.created_at, now()) as "created_at!"` (`created_at` is nullable
+//! in the version-1 schema, migration 000001).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -9,7 +13,7 @@ use super::messages::MessageRow;
 use crate::resources::Reaction;
 
 /// A `message_reactions` row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ReactionRow {
     pub id: Uuid,
     pub message_id: Uuid,
@@ -17,10 +21,6 @@ pub struct ReactionRow {
     pub emoji: String,
     pub created_at: DateTime<Utc>,
 }
-
-/// Columns of [`ReactionRow`] for a `message_reactions` alias `r`.
-pub const COLUMNS: &str =
-    "r.id, r.message_id, r.user_id, r.emoji, coalesce(r.created_at, now()) as created_at";
 
 impl From<ReactionRow> for Reaction {
     fn from(r: ReactionRow) -> Self {
@@ -51,17 +51,19 @@ pub async fn add(
     user: Uuid,
     emoji: &str,
 ) -> sqlx::Result<Added> {
-    let row: Result<Option<ReactionRow>, _> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "insert into message_reactions as r (message_id, message_created_at, user_id, emoji)
-         select m.id, m.created_at, $3, $4
-         from messages m
-         where m.id = $1 and m.created_at = $2 and m.is_deleted is not true
-         returning {COLUMNS}"
-    )))
-    .bind(message.id)
-    .bind(message.created_at)
-    .bind(user)
-    .bind(emoji)
+    let row = sqlx::query_as!(
+        ReactionRow,
+        r#"insert into message_reactions as r (message_id, message_created_at, user_id, emoji)
+           select m.id, m.created_at, $3, $4
+           from messages m
+           where m.id = $1 and m.created_at = $2 and m.is_deleted is not true
+           returning r.id, r.message_id, r.user_id, r.emoji,
+                     coalesce(r.created_at, now()) as "created_at!""#,
+        message.id,
+        message.created_at,
+        user,
+        emoji,
+    )
     .fetch_optional(conn)
     .await;
     match row {
@@ -79,12 +81,12 @@ pub async fn remove(
     user: Uuid,
     emoji: &str,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "delete from message_reactions where message_id = $1 and user_id = $2 and emoji = $3",
+        message,
+        user,
+        emoji,
     )
-    .bind(message)
-    .bind(user)
-    .bind(emoji)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -92,12 +94,15 @@ pub async fn remove(
 
 /// Every reaction on a message, oldest first.
 pub async fn list(conn: &mut PgConnection, message: Uuid) -> sqlx::Result<Vec<Reaction>> {
-    let rows: Vec<ReactionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from message_reactions r
-         where r.message_id = $1
-         order by r.created_at, r.id"
-    )))
-    .bind(message)
+    let rows = sqlx::query_as!(
+        ReactionRow,
+        r#"select r.id, r.message_id, r.user_id, r.emoji,
+                  coalesce(r.created_at, now()) as "created_at!"
+           from message_reactions r
+           where r.message_id = $1
+           order by r.created_at, r.id"#,
+        message,
+    )
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())

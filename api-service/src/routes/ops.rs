@@ -42,7 +42,7 @@ async fn ready_response(state: &AppState) -> Response {
         async {
             tokio::time::timeout(
                 Duration::from_secs(2),
-                sqlx::query("select 1").execute(&state.pool),
+                sqlx::query_scalar!(r#"select 1 as "ok!""#).fetch_one(&state.pool),
             )
             .await
             .is_ok_and(|r| r.is_ok())
