@@ -37,6 +37,7 @@ COPY migrations ./migrations
 COPY shared-proto ./shared-proto
 COPY shared-auth ./shared-auth
 COPY shared-redis ./shared-redis
+COPY shared-ops ./shared-ops
 COPY api-service ./api-service
 COPY ws-gateway ./ws-gateway
 # Every workspace member must be present for cargo to load the workspace, even with -p.

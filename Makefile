@@ -35,8 +35,9 @@ test-cluster: services ## the cluster suite on the `make dev-cluster` topology (
 	$(CARGO) build --locked -p api-service -p ws-gateway
 	scripts/test-cluster.sh
 
-lint: ## formatting, clippy (warnings are errors), and the SQL offline data up to date
+lint: ## formatting, clippy (warnings are errors), no import cycle between modules, the SQL offline data up to date
 	$(CARGO) fmt --all -- --check
+	python3 scripts/module-cycles.py
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(MAKE) sqlx-check
 

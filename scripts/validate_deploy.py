@@ -73,9 +73,10 @@ def rel(p: Path) -> str:
 
 
 def code_env_names() -> dict[str, set[str]]:
-    """Variables each binary reads, from its config.rs (the env helper calls)."""
+    """Variables each binary reads, from its config.rs: the clap declarations
+    (`env = "NAME"`) and the variables read directly (`lookup("NAME")`, `get("NAME")`)."""
     call = re.compile(
-        r'\b(?:get|string|parse|bool|positive|seconds|required)\(\s*"([A-Z][A-Z0-9_]*)"'
+        r'(?:\benv\s*=\s*|\b(?:lookup|get|var)\(\s*)"([A-Z][A-Z0-9_]*)"'
     )
     out = {}
     for svc in ("api-service", "ws-gateway"):
@@ -89,11 +90,14 @@ def code_env_names() -> dict[str, set[str]]:
 
 # Prefix of every metric a service defines itself; `process_*` (metrics-process) is shared.
 METRIC_PREFIX = {"api-service": "api_service_", "ws-gateway": "ws_gateway_"}
-# A handle registration in */src/metrics.rs: the constructor, the recorder, then the name.
+# A handle registration in */src/metrics.rs on a shared_ops::metrics::Registry: the method, then
+# the name.
 METRIC_DEF = re.compile(
-    r"\b(counter|gauge|histogram|build_info|CounterVec::new|GaugeVec::new|HistogramVec::new)"
-    r'\(\s*&?\w+,\s*"([a-z_:][a-z0-9_:]*)"'
+    r"\.(counter|gauge|histogram|counter_vec|gauge_vec|histogram_vec)"
+    r'\(\s*"([a-z_:][a-z0-9_:]*)"'
 )
+# The registry itself: `Registry::new("<prefix>", …)` exports `<prefix>_build_info`.
+REGISTRY_DEF = re.compile(r'Registry::new\(\s*"([a-z_]+)"')
 
 
 def code_metric_names() -> set[str]:
@@ -106,7 +110,7 @@ def code_metric_names() -> set[str]:
         own = set()
         for ctor, name in METRIC_DEF.findall(src_nc):
             own.add(name)
-            if ctor in ("histogram", "HistogramVec::new"):
+            if ctor in ("histogram", "histogram_vec"):
                 names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
             else:
                 names.add(name)
@@ -116,9 +120,12 @@ def code_metric_names() -> set[str]:
         if stray:
             fail(f"{svc}/src/metrics.rs: metric names without the {METRIC_PREFIX[svc]} prefix: {stray}")
         build_info = f"{METRIC_PREFIX[svc]}build_info"
-        if build_info not in own:
+        registry = REGISTRY_DEF.search(src_nc)
+        if not registry or f"{registry.group(1)}_build_info" != build_info:
             fail(f"{svc}/src/metrics.rs: no {build_info} gauge")
-        listed = re.search(r"PROCESS_METRICS: \[&str; \d+\] = \[(.*?)\];", src_nc, re.S)
+        names.add(build_info)
+        shared = re.sub(r"//[^\n]*", "", (ROOT / "shared-ops" / "src" / "metrics.rs").read_text())
+        listed = re.search(r"PROCESS_METRICS: \[&str; \d+\] = \[(.*?)\];", shared, re.S)
         process = set(re.findall(r'"([a-z_]+)"', listed.group(1))) if listed else set()
         for required in ("process_resident_memory_bytes", "process_cpu_seconds_total",
                          "process_open_fds", "process_threads"):
