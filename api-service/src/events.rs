@@ -646,7 +646,7 @@ impl Publisher {
         }
         match tokio::time::timeout(PUBLISH_TIMEOUT, self.nats.flush()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "nats flush failed"),
+            Ok(Err(e)) => tracing::warn!(error = %shared_ops::Chain(&e), "nats flush failed"),
             Err(_) => tracing::warn!("nats flush timed out"),
         }
     }

@@ -349,7 +349,7 @@ impl Worker {
                 let _ = one.job.answer.send(failed_write(e));
             }
             Err(e) => {
-                tracing::warn!(error = %e, requests = batch.len(), "batched send failed; writing one by one");
+                tracing::warn!(error = %shared_ops::Chain(&e), requests = batch.len(), "batched send failed; writing one by one");
                 for one in batch {
                     let single = std::slice::from_ref(&one);
                     match self.write_retrying(held, single).await {
@@ -368,7 +368,7 @@ impl Worker {
         loop {
             match self.write(held, batch).await {
                 Err(e) if attempt < WRITE_ATTEMPTS && is_transient(&e) => {
-                    tracing::warn!(error = %e, attempt, "send write conflict; retrying");
+                    tracing::warn!(error = %shared_ops::Chain(&e), attempt, "send write conflict; retrying");
                     attempt += 1;
                 }
                 result => return result,

@@ -76,7 +76,7 @@ impl Inspector {
         tokio::task::spawn_blocking(move || inspect_now(mime, &data))
             .await
             .unwrap_or_else(|e| {
-                tracing::warn!(file.r#type = mime, error = %e, "media inspection failed");
+                tracing::warn!(file.r#type = mime, error = %shared_ops::Chain(&e), "media inspection failed");
                 MediaInfo::default()
             })
     }

@@ -1,5 +1,6 @@
 //! What operators see and do, written once for both ReTiCh services.
 //!
+//! - [`Chain`]: an error and its causes on one log line (log an error once, where it is handled).
 //! - [`config`]: settings from environment variables declared with clap ([`config::read_variables`]).
 //! - [`telemetry`]: structured logs ([`LogFormat`], the `LOG_LEVEL` filter).
 //! - [`metrics`]: a per-instance Prometheus registry ([`metrics::Registry`]) with the
@@ -8,9 +9,11 @@
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C, the start of a graceful shutdown.
 
 pub mod config;
+mod error_chain;
 pub mod metrics;
 pub mod telemetry;
 
+pub use error_chain::Chain;
 pub use telemetry::LogFormat;
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -17,6 +17,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
+use shared_ops::Chain;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -33,7 +34,6 @@ use tokio_tungstenite::{
 use uuid::Uuid;
 
 use crate::{
-    error_chain::Chain,
     fanout::{Outbox, SocketId},
     membership,
     protocol::{self, Ignored, close},

@@ -22,13 +22,11 @@
 //!   one);
 //! - [`publish`]: publishing the gateway's own events on NATS;
 //! - [`memory`]: gives the heap's freed memory back to the system after a burst;
-//! - [`error_chain`]: an error and its causes on one log line;
 //! - [`config`], [`metrics`]: settings, Prometheus (logs, the metrics registry and the shutdown
 //!   signal: the `shared-ops` crate; Redis: the `shared-redis` crate).
 
 pub mod config;
 pub mod connection;
-pub mod error_chain;
 pub mod fanout;
 pub mod http;
 pub mod intake;

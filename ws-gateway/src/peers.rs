@@ -26,6 +26,7 @@
 
 use std::sync::Arc;
 
+use shared_ops::Chain;
 use shared_proto::events::{Event, EventKind, Presence, event::Body};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -34,7 +35,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    error_chain::Chain,
     fanout::{Fanout, NewPeers, PeerWork},
     membership,
     presence::PresenceStore,

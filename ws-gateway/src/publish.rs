@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use shared_proto::{events::Event, prost::Message as _};
 
-use crate::error_chain::Chain;
+use shared_ops::Chain;
 
 /// Publishes `event` on `subject` (logged and dropped on failure: NATS is best-effort and
 /// clients recover through `seq`, `docs/websocket.md` ("Staying consistent: seq and catch-up")).

@@ -34,11 +34,11 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use shared_ops::Chain;
 use shared_redis::RedisConn;
 
 use crate::{
     config::{AuthMode, Settings},
-    error_chain::Chain,
     fanout::Fanout,
     membership,
     metrics::Metrics,

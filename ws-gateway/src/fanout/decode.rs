@@ -9,7 +9,7 @@ use shared_proto::{
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::Fanout;
-use crate::error_chain::Chain;
+use shared_ops::Chain;
 
 /// An event decoded and rendered once for all its recipients.
 pub(super) struct Decoded {

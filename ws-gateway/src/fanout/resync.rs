@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Fanout, outbox::Outbox, subscriptions::SETTLE_TIMEOUT};
-use crate::error_chain::Chain;
+use shared_ops::Chain;
 
 /// Who a round of `resync` frames is for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,7 +42,7 @@ use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 use super::{Fanout, decode::Decoded};
-use crate::error_chain::Chain;
+use shared_ops::Chain;
 
 /// How long a new socket or membership waits for its subscriptions to be confirmed.
 pub(super) const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
