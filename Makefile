@@ -59,7 +59,7 @@ migrate: ## apply pending migrations to DATABASE_URL
 token: ## print a development token: `make token [ID=<user uuid>] [HOURS=24]` (default: make dev's first user)
 	@TOKEN_USER="$(ID)" TOKEN_HOURS="$(HOURS)" scripts/token.sh
 
-validate-asyncapi: ## docs/asyncapi.yaml through the AsyncAPI parser; its and websocket.md's examples against its schemas
+validate-asyncapi: ## docs/asyncapi.yaml through the AsyncAPI parser; its and docs/websocket.md's examples against its schemas
 	scripts/validate-asyncapi.sh
 
 validate-deploy: ## validate Dockerfile, compose, k8s manifests, dashboards (no cluster/engine needed)

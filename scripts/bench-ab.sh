@@ -7,8 +7,8 @@
 # DIR_A and DIR_B each hold api-service, ws-gateway and retich-bench binaries (e.g. a release
 # build of another commit, made in a worktree with its own CARGO_TARGET_DIR). Each round starts
 # the services of A with `scripts/bench.sh serve` (BENCH_BIN=DIR_A), runs the two full-speed
-# fan-out scenarios of BENCHMARKS.md (100 groups x 10 members with 64 publishers, 10 x 1,000 with
-# 16), stops them, then does the same for B; the order of A and B flips every round. The same
+# fan-out scenarios of scripts/bench.sh (100 groups x 10 members with 64 publishers, 10 x 1,000
+# with 16), stops them, then does the same for B; the order of A and B flips every round. The same
 # load tool (DIR_B's retich-bench) drives both, so only the services differ.
 #
 # AB_ENV_A / AB_ENV_B: extra environment for the services of A / B (`KEY=value` words), e.g. the

@@ -7,10 +7,12 @@
 #   - api-service, AUTH_MODE=jwt, AUTO_MIGRATE=true, rate limit raised out of the way;
 #   - BENCH_GATEWAYS ws-gateway processes (default 3), AUTH_MODE=jwt;
 #   - one api-service + one ws-gateway with AUTH_MODE=header (the header-mode checks).
-# The full-size runs recorded in BENCHMARKS.md use the same tool with larger arguments.
+# The full-size runs recorded in BENCHMARKS.md ("Latest full runs") use the same tool with
+# larger arguments.
 #
-# `scripts/bench.sh full` runs the same scenarios at the sizes and durations of issue 6 (about
-# ten minutes) and also writes bench/results/full.{json,md}.
+# `scripts/bench.sh full` runs the same scenarios at full size (a 100,000-socket fleet over six
+# gateways, 30 s runs, the full-speed curve; about ten minutes) and also writes
+# bench/results/full.{json,md}.
 #
 # `scripts/bench.sh serve` starts the same services, writes their addresses, PIDs and the JWT
 # secret to .bench/env (shell syntax, for `source`), and keeps them running until interrupted:
@@ -166,8 +168,8 @@ fi
   --publishers 16 --duration "$D_LONG" --grace "$GRACE" --json-out "$work/06-fanout-10x1000.json"
 # The same just above the target (320 msg/s = 320,000 deliveries/s), open loop: at full speed the
 # publishers can ask more of one gateway and its 10,000 readers than they take, and the gateway
-# then closes the slowest sockets with 1013 as websocket.md requires; this run shows the target
-# rate is delivered with nothing missing.
+# then closes the slowest sockets with 1013 as docs/websocket.md ("Keep-alive, limits and close
+# codes") requires; this run shows the target rate is delivered with nothing missing.
 "$B" fanout --api "$API" --gateway "$first_gw" --groups 10 --members 1000 --rate 320 \
   --publishers 16 --duration "$D_LONG" --grace "$GRACE" --json-out "$work/06-fanout-10x1000-320.json"
 "$B" fanout --api "http://127.0.0.1:$hapi_port" --gateway "ws://127.0.0.1:$hgw_port/ws" \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Validates every deployment file without a cluster or a Docker engine (issue 5 point 5):
+# Validates every deployment file without a cluster or a Docker engine:
 #
 #   Kubernetes  every kustomization (k8s/base, k8s/overlays/*) built with kustomize (PyPI
 #               pykustomize: the kustomize Go library), every document of the output and every

@@ -1,6 +1,8 @@
 //! The simulated users' side of the protocol: identity in either auth mode, the few REST calls
-//! the scenarios need (http-api.md §5.1, §7.1), and the WebSocket connect (websocket.md §1–§3),
-//! optionally from a given loopback source address.
+//! the scenarios need (`POST /conversations` and `POST /conversations/{id}/messages`, see
+//! `docs/api.md`, "Routes at a glance" and "Sending messages"), and the WebSocket connect
+//! (`docs/websocket.md`, "Connecting" and "After the upgrade"), optionally from a given loopback
+//! source address.
 
 use std::{
     net::SocketAddr,
@@ -204,7 +206,7 @@ struct SendBody<'a> {
     client_msg_id: &'a str,
 }
 
-/// `data.seq` of a 201's body (http-api.md §7.1), without building the rest of it.
+/// `data.seq` of a 201's body (the stored Message), without building the rest of it.
 fn created_seq(body: &[u8]) -> Option<i64> {
     #[derive(serde::Deserialize)]
     struct Created {

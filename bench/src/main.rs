@@ -1,4 +1,4 @@
-//! `retich-bench`: see `lib.rs` for the tour and BENCHMARKS.md for how to run it.
+//! `retich-bench`: see `lib.rs` for the tour and BENCHMARKS.md ("Commands") for how to run it.
 
 use std::path::PathBuf;
 
@@ -11,8 +11,8 @@ use retich_bench::{
 
 /// mimalloc instead of glibc's allocator: the tool's socket buffers are released and taken again
 /// at a high rate from two threads, and with glibc they come back as fresh pages whose zeroing
-/// took about a fifth of the tool's CPU in a 10 × 1,000 fan-out (BENCHMARKS.md), CPU the gateway
-/// it measures shares on a small machine.
+/// took about a fifth of the tool's CPU in a 10 × 1,000 fan-out, CPU the gateway it measures
+/// shares on a small machine.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -25,7 +25,7 @@ const repo = path.resolve(here, '..', '..');
 const specPath = path.resolve(process.argv[2] ?? path.join(repo, 'docs', 'asyncapi.yaml'));
 const guidePath = path.resolve(process.argv[3] ?? path.join(repo, 'docs', 'websocket.md'));
 
-// The section of websocket.md whose example frames are sent by clients.
+// The section of docs/websocket.md whose example frames are sent by clients.
 const CLIENT_FRAMES_HEADING = '## Sending typing frames';
 
 const SEVERITY_NAMES = {
@@ -138,7 +138,7 @@ console.log(
     `${examples} message example(s) checked`,
 );
 
-// --- 3. websocket.md example frames against the messages ------------------------------------
+// --- 3. docs/websocket.md example frames against the messages -------------------------------
 
 const guide = read(guidePath);
 let fence = null;

@@ -1,5 +1,6 @@
 //! Caller identity, shared by api-service (every REST call) and ws-gateway (the handshake), so
-//! both verify exactly the same tokens the same way (http-api.md §2.1, websocket.md §2).
+//! both verify exactly the same tokens the same way (the "Identity" sections of `docs/api.md`
+//! and `docs/websocket.md`).
 //!
 //! - [`Verifier`]: `AUTH_MODE=jwt` — HS256 with `JWT_SECRET` and/or the keys of `JWKS_URL`
 //!   (RS256, ES256, EdDSA; cached, refetched when a token names an unknown `kid`). The algorithm
@@ -24,7 +25,7 @@ use thiserror::Error;
 use tokio::sync::{Mutex, RwLock};
 use uuid::Uuid;
 
-/// Clock leeway allowed on `exp` and `nbf` (http-api.md §2.1: at most 60 s).
+/// Clock leeway allowed on `exp` and `nbf` (`docs/api.md`, "Identity": up to 60 s).
 pub const LEEWAY_SECS: u64 = 60;
 /// A token naming an unknown `kid` refetches the key set at most this often.
 const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
@@ -37,8 +38,8 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Parses a UUID in any accepted form (http-api.md §2.5): canonical, 32 hex digits, `{…}`-braced
-/// or `urn:uuid:`-prefixed, hex in any case. Surrounding whitespace is not accepted.
+/// Parses a UUID in any accepted form (`docs/api.md`, "Formats"): canonical, 32 hex digits,
+/// `{…}`-braced or `urn:uuid:`-prefixed, hex in any case. Surrounding whitespace is not accepted.
 pub fn parse_uuid(s: &str) -> Option<Uuid> {
     // `Uuid::parse_str` accepts exactly these four forms, case-insensitively.
     Uuid::parse_str(s).ok()

@@ -7,8 +7,8 @@
 include!(concat!(env!("OUT_DIR"), "/retich.events.v1.rs"));
 
 impl EventKind {
-    /// The client event type (`type` of the JSON frame, websocket.md §5) of this kind; `None` for
-    /// [`EventKind::Unspecified`].
+    /// The client event type (`type` of the JSON frame; `docs/websocket.md`, "Server events") of
+    /// this kind; `None` for [`EventKind::Unspecified`].
     pub fn client_type(&self) -> Option<&'static str> {
         Some(match self {
             Self::Unspecified => return None,
@@ -62,7 +62,7 @@ impl EventKind {
     }
 
     /// Whether this is `presence.online` or `presence.offline`, whose frames carry
-    /// `"conversation_id":""` (websocket.md §4).
+    /// `"conversation_id":""` (`docs/websocket.md`, "Messages and the envelope").
     pub fn is_presence(&self) -> bool {
         matches!(self, Self::PresenceOnline | Self::PresenceOffline)
     }

@@ -1,11 +1,12 @@
-//! Client JSON frames (websocket.md §4/§5): an [`Event`] becomes
-//! `{"type":"<event type>","conversation_id":"<uuid>","payload":{…}}`, compact, with the payload
-//! in the exact resource shapes of http-api.md §3.
+//! Client JSON frames (`docs/websocket.md`, "Messages and the envelope" and "Server events"):
+//! an [`Event`] becomes `{"type":"<event type>","conversation_id":"<uuid>","payload":{…}}`,
+//! compact, with the payload in the exact resource shapes of the REST API (the schemas of the
+//! OpenAPI document, committed as `api-service/tests/api/snapshots/openapi.json`).
 //!
 //! The gateway renders each event once and writes the same bytes to every recipient, so this is
 //! on the fan-out path: payloads are private `Serialize` views borrowing from the protobuf types,
-//! written straight into one buffer. Key order follows http-api.md §3 (not normative, but stable,
-//! which keeps the golden tests readable).
+//! written straight into one buffer. Key order follows those schemas (not part of the
+//! contract, but stable, which keeps the golden tests readable).
 //!
 //! Rules applied here rather than by each producer:
 //! - "omitted when null" keys are absent (Message `metadata`, `reply_to_id`, `client_msg_id`,
@@ -13,7 +14,7 @@
 //! - nullable keys that are always present are written as `null` (Message `content`,
 //!   Conversation `name`, `description`, `avatar_url`, `creator_id`, `last_message_at`,
 //!   Participant `nickname`);
-//! - conversation objects carry `"unread_count":0` (websocket.md §5);
+//! - conversation objects carry `"unread_count":0` (the count is per user);
 //! - Message `metadata` is parsed and written back compact with its key order kept, so
 //!   PostgreSQL's `{"a": 1}` becomes `{"a":1}`; typing payloads are embedded verbatim after a
 //!   syntax check;
@@ -57,7 +58,7 @@ pub enum RenderError {
 }
 
 /// The client frame of `event`: one compact JSON object, no raw newline, sent by the gateway as
-/// a WebSocket message of its own (websocket.md §4).
+/// a WebSocket message of its own (`docs/websocket.md`, "Messages and the envelope").
 pub fn client_frame(event: &Event) -> Result<Vec<u8>, RenderError> {
     let kind = EventKind::try_from(event.kind).map_err(|_| RenderError::UnknownKind(event.kind))?;
     let event_type = kind
@@ -181,7 +182,8 @@ pub fn client_frame(event: &Event) -> Result<Vec<u8>, RenderError> {
     }
 }
 
-/// The `presence.snapshot` frame sent first on every new socket (websocket.md §3, §9):
+/// The `presence.snapshot` frame sent first on every new socket (`docs/websocket.md`,
+/// "After the upgrade" and `presence.snapshot`):
 /// `{"type":"presence.snapshot","conversation_id":"","payload":{"online_user_ids":[…]}}`, with
 /// `[]` when nobody is online.
 pub fn presence_snapshot_frame(online_user_ids: &[Uuid]) -> Vec<u8> {
@@ -204,9 +206,10 @@ pub fn presence_snapshot_frame(online_user_ids: &[Uuid]) -> Vec<u8> {
     out
 }
 
-/// The `resync` frame (websocket.md §10): events addressed to the socket may have been lost, and
-/// the client should catch up as after a reconnect. `reason` is one of the fixed ASCII tokens
-/// [`RESYNC_STREAM_INTERRUPTED`] or [`RESYNC_NOT_PUBLISHED`]; anything else is escaped as JSON.
+/// The `resync` frame (`docs/websocket.md`, `resync`): events addressed to the socket may have
+/// been lost, and the client should catch up as after a reconnect. `reason` is one of the fixed
+/// ASCII tokens [`RESYNC_STREAM_INTERRUPTED`] or [`RESYNC_NOT_PUBLISHED`]; anything else is
+/// escaped as JSON.
 pub fn resync_frame(reason: &str) -> Vec<u8> {
     let reason = serde_json::to_string(reason).expect("a string serialises");
     format!(r#"{{"type":"resync","conversation_id":"","payload":{{"reason":{reason}}}}}"#)
@@ -245,9 +248,9 @@ pub fn compact_json(text: &str) -> String {
     out
 }
 
-/// A time in unix microseconds as http-api.md §2.5 writes it: RFC 3339 in UTC with `Z`,
-/// microsecond precision, trailing fractional zeros removed (`2026-11-24T15:00:44.1166Z`,
-/// `2026-11-24T15:00:44Z`).
+/// A time in unix microseconds as the API writes it (`docs/api.md`, "Formats"): RFC 3339 in UTC
+/// with `Z`, microsecond precision, trailing fractional zeros removed
+/// (`2026-11-24T15:00:44.1166Z`, `2026-11-24T15:00:44Z`).
 pub fn format_timestamp_us(unix_us: i64) -> String {
     Timestamp(unix_us).to_string()
 }
@@ -370,7 +373,7 @@ impl<T: View> Serialize for List<'_, T> {
     }
 }
 
-/// Message (http-api.md §3).
+/// Message (the `Message` schema of the OpenAPI document).
 #[derive(Serialize)]
 struct MessageView<'a> {
     id: &'a str,
@@ -443,7 +446,7 @@ impl View for ReactionRef {
     }
 }
 
-/// Attachment (http-api.md §3).
+/// Attachment (the `Attachment` schema of the OpenAPI document).
 #[derive(Serialize)]
 struct AttachmentView<'a> {
     id: &'a str,
@@ -498,7 +501,7 @@ impl<'a> From<&'a MessageDeleted> for MessageDeletedView<'a> {
     }
 }
 
-/// Reaction (http-api.md §3).
+/// Reaction (the `Reaction` schema of the OpenAPI document).
 #[derive(Serialize)]
 struct ReactionView<'a> {
     id: &'a str,
@@ -516,7 +519,7 @@ struct ReactionRemovedView<'a> {
     user_id: &'a str,
 }
 
-/// ReadReceipt (http-api.md §3).
+/// ReadReceipt (the `ReadReceipt` schema of the OpenAPI document).
 #[derive(Serialize)]
 struct ReadReceiptView<'a> {
     id: &'a str,
@@ -538,7 +541,7 @@ impl<'a> From<&'a ReadReceipt> for ReadReceiptView<'a> {
     }
 }
 
-/// PinnedMessage (http-api.md §3).
+/// PinnedMessage (the `PinnedMessage` schema of the OpenAPI document).
 #[derive(Serialize)]
 struct PinnedMessageView<'a> {
     id: &'a str,
@@ -576,7 +579,8 @@ impl<'a> From<&'a MessageUnpinned> for MessageUnpinnedView<'a> {
     }
 }
 
-/// Conversation (http-api.md §3), as in event payloads: `unread_count` is always 0.
+/// Conversation (the `Conversation` schema of the OpenAPI document), as in event payloads:
+/// `unread_count` is always 0.
 #[derive(Serialize)]
 struct ConversationView<'a> {
     id: &'a str,
@@ -606,13 +610,15 @@ impl<'a> From<&'a Conversation> for ConversationView<'a> {
             last_message_at: conversation.last_message_at_us.map(Timestamp),
             created_at: Timestamp(conversation.created_at_us),
             updated_at: Timestamp(conversation.updated_at_us),
-            // websocket.md §5: the count is per user, so payloads carry 0.
+            // The count is per user, so payloads carry 0 (`docs/websocket.md`, "Messages and the
+            // envelope").
             unread_count: 0,
         }
     }
 }
 
-/// ConversationDetail (http-api.md §3): the Conversation keys, then `participants`.
+/// ConversationDetail (the `ConversationDetail` schema of the OpenAPI document): the
+/// Conversation keys, then `participants`.
 #[derive(Serialize)]
 struct ConversationDetailView<'a> {
     #[serde(flatten)]
@@ -633,7 +639,7 @@ impl<'a> ConversationDetailView<'a> {
     }
 }
 
-/// Participant (http-api.md §3).
+/// Participant (the `Participant` schema of the OpenAPI document).
 #[derive(Serialize)]
 struct ParticipantView<'a> {
     id: &'a str,

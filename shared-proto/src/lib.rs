@@ -7,9 +7,10 @@
 //!   (`<prefix>.conv.<id>`, `<prefix>.user.<id>`, `<prefix>.presence.<id>`).
 //! - [`nats`]: `NATS_URL`, one server or the comma-separated nodes of a cluster, checked at start,
 //!   with the credentials a URL holds moved into the client's options.
-//! - [`json`]: turns an [`events::Event`] into the exact client frame bytes of websocket.md §4/§5
-//!   (payloads in the resource shapes of http-api.md §3), plus the gateway-local
-//!   `presence.snapshot` frame and the API's timestamp format.
+//! - [`json`]: turns an [`events::Event`] into the exact client frame bytes of `docs/websocket.md`
+//!   ("Messages and the envelope", "Server events"; payloads in the resource shapes of the
+//!   OpenAPI document), plus the gateway-local `presence.snapshot` and `resync` frames and the
+//!   API's timestamp format.
 //!
 //! [`prost`] is re-exported so both services encode and decode with the same version
 //! (`use shared_proto::prost::Message as _;` brings `encode_to_vec` / `decode` into scope).

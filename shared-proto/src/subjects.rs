@@ -1,5 +1,4 @@
-//! NATS subject names — the only place they are built and parsed (architecture.md, "Events and
-//! subjects"):
+//! NATS subject names — the only place they are built and parsed:
 //!
 //! - `<prefix>.conv.<conversation_id>`: everything that happens inside a conversation;
 //! - `<prefix>.user.<user_id>`: what concerns one user personally (`conversation.joined`,

@@ -1,5 +1,6 @@
-//! Golden tests: an `Event` renders to the exact client frame bytes of websocket.md §4/§5, with
-//! payloads in the shapes of http-api.md §3.
+//! Golden tests: an `Event` renders to the exact client frame bytes of `docs/websocket.md`
+//! ("Messages and the envelope", "Server events"), with payloads in the shapes of the schemas of
+//! the OpenAPI document.
 
 use shared_proto::events::{
     Attachment, Conversation, ConversationArchived, ConversationDetail, ConversationJoined,

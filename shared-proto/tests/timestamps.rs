@@ -1,5 +1,5 @@
-//! Timestamps follow http-api.md §2.5: RFC 3339 UTC with `Z`, microsecond precision, trailing
-//! fractional zeros removed.
+//! Timestamps follow `docs/api.md` ("Formats"): RFC 3339 UTC with `Z`, microsecond precision,
+//! trailing fractional zeros removed.
 
 use chrono::DateTime;
 use shared_proto::json::format_timestamp_us;

@@ -9,7 +9,8 @@
 //!   Redis Cluster; [`presence`], [`typing`], [`rate_limit`]: the Lua scripts and the commands
 //!   around them, the only code that touches those keys (both services call these);
 //! - [`testing`] (feature `test-support`): a `redis-server` or a 6-node Redis Cluster of a
-//!   test's own.
+//!   test's own;
+//! - `tests` (unit tests only): the circuit against `redis-server`s of the tests' own.
 //!
 //! # Servers
 //!

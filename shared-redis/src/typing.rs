@@ -21,10 +21,10 @@ use uuid::Uuid;
 
 use crate::layout::{Keys, deadline_member};
 
-/// The fleet-wide token bucket of websocket.md §6 rule 7, shared by START and STOP: one bucket
-/// per (user, conversation) in the hash KEYS[2] {tokens, ts}, refilled at ARGV[3] tokens per
-/// millisecond up to ARGV[4], timed by the Redis clock so every gateway agrees. Returns 0 from
-/// the script (nothing recorded) when no token is left.
+/// The fleet-wide token bucket of `docs/websocket.md` ("Sending typing frames", rule 7), shared
+/// by START and STOP: one bucket per (user, conversation) in the hash KEYS[2] {tokens, ts},
+/// refilled at ARGV[3] tokens per millisecond up to ARGV[4], timed by the Redis clock so every
+/// gateway agrees. Returns 0 from the script (nothing recorded) when no token is left.
 const BUCKET: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -1,7 +1,8 @@
 //! `fanout`: G groups of M members, each member one WebSocket (spread round-robin over the given
 //! gateways, so a group's members sit on different gateways when there are several). By default
 //! the sockets connect **before** the groups exist, so they only receive the groups' messages if
-//! the gateway subscribes them live on `conversation.joined` (websocket.md §5).
+//! the gateway subscribes them live on `conversation.joined` (`docs/websocket.md`, "Live
+//! membership").
 //!
 //! Publishers then POST messages (each with `client_msg_id = <run prefix><n>`, the bench number
 //! n) at a fixed total rate or as fast as P closed-loop publishers can. Message n goes to group
@@ -428,7 +429,8 @@ pub async fn run(args: FanoutArgs) -> Result<Report> {
     report.metric("grace used", grace_used, "s");
     if first_not_snapshot > 0 {
         report.note(format!(
-            "{first_not_snapshot} sockets got another event before presence.snapshot (websocket.md §3)"
+            "{first_not_snapshot} sockets got another event before presence.snapshot \
+             (docs/websocket.md, \"After the upgrade\")"
         ));
     }
     if late_ticks > 0 {

@@ -574,7 +574,7 @@ fn count_error(map: &Mutex<BTreeMap<String, u64>>, e: &anyhow::Error) {
 }
 
 /// Connects and waits for the first event (the presence snapshot): a socket counts as up only
-/// once the gateway has loaded and subscribed it (websocket.md §3).
+/// once the gateway has loaded and subscribed it (`docs/websocket.md`, "After the upgrade").
 async fn open(url: &str, identity: &Identity, user: Uuid, source: SocketAddr) -> Result<Socket> {
     let mut ws = client::connect(url, identity, user, Some(source)).await?;
     loop {
