@@ -637,7 +637,8 @@ impl Publisher {
     }
 
     /// Waits until everything published so far has been written to the NATS server (used where
-    /// the spec requires an event to be out before the response, e.g. `participant.removed`).
+    /// an event must be out before the response, e.g. `participant.removed`: docs/websocket.md,
+    /// "Live membership").
     /// Returns at once when events are buffered or NATS is not connected: they go out when it is
     /// back, and waiting for it would stall the request.
     pub async fn flush(&self) {

@@ -14,11 +14,11 @@
 //!
 //! 1. one Redis script call taking a rate-limit token (step 7) for every request — taken ahead
 //!    of the checks, and given back afterwards for requests the checks refuse and for replays,
-//!    so each answer and each bucket are what the spec's order gives;
+//!    so each answer and each bucket are what the order of the steps gives;
 //! 2. one statement, committed on its own (one WAL flush), with every request's checks 3–6
 //!    and the insert of every message that passed them and got a token, with its idempotency
 //!    key and the next `seq` of its conversation. Rust then picks each request's answer from
-//!    what the statement found, in the spec's order.
+//!    what the statement found, in the order of the steps.
 //!
 //! The two run as a pipeline: a batch's tokens are taken while the previous batch is written.
 //! Then each new message's `message.new` event is published, in batch order (so each
@@ -307,7 +307,7 @@ impl Worker {
     /// Step 7, taken ahead of steps 3–6 so that one statement can do the checks and the write:
     /// a token per request (none for `system` messages, which step 4 always refuses). Tokens
     /// of requests the checks then refuse, and of replays, are given back ([`Self::store`]),
-    /// so the buckets count what the spec's order would have counted.
+    /// so the buckets count what the steps in their order would have counted.
     async fn admit(&self, jobs: Vec<Job>) -> Vec<Admitted> {
         self.metrics.send_batch_size.observe(jobs.len() as f64);
         let started = Instant::now();
@@ -404,8 +404,8 @@ impl Worker {
 
     /// Answers each request and publishes each new message's event, in batch order. Requests
     /// that were refused or replayed after taking a token get their token back first, and
-    /// their answer after that (so a client's next send sees the bucket as the spec's order
-    /// leaves it), off this stage.
+    /// their answer after that (so a client's next send sees the bucket as the steps in
+    /// their order leave it), off this stage.
     async fn answer(&self, batch: Vec<Admitted>, sent: Vec<Sent>) {
         let mut refunds = Vec::new();
         let mut after_refund = Vec::new();

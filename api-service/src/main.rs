@@ -9,8 +9,8 @@ use retich_migrations as migrate;
 use secrecy::ExposeSecret;
 use sqlx::Connection;
 
-/// mimalloc instead of glibc's allocator (BENCHMARKS.md, fifth round): a request allocates and
-/// frees many small blocks on one worker thread and often frees them on another.
+/// mimalloc instead of glibc's allocator: a request allocates and frees many small blocks on one
+/// worker thread and often frees them on another.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,8 +1,8 @@
-//! Monthly `messages` partitions, created ahead of time by the service itself (schema.md, "Known
-//! problems"): at start and then periodically, by one replica at a time (a PostgreSQL advisory
-//! lock), never left to a cron nobody runs. The SQL function `ensure_messages_partitions`
-//! (migration 9) creates each missing month and first moves any rows of that month out of
-//! `messages_default`, so rows never pile up there.
+//! Monthly `messages` partitions, created ahead of time by the service itself: at start and then
+//! periodically, by one replica at a time (a PostgreSQL advisory lock), never left to a cron nobody
+//! runs. The SQL function `ensure_messages_partitions`
+//! (`migrations/000009_partition_maintenance.up.sql`) creates each missing month and first moves
+//! any rows of that month out of `messages_default`, so rows never pile up there.
 
 use std::time::Duration;
 

@@ -23,7 +23,7 @@ use uuid::{Uuid, uuid};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timestamp(pub i64);
 
-const TIMESTAMP_DOC: &str = "An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed\n(http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.";
+const TIMESTAMP_DOC: &str = "An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed\n(docs/api.md, \"Formats\"), e.g. `2026-11-24T15:00:44.1166Z`.";
 
 impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,7 +119,7 @@ pub struct Conversation {
     pub last_message_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
-    /// Unread messages for the caller (§9.3); 0 in WebSocket payloads.
+    /// Unread messages for the caller; 0 in WebSocket payloads.
     pub unread_count: i64,
 }
 

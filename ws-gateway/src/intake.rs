@@ -6,11 +6,10 @@
 //!
 //! On the main runtime they would share the workers with every socket's task. Under fan-out load
 //! those tasks are many and each of their writes is a `sendto` that wakes a reader, so an event
-//! waiting in the NATS socket would wait for the workers to get through the sockets' writes
-//! first, and the gateway would take its events off NATS many milliseconds after another
-//! subscriber of the same subjects (BENCHMARKS.md has the measurements, with and without this
-//! thread). The thread does little per event (decode, render once, push to the sockets' queues,
-//! whose tasks it wakes on the main runtime) and is woken by the NATS socket alone.
+//! waiting in the NATS socket would wait for the workers to get through the sockets' writes first,
+//! and the gateway would take its events off NATS many milliseconds after another subscriber of the
+//! same subjects. The thread does little per event (decode, render once, push to the sockets'
+//! queues, whose tasks it wakes on the main runtime) and is woken by the NATS socket alone.
 
 use std::sync::{Arc, Mutex, PoisonError};
 

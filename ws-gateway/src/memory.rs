@@ -3,9 +3,9 @@
 //! glibc's allocator keeps freed memory in its arenas for reuse and only returns the top of a
 //! heap; memory freed below a block still in use stays resident. After an overload — 10,000
 //! slow sockets with full send queues and blocked frames, closed with 1013 — a gateway holds
-//! about 2 GB resident with no socket open, and `malloc_trim(0)` brings it back to about 20 MB
-//! (measured: BENCHMARKS.md). A gateway fleet is sized (and autoscaled) on memory per socket, so a burst
-//! must not leave its peak behind for the life of the process.
+//! about 2 GB resident with no socket open, and `malloc_trim(0)` brings it back to about 20 MB. A
+//! gateway fleet is sized (and autoscaled) on memory per socket, so a burst must not leave its peak
+//! behind for the life of the process.
 //!
 //! [`run`] looks every [`CHECK_EVERY`] at how much of the resident memory no allocation uses
 //! (resident set minus the allocator's in-use bytes from `mallinfo2`) and trims when that

@@ -4,12 +4,12 @@
 //! (what the api-service and the gateway publish), plus the frames the gateway renders itself
 //! (`presence.snapshot`, `resync`), whose `type` is read from the rendered JSON.
 //!
-//! - websocket.md: each type must appear in backticks in a level-2 or level-3 heading, and its
-//!   section must show an example frame of that type.
-//! - asyncapi.yaml (AsyncAPI 3, written from the client's side): the messages of the `receive`
-//!   operations must be exactly those types, one message per type, and the messages of the
-//!   `send` operations exactly the client frames the gateway's parser accepts. A message's type
-//!   is the `const` (or single-value `enum`) of the `type` property of its payload schema.
+//! - `docs/websocket.md`: each type must appear in backticks in a level-2 or level-3 heading,
+//!   and its section must show an example frame of that type.
+//! - `docs/asyncapi.yaml` (AsyncAPI 3, written from the client's side): the messages of the
+//!   `receive` operations must be exactly those types, one message per type, and the messages of
+//!   the `send` operations exactly the client frames the gateway's parser accepts. A message's
+//!   type is the `const` (or single-value `enum`) of the `type` property of its payload schema.
 //!   The AsyncAPI parser itself, and the examples against the schemas, are checked by
 //!   `scripts/validate-asyncapi.sh`.
 

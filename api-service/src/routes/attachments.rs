@@ -1,12 +1,12 @@
 //! Attachments (docs/api.md, "Uploads and downloads"): upload a file to a message, list a message's
 //! files, the conversation's media gallery, and the public download of stored objects.
 //!
-//! Uploads are judged in the spec's order with nothing stored until every check has passed:
-//! identity, message and membership are checked before one byte of the body is read; the
-//! multipart stream is then parsed as it arrives, the file held in memory up to its type's limit
-//! (10 MiB images, 50 MiB otherwise — reading stops as soon as it is exceeded), its content
-//! sniffed against the declared type, then inspected (a thumbnail of an image, the duration and
-//! size of audio and video: [`crate::media`]), and only then written to the object store under
+//! Uploads are judged in a fixed order (docs/api.md, "Errors") with nothing stored until every
+//! check has passed: identity, message and membership are checked before one byte of the body is
+//! read; the multipart stream is then parsed as it arrives, the file held in memory up to its
+//! type's limit (10 MiB images, 50 MiB otherwise — reading stops as soon as it is exceeded), its
+//! content sniffed against the declared type, then inspected (a thumbnail of an image, the duration
+//! and size of audio and video: [`crate::media`]), and only then written to the object store under
 //! server-chosen names and recorded. A failed insert deletes the stored objects again.
 
 use bytes::{Bytes, BytesMut};

@@ -1,8 +1,8 @@
-//! Attachments (http-api.md §11): the upload's ten ordered steps with their exact errors, content
-//! sniffing for every allowed type, size limits, server-chosen object names, thumbnails of real
-//! images, durations and video sizes of real audio and video (`tests/fixtures`, made as its README
-//! says), bad media stored without them, the download's headers and ranges, the per-message list
-//! and the media gallery.
+//! Attachments (docs/api.md, "Uploads and downloads"): the upload's ten ordered steps with their
+//! exact errors, content sniffing for every allowed type, size limits, server-chosen object names,
+//! thumbnails of real images, durations and video sizes of real audio and video (`tests/fixtures`,
+//! made as its README says), bad media stored without them, the download's headers and ranges, the
+//! per-message list and the media gallery.
 //!
 //! Every test stores into its own `UPLOAD_DIR`, so "nothing was stored" is checked by listing it.
 
@@ -1107,8 +1107,9 @@ async fn the_file_is_judged_as_it_streams_in_and_reading_stops_at_the_first_fail
 
 #[tokio::test]
 async fn a_message_deleted_or_a_membership_ended_while_the_file_streams_in_gets_the_step_answer() {
-    // §2.8: a row that disappears between check and write yields the answer the check would
-    // have given; nothing is stored and no event goes out (a deleted message is never sent).
+    // A row that disappears between check and write yields the answer the check would have given
+    // (docs/api.md, "Errors"); nothing is stored and no event goes out (a deleted message is never
+    // sent).
     let s = setup().await;
     let mut events = s.app.conversation_events(s.conv).await;
     let head = format!(

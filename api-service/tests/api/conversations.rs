@@ -1,6 +1,6 @@
-//! Conversations (http-api.md §5): create (field rules, user service, DM uniqueness under
-//! concurrency), list mine (search, ordering, unread counts, pagination), discover channels, get,
-//! update (check order, atomic partial updates) and archive, with their events.
+//! Conversations: create (field rules, user service, DM uniqueness under concurrency), list mine
+//! (search, ordering, unread counts, pagination), discover channels, get, update (check order,
+//! atomic partial updates) and archive, with their events.
 
 use std::collections::HashMap;
 
@@ -73,7 +73,7 @@ async fn create(app: &TestApp, who: As, body: Value) -> Reply {
     app.post_json("/conversations", who, body).await
 }
 
-// ----- §5.1 create ------------------------------------------------------------------------------
+// ----- create -----------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn creating_a_group_makes_the_caller_owner_and_tells_every_participant() {
@@ -753,7 +753,7 @@ async fn a_failing_or_unreachable_user_service_is_a_500_and_creates_nothing() {
     }
 }
 
-// ----- §5.2 list mine ---------------------------------------------------------------------------
+// ----- list mine --------------------------------------------------------------------------------
 
 /// Sets a conversation's `created_at` to `minutes` ago (for a deterministic order).
 async fn created_minutes_ago(app: &TestApp, conversation: Uuid, minutes: i32) {
@@ -1113,7 +1113,7 @@ async fn unread_counts_in_lists_and_details_follow_joins_receipts_and_deletions(
     assert_eq!(unread(u).await, 1000);
 }
 
-// ----- §5.3 discover ----------------------------------------------------------------------------
+// ----- discover ---------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn discover_lists_unarchived_channels_by_member_count_then_name() {
@@ -1208,7 +1208,7 @@ async fn discover_lists_unarchived_channels_by_member_count_then_name() {
     assert_eq!(r.json()["pagination"]["total"], 0);
 }
 
-// ----- §5.4 get ---------------------------------------------------------------------------------
+// ----- get --------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn get_checks_the_id_then_the_header_then_existence_then_membership() {
@@ -1307,7 +1307,7 @@ async fn get_checks_the_id_then_the_header_then_existence_then_membership() {
     assert_eq!(r.status, 404);
 }
 
-// ----- §5.5 update ------------------------------------------------------------------------------
+// ----- update -----------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn update_field_rules_come_before_the_header_and_report_every_key() {
@@ -1601,7 +1601,7 @@ async fn concurrent_updates_of_different_fields_are_all_kept() {
     }
 }
 
-// ----- §5.6 archive -----------------------------------------------------------------------------
+// ----- archive ----------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn only_the_owner_archives_and_every_call_answers_and_publishes() {

@@ -1,6 +1,5 @@
-//! Messages (http-api.md §7), unread counts (§9.3) and the message rows of the authorization
-//! matrix (§12): send (idempotency, rate limit, seq under concurrency), history, search, get,
-//! edit, delete, typing.
+//! Messages, unread counts and who may do what to a message: send (idempotency, rate limit, seq
+//! under concurrency), history, search, get, edit, delete, typing.
 
 use std::collections::HashSet;
 
@@ -2156,7 +2155,7 @@ async fn typing_checks_the_header_after_the_path_in_header_mode() {
     assert_eq!(r.json(), json!({"data": {"user_ids": []}}));
 }
 
-// ----- unread counts (§9.3) -----------------------------------------------------------------------
+// ----- unread counts ----------------------------------------------------------------------------
 
 /// The caller's `unread_count` of `conv` in both `GET /conversations` and `GET /conversations/{id}`
 /// (asserted equal).

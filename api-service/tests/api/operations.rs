@@ -126,7 +126,7 @@ async fn metrics_share_one_prefix_and_include_the_process_and_the_build() {
 
 #[tokio::test]
 async fn a_nats_outage_never_fails_or_rolls_back_a_committed_write() {
-    // http-api.md §2.8, architecture.md "Delivery": NATS is fan-out, not storage.
+    // docs/delivery.md, "During a NATS outage": NATS is fan-out, not storage.
     let app = spawn_app_with(&[("NATS_URL", "nats://127.0.0.1:1")]).await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
     let conv = app.create_group(alice, &[bob]).await;

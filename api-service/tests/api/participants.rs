@@ -1,7 +1,6 @@
-//! Participants (http-api.md §6 and the participant rows of §12): add (with the user service and
-//! re-activation), change role and transfer ownership, remove or leave (with ownership
-//! succession and the DM pair), join a channel — check orders, database state, events and their
-//! order, and concurrent requests.
+//! Participants and who may change them: add (with the user service and re-activation), change role
+//! and transfer ownership, remove or leave (with ownership succession and the DM pair), join a
+//! channel — check orders, database state, events and their order, and concurrent requests.
 //!
 //! Also home of small helpers the conversation tests share: a stand-in user service, an
 //! every-subject event listener, and JSON/URL utilities.
@@ -39,7 +38,7 @@ pub fn parse_time(v: &Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// Asserts http-api.md §2.5: RFC 3339 UTC with `Z`, at most microseconds, no trailing zeros.
+/// Asserts docs/api.md, "Formats": RFC 3339 UTC with `Z`, at most microseconds, no trailing zeros.
 #[track_caller]
 pub fn assert_timestamp(v: &Value) {
     let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
@@ -370,7 +369,7 @@ async fn every_participant_route_answers_401_first_without_credentials() {
     }
 }
 
-// ----- §6.1 add ---------------------------------------------------------------------------------
+// ----- add --------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn admins_add_participants_in_request_order_and_everyone_hears_of_it() {
@@ -768,7 +767,7 @@ async fn concurrent_adds_of_the_same_users_add_each_of_them_once() {
     }
 }
 
-// ----- §6.2 change role -------------------------------------------------------------------------
+// ----- change role ------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn role_changes_check_ids_body_header_role_then_the_conversation() {
@@ -1114,7 +1113,7 @@ async fn concurrent_transfers_leave_exactly_one_owner() {
     }
 }
 
-// ----- §6.3 remove or leave ---------------------------------------------------------------------
+// ----- remove or leave --------------------------------------------------------------------------
 
 #[tokio::test]
 async fn leaving_is_a_soft_delete_announced_to_the_room_then_to_the_user() {
@@ -1438,7 +1437,7 @@ async fn concurrent_removals_of_one_participant_give_one_204_and_a_403() {
     loser.assert_error(403, "FORBIDDEN", NOT_PARTICIPANT);
 }
 
-// ----- §6.4 join --------------------------------------------------------------------------------
+// ----- join -------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn anyone_joins_a_channel_as_a_member_even_an_archived_one() {

@@ -1,5 +1,5 @@
-//! Pinned messages (http-api.md §10): pin (owners and admins, once per message), unpin (an event
-//! on every 204), list; check orders in both auth modes and concurrent pins.
+//! Pinned messages: pin (owners and admins, once per message), unpin (an event on every 204), list;
+//! check orders in both auth modes and concurrent pins.
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -127,8 +127,8 @@ async fn concurrent_pins_of_one_message_give_one_201_and_409s() {
 
 #[tokio::test]
 async fn a_message_deleted_between_the_check_and_the_pin_is_not_found() {
-    // §2.8: the write re-checks what step 3 checked, so the race answers 404, never a pin of a
-    // deleted message.
+    // The write re-checks what step 3 checked (docs/api.md, "Errors"), so the race answers 404,
+    // never a pin of a deleted message.
     let app = spawn_app().await;
     let owner = Uuid::new_v4();
     let conv = app.create_group(owner, &[Uuid::new_v4()]).await;

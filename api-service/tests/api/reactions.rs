@@ -1,5 +1,4 @@
-//! Reactions (http-api.md §8) and their rows of the authorization matrix (§12): add, remove,
-//! list; events `reaction.added` / `reaction.removed`.
+//! Reactions and who may add, remove or list them; events `reaction.added` / `reaction.removed`.
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};

@@ -1,6 +1,6 @@
-//! Read receipts (http-api.md §9.1, §9.2): forward-only marks with a stable receipt id, the
-//! `read.updated` event only when the receipt is created or moved, the check order in both auth
-//! modes, concurrent marks, and the list.
+//! Read receipts: forward-only marks with a stable receipt id, the `read.updated` event only when
+//! the receipt is created or moved, the check order in both auth modes, concurrent marks, and the
+//! list.
 
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -1,5 +1,6 @@
-//! The cross-cutting rules of http-api.md §2: routing, identity in both modes, body decoding and
-//! limits, path ids, error envelopes. Conversation routes serve as the probe.
+//! The cross-cutting rules of docs/api.md ("Identity", "Requests", "Responses"): routing, identity
+//! in both modes, body decoding and limits, path ids, error envelopes. Conversation routes serve as
+//! the probe.
 
 use serde_json::json;
 use uuid::Uuid;
@@ -345,7 +346,7 @@ async fn a_nul_character_which_postgresql_cannot_store_is_refused_not_a_500() {
         let r = app.post_json("/conversations", me, body).await;
         r.assert_error(400, "BAD_REQUEST", "Invalid JSON body");
     }
-    // Unknown keys are ignored (§2.4), whatever they hold.
+    // Unknown keys are ignored (docs/api.md, "Requests"), whatever they hold.
     let r = app
         .post_json(
             "/conversations",
@@ -393,7 +394,8 @@ async fn path_segments_that_are_not_utf8_get_the_routes_own_answers() {
         )
         .await;
     let message = r.data()["id"].as_str().unwrap().to_owned();
-    // jwt: the credential check first (§2.1), never a plain-text "invalid path params".
+    // jwt: the credential check first (docs/api.md, "Identity"), never a plain-text "invalid path
+    // params".
     let r = app.get_as("/conversations/%FF", As::Nobody).await;
     r.assert_error(401, "UNAUTHORIZED", "Missing or invalid credentials");
     for (path, message_text) in [

@@ -1,4 +1,5 @@
-//! websocket.md §5: each event reaches exactly its audience, across gateway processes.
+//! docs/websocket.md, "Server events": each event reaches exactly its audience, across gateway
+//! processes.
 
 use uuid::Uuid;
 

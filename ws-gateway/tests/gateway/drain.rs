@@ -1,4 +1,5 @@
-//! websocket.md §7: SIGTERM drains the gateway.
+//! SIGTERM drains the gateway (docs/websocket.md, "Keep-alive, limits and close codes": 1012;
+//! docs/deployment.md, "Scaling the gateways").
 
 use uuid::Uuid;
 

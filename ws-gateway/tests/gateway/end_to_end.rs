@@ -1,6 +1,7 @@
 //! End to end: the real api-service (in-process) and two real ws-gateway processes sharing one
-//! database, NATS subject prefix, Redis key prefix and JWT secret. REST calls are made to the
-//! API; the assertions are on what the WebSocket clients receive (websocket.md §5, §6, §8).
+//! database, NATS subject prefix, Redis key prefix and JWT secret. REST calls are made to the API;
+//! the assertions are on what the WebSocket clients receive (docs/websocket.md: "Server events",
+//! "Sending typing frames", "Live membership").
 
 use std::collections::HashMap;
 

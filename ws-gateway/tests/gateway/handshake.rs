@@ -1,4 +1,4 @@
-//! websocket.md §1–§2: the HTTP front and the handshake checks, in their order.
+//! docs/websocket.md, "Connecting": the HTTP front and the handshake checks, in their order.
 
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 use uuid::Uuid;

@@ -955,9 +955,10 @@ impl Client {
     }
 }
 
-/// The one event a WebSocket message holds, as the ReTiCh web client reads it: one `JSON.parse`
-/// of the whole message (websocket.md §4). A message that is not exactly one JSON object fails
-/// the test — that client would drop it, and every event in it, without a word.
+/// The one event a WebSocket message holds, as the ReTiCh web client reads it: one `JSON.parse` of
+/// the whole message (docs/websocket.md, "Messages and the envelope"). A message that is not
+/// exactly one JSON object fails the test — that client would drop it, and every event in it,
+/// without a word.
 pub fn one_event(message: &str) -> &str {
     match serde_json::from_str::<Value>(message) {
         Ok(Value::Object(_)) => message,
@@ -966,7 +967,7 @@ pub fn one_event(message: &str) -> &str {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Events exactly as api-service publishes them (http-api.md §5–§7).
+// Events exactly as api-service publishes them (the routes of docs/api.md, "Routes at a glance").
 
 fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()

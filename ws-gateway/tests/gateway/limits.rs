@@ -1,4 +1,4 @@
-//! websocket.md §7: bounded send queues and keep-alive.
+//! docs/websocket.md, "Keep-alive, limits and close codes": bounded send queues and keep-alive.
 
 use std::time::Duration;
 

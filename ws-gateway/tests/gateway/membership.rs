@@ -1,4 +1,4 @@
-//! websocket.md §8: live membership, without reconnecting.
+//! docs/websocket.md, "Live membership": without reconnecting.
 
 use uuid::Uuid;
 

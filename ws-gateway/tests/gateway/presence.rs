@@ -1,5 +1,5 @@
-//! websocket.md §9: fleet-wide presence, its transitions, its bounded audience, and expiry after
-//! a gateway dies.
+//! docs/websocket.md, "Presence": fleet-wide presence, its transitions, its bounded audience, and
+//! expiry after a gateway dies.
 
 use shared_redis::fred::interfaces::KeysInterface;
 use uuid::Uuid;

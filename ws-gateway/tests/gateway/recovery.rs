@@ -1,6 +1,7 @@
-//! What real clients need so that nothing is lost without them knowing (websocket.md §4, §9,
-//! §10): one event per WebSocket message, presence for peers made while connected, and `resync`
-//! after a NATS interruption or a notice of the api-service.
+//! What real clients need so that nothing is lost without them knowing (docs/websocket.md:
+//! "Messages and the envelope", "Presence", "Staying consistent: seq and catch-up";
+//! docs/delivery.md): one event per WebSocket message, presence for peers made while connected, and
+//! `resync` after a NATS interruption or a notice of the api-service.
 
 use std::{collections::BTreeSet, time::Duration};
 

@@ -1,6 +1,6 @@
-//! architecture.md "Events and subjects": one NATS subscription per conversation subject per
+//! NATS subscriptions (subjects: `shared_proto::subjects`): one per conversation subject per
 //! gateway, however many local sockets need it, gone when the last one goes; personal subjects
-//! through one `user.*` subscription for the gateway's life.
+//! through one `user.>` subscription for the gateway's life.
 
 use uuid::Uuid;
 
@@ -77,10 +77,11 @@ async fn sockets_sharing_a_conversation_share_one_subscription_and_none_remain_a
     }
 }
 
-/// websocket.md §3 (subscribe, then snapshot) and §8: a socket's setup, or a join, that finds
-/// the subscription already created by another socket but not yet confirmed by the NATS server
-/// must wait for it too — otherwise the snapshot (or `conversation.joined`) goes out before the
-/// gateway receives the conversation, and what is published meanwhile is lost without a gap.
+/// docs/websocket.md, "After the upgrade" (subscribe, then snapshot) and "Live membership": a
+/// socket's setup, or a join, that finds the subscription already created by another socket but not
+/// yet confirmed by the NATS server must wait for it too — otherwise the snapshot (or
+/// `conversation.joined`) goes out before the gateway receives the conversation, and what is
+/// published meanwhile is lost without a gap.
 #[tokio::test]
 async fn a_second_socket_finding_a_pending_subscription_waits_until_it_is_confirmed() {
     use std::sync::Arc;
@@ -129,9 +130,9 @@ async fn a_second_socket_finding_a_pending_subscription_waits_until_it_is_confir
     }
 }
 
-/// websocket.md §8: a removal processed while a new socket of the user is still loading its
-/// conversation list from PostgreSQL must not be undone by that (now stale) list — otherwise
-/// the removed user would receive the conversation's events again until they reconnect.
+/// docs/websocket.md, "Live membership": a removal processed while a new socket of the user is
+/// still loading its conversation list from PostgreSQL must not be undone by that (now stale) list
+/// — otherwise the removed user would receive the conversation's events again until they reconnect.
 #[tokio::test]
 async fn a_removal_processed_while_a_socket_loads_its_list_is_not_undone_by_that_list() {
     use std::sync::Arc;
@@ -165,7 +166,7 @@ async fn a_removal_processed_while_a_socket_loads_its_list_is_not_undone_by_that
         direct: false,
         presence_members: None,
     };
-    // The gateway's personal subscription (`user.*`) is up; the socket registers and its list
+    // The gateway's personal subscription (`user.>`) is up; the socket registers and its list
     // is being loaded.
     fanout.start().await;
     let socket = fanout.register(alice, 16);

@@ -1,5 +1,5 @@
-//! websocket.md §6: typing frames, validated, stamped, relayed to the room minus the typist, and
-//! the automatic typing.stop, exactly once across the fleet.
+//! docs/websocket.md, "Sending typing frames": typing frames, validated, stamped, relayed to the
+//! room minus the typist, and the automatic typing.stop, exactly once across the fleet.
 
 use serde_json::json;
 use shared_redis::fred::interfaces::SortedSetsInterface;

@@ -467,7 +467,7 @@ export interface components {
             duration?: number;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             created_at: string;
@@ -514,26 +514,26 @@ export interface components {
             is_archived: boolean;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              * @description `created_at` of the newest message ever sent.
              */
             last_message_at?: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             created_at: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             updated_at: string;
             /**
              * Format: int64
-             * @description Unread messages for the caller (§9.3); 0 in WebSocket payloads.
+             * @description Unread messages for the caller; 0 in WebSocket payloads.
              */
             unread_count: number;
             /** Format: int64 */
@@ -574,26 +574,26 @@ export interface components {
             is_archived: boolean;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              * @description `created_at` of the newest message ever sent.
              */
             last_message_at?: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             created_at: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             updated_at: string;
             /**
              * Format: int64
-             * @description Unread messages for the caller (§9.3); 0 in WebSocket payloads.
+             * @description Unread messages for the caller; 0 in WebSocket payloads.
              */
             unread_count: number;
         };
@@ -648,26 +648,26 @@ export interface components {
             is_archived: boolean;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              * @description `created_at` of the newest message ever sent.
              */
             last_message_at?: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             created_at: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             updated_at: string;
             /**
              * Format: int64
-             * @description Unread messages for the caller (§9.3); 0 in WebSocket payloads.
+             * @description Unread messages for the caller; 0 in WebSocket payloads.
              */
             unread_count: number;
             participants: components["schemas"]["Participant"][];
@@ -730,7 +730,7 @@ export interface components {
             service: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              * @description The current time, in whole seconds.
              */
@@ -809,13 +809,13 @@ export interface components {
             is_edited: boolean;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             edited_at?: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             created_at: string;
@@ -871,7 +871,7 @@ export interface components {
             nickname?: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             joined_at: string;
@@ -909,7 +909,7 @@ export interface components {
             pinned_by: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             pinned_at: string;
@@ -935,7 +935,7 @@ export interface components {
             emoji: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             created_at: string;
@@ -975,7 +975,7 @@ export interface components {
             last_read_message_id: string;
             /**
              * An RFC 3339 UTC timestamp with microsecond precision and trailing fractional zeros removed
-             *     (http-api.md §2.5), e.g. `2026-11-24T15:00:44.1166Z`.
+             *     (docs/api.md, "Formats"), e.g. `2026-11-24T15:00:44.1166Z`.
              * Format: date-time
              */
             last_read_at: string;
