@@ -81,7 +81,9 @@ pub async fn maintain(pool: PgPool, months_ahead: u32, every: Duration, stop: Ca
                 tracing::info!(partitions.created = n, "created messages partitions")
             }
             Ok(_) => tracing::debug!("messages partitions up to date"),
-            Err(e) => tracing::error!(error = %shared_ops::Chain(&e), "messages partition maintenance failed"),
+            Err(e) => {
+                tracing::error!(error = %shared_ops::Chain(&e), "messages partition maintenance failed")
+            }
         }
         tokio::select! {
             () = stop.cancelled() => return,
