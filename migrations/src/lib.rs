@@ -14,6 +14,12 @@
 //! version update that follows it, so a failed file leaves the schema as it was (and the row
 //! dirty, as golang-migrate would). A session advisory lock keeps two replicas from migrating at
 //! once.
+//!
+//! The statements here are the only ones of the services not compile-checked with `query!`
+//! (docs/development.md): they run before the schema exists, against the `schema_migrations` table
+//! this crate creates itself (which the offline data's scratch database, built from the `.sql`
+//! files, does not have), and the migration files and `create database` are SQL known only at run
+//! time.
 
 use sqlx::{Connection, PgConnection, Row};
 use thiserror::Error;
