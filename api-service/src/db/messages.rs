@@ -612,50 +612,36 @@ pub async fn history(
     )
     .fetch_one(&mut *conn)
     .await?;
+    // One checked statement per direction, differing only in `asc` / `desc` (see above).
+    macro_rules! page {
+        ($direction:literal) => {
+            sqlx::query_as!(
+                MessageRow,
+                r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!",
+                          m.content, m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
+                          coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
+                          coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
+                   from messages m
+                   where m.conversation_id = $1
+                     and m.is_deleted is not true
+                     and m.seq > coalesce($2::bigint, -1)
+                     and m.seq < coalesce($3::bigint, 9223372036854775807)
+                   order by m.seq "# + $direction + r#"
+                   limit $4 offset $5"#,
+                conversation,
+                after,
+                before,
+                limit,
+                offset,
+            )
+            .fetch_all(conn)
+            .await?
+        };
+    }
     let rows = if oldest_first {
-        sqlx::query_as!(
-            MessageRow,
-            r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!",
-                      m.content, m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
-                      coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
-                      coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
-               from messages m
-               where m.conversation_id = $1
-                 and m.is_deleted is not true
-                 and m.seq > coalesce($2::bigint, -1)
-                 and m.seq < coalesce($3::bigint, 9223372036854775807)
-               order by m.seq asc
-               limit $4 offset $5"#,
-            conversation,
-            after,
-            before,
-            limit,
-            offset,
-        )
-        .fetch_all(conn)
-        .await?
+        page!("asc")
     } else {
-        sqlx::query_as!(
-            MessageRow,
-            r#"select m.id, m.conversation_id, m.sender_id, m.seq, m.type::text as "kind!",
-                      m.content, m.metadata::text as "metadata?", m.reply_to_id, m.client_msg_id,
-                      coalesce(m.is_edited, false) as "is_edited!", m.edited_at,
-                      coalesce(m.is_deleted, false) as "is_deleted!", m.created_at
-               from messages m
-               where m.conversation_id = $1
-                 and m.is_deleted is not true
-                 and m.seq > coalesce($2::bigint, -1)
-                 and m.seq < coalesce($3::bigint, 9223372036854775807)
-               order by m.seq desc
-               limit $4 offset $5"#,
-            conversation,
-            after,
-            before,
-            limit,
-            offset,
-        )
-        .fetch_all(conn)
-        .await?
+        page!("desc")
     };
     Ok((total, rows))
 }
